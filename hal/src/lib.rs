@@ -1,0 +1,4 @@
+//! edgellm-hal: what touches the board.
+#![forbid(unsafe_code)]
+
+pub mod board;
