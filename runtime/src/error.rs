@@ -7,4 +7,16 @@ use thiserror::Error;
 pub enum Error {
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+    #[error(transparent)]
+    Sampler(#[from] crate::sampler::SamplerError),
+    #[error(transparent)]
+    TextStream(#[from] crate::text_stream::TextStreamError),
+    #[error(transparent)]
+    Template(#[from] crate::chat_template::TemplateError),
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
 }

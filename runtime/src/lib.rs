@@ -22,6 +22,7 @@ pub mod ggml_type;
 pub mod gguf;
 pub mod kernels;
 pub mod mmap;
+pub mod ops;
 pub mod quant;
 pub mod sampler;
 pub mod tensor;

@@ -1,2 +1,59 @@
+//! `edgellm`: the one binary. Each subcommand lives in its own module; this file parses the
+//! command line and sets up logging.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod cli_model;
+mod inspect;
+mod perplexity;
+mod plan;
+mod progress;
+mod quantize;
+mod run;
+mod tokenize;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "edgellm", version, about = "Small language models on small boards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Architecture, hyperparameters, tokenizer and tensors of a GGUF file.
+    Inspect(inspect::Args),
+    /// The memory a model will take at a context length, and whether it fits a board.
+    Plan(plan::Args),
+    /// Convert a GGUF file to another weight type (F32, F16, Q8_0, Q4_0, Q4_1).
+    Quantize(quantize::Args),
+    /// Generate text from a prompt.
+    Run(run::Args),
+    /// Interactive chat on the terminal.
+    Chat(run::ChatArgs),
+    /// Show the token ids of a text.
+    Tokenize(tokenize::Args),
+    /// Perplexity of a text file (llama.cpp's method).
+    Perplexity(perplexity::Args),
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp(None)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::main(a),
+        Command::Plan(a) => plan::main(a),
+        Command::Quantize(a) => quantize::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Chat(a) => run::chat_main(a),
+        Command::Tokenize(a) => tokenize::main(a),
+        Command::Perplexity(a) => perplexity::main(a),
+    };
+    if let Err(e) = result {
+        eprintln!("edgellm: error: {e:#}");
+        std::process::exit(1);
+    }
+}

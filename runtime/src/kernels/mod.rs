@@ -1,1 +1,458 @@
-//! placeholder: being written
+//! Kernels: the dot products every matmul reduces to, per instruction set, behind one dispatch.
+//!
+//! A [`Kernels`] value is a table of row-dot functions for one [`KernelPath`]. It can only be
+//! built by [`Kernels::new`], which checks the CPU first: holding one proves its instructions
+//! exist, so the `#[target_feature]` functions it points to are never reached on a CPU without
+//! them (no SIGILL). The path is chosen once at start-up ([`Kernels::from_env`]: best available,
+//! or `EDGELLM_KERNELS=scalar|avx2|avx512|neon|neon-dotprod`).
+//!
+//! Every weight type pairs with an activation type (ggml's `vec_dot_type`): Q4_0 and Q8_0 with
+//! Q8_0, Q4_1 with Q8_1, F16 with F16, F32 and BF16 with F32. Activations are quantized once per
+//! matmul into a preallocated buffer ([`Kernels::quantize_act`]); the row dots then read them.
+//! The scalar functions in [`scalar`] are the specification.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub mod matmul;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod scalar;
+pub mod threadpool;
+
+use std::fmt;
+
+use half::f16;
+use thiserror::Error;
+
+use crate::ggml_type::GgmlType;
+use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::{self, Block};
+
+/// An instruction-set family the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelPath {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    NeonDotprod,
+}
+
+impl KernelPath {
+    pub const ALL: [KernelPath; 5] = [
+        KernelPath::Scalar,
+        KernelPath::Avx2,
+        KernelPath::Avx512,
+        KernelPath::Neon,
+        KernelPath::NeonDotprod,
+    ];
+
+    /// The name used by `EDGELLM_KERNELS`, `--kernels` and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPath::Scalar => "scalar",
+            KernelPath::Avx2 => "avx2",
+            KernelPath::Avx512 => "avx512",
+            KernelPath::Neon => "neon",
+            KernelPath::NeonDotprod => "neon-dotprod",
+        }
+    }
+
+    /// Parses a path name.
+    pub fn from_name(name: &str) -> Result<KernelPath, KernelError> {
+        KernelPath::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| KernelError::UnknownPath(name.to_string()))
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_supported(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => {
+                KernelPath::Avx2.is_supported()
+                    && std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::NeonDotprod => {
+                std::arch::is_aarch64_feature_detected!("neon")
+                    && std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Whether this build has kernels for the path (the CPU may still lack it): the x86 paths
+    /// on x86_64, the Arm ones on aarch64.
+    pub fn is_implemented(self) -> bool {
+        match self {
+            KernelPath::Scalar => true,
+            KernelPath::Avx2 | KernelPath::Avx512 => cfg!(target_arch = "x86_64"),
+            KernelPath::Neon | KernelPath::NeonDotprod => cfg!(target_arch = "aarch64"),
+        }
+    }
+
+    /// The fastest path this build implements and this CPU supports.
+    pub fn best() -> KernelPath {
+        [
+            KernelPath::Avx512,
+            KernelPath::Avx2,
+            KernelPath::NeonDotprod,
+            KernelPath::Neon,
+        ]
+        .into_iter()
+        .find(|p| p.is_implemented() && p.is_supported())
+        .unwrap_or(KernelPath::Scalar)
+    }
+}
+
+impl fmt::Display for KernelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// CPU features relevant to the kernels, as detected at run time (for reports).
+pub fn cpu_features() -> Vec<&'static str> {
+    #[allow(unused_mut)]
+    let mut v = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($f) { v.push($f); }
+            )*};
+        }
+        probe!(
+            "sse4.2",
+            "avx",
+            "f16c",
+            "fma",
+            "avx2",
+            "avx512f",
+            "avx512bw",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16",
+            "avxvnni"
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_aarch64_feature_detected!($f) { v.push($f); }
+            )*};
+        }
+        probe!("neon", "fp16", "dotprod", "i8mm", "sve");
+    }
+    v
+}
+
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("unknown kernel path '{0}' (expected scalar, avx2, avx512, neon or neon-dotprod)")]
+    UnknownPath(String),
+    #[error("kernel path '{0}' is not supported by this CPU (detected features: {1})")]
+    Unsupported(KernelPath, String),
+    #[error("kernel path '{0}' is not built for this architecture")]
+    NotImplemented(KernelPath),
+    #[error("no kernel for weights of type {0}")]
+    UnsupportedType(GgmlType),
+    #[error("EDGELLM_KERNELS: {0}")]
+    Env(Box<KernelError>),
+}
+
+/// One weight row (bytes of its blocks) dotted with one activation row (bytes of its blocks).
+pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
+
+/// Quantizes one f32 row into Q8_0 activation blocks (`x.len() == 32 * y.len()`).
+pub type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
+/// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
+pub type QuantizeQ8_1 = fn(x: &[f32], y: &mut [BlockQ8_1]);
+
+/// The kernel table for one path. See the module doc for why it can only be built by `new`.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    path: KernelPath,
+    q4_0: RowDot,
+    q4_1: RowDot,
+    q8_0: RowDot,
+    f16: RowDot,
+    f32: RowDot,
+    bf16: RowDot,
+    quantize_q8_0: QuantizeQ8_0,
+    quantize_q8_1: QuantizeQ8_1,
+}
+
+impl fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kernels").field("path", &self.path).finish()
+    }
+}
+
+impl Kernels {
+    /// The table for `path`, after checking that this CPU supports it.
+    pub fn new(path: KernelPath) -> Result<Kernels, KernelError> {
+        if !path.is_supported() {
+            return Err(KernelError::Unsupported(path, cpu_features().join(" ")));
+        }
+        if !path.is_implemented() {
+            return Err(KernelError::NotImplemented(path));
+        }
+        // Every entry below enables at most the features `is_supported` just confirmed: this
+        // match is the only place the ISA modules' entries are reachable from.
+        let scalar = Kernels::scalar();
+        let k = match path {
+            KernelPath::Scalar => scalar,
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx2 => Kernels {
+                path,
+                q4_0: avx2::row_dot_q4_0,
+                q4_1: avx2::row_dot_q4_1,
+                q8_0: avx2::row_dot_q8_0,
+                f16: avx2::row_dot_f16,
+                f32: avx2::row_dot_f32,
+                bf16: avx2::row_dot_bf16,
+                quantize_q8_0: avx2::quantize_row_q8_0_entry,
+                quantize_q8_1: avx2::quantize_row_q8_1_entry,
+            },
+            #[cfg(target_arch = "x86_64")]
+            KernelPath::Avx512 => Kernels {
+                path,
+                q4_0: avx512::row_dot_q4_0,
+                q4_1: avx512::row_dot_q4_1,
+                q8_0: avx512::row_dot_q8_0,
+                // The float dots are memory-bound at our row lengths: AVX2's serve.
+                f16: avx2::row_dot_f16,
+                f32: avx2::row_dot_f32,
+                bf16: avx2::row_dot_bf16,
+                quantize_q8_0: avx2::quantize_row_q8_0_entry,
+                quantize_q8_1: avx2::quantize_row_q8_1_entry,
+            },
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::Neon => Kernels {
+                path,
+                q4_0: neon::row_dot_q4_0,
+                q4_1: neon::row_dot_q4_1,
+                q8_0: neon::row_dot_q8_0,
+                f16: neon::row_dot_f16,
+                f32: neon::row_dot_f32,
+                bf16: neon::row_dot_bf16,
+                quantize_q8_0: neon::quantize_row_q8_0_entry,
+                quantize_q8_1: neon::quantize_row_q8_1_entry,
+            },
+            #[cfg(target_arch = "aarch64")]
+            KernelPath::NeonDotprod => Kernels {
+                path,
+                q4_0: neon::row_dot_q4_0_dotprod,
+                q4_1: neon::row_dot_q4_1_dotprod,
+                q8_0: neon::row_dot_q8_0_dotprod,
+                ..Kernels::new(KernelPath::Neon)?
+            },
+            #[allow(unreachable_patterns)]
+            _ => return Err(KernelError::NotImplemented(path)),
+        };
+        Ok(Kernels { path, ..k })
+    }
+
+    /// The best path for this CPU.
+    pub fn detect() -> Kernels {
+        match Kernels::new(KernelPath::best()) {
+            Ok(k) => k,
+            Err(_) => Kernels::scalar(),
+        }
+    }
+
+    /// The scalar reference table (always available).
+    pub fn scalar() -> Kernels {
+        Kernels {
+            path: KernelPath::Scalar,
+            q4_0: row_dot_q4_0_scalar,
+            q4_1: row_dot_q4_1_scalar,
+            q8_0: row_dot_q8_0_scalar,
+            f16: row_dot_f16_scalar,
+            f32: row_dot_f32_scalar,
+            bf16: row_dot_bf16_scalar,
+            quantize_q8_0: quant::quantize_row_q8_0,
+            quantize_q8_1: quant::quantize_row_q8_1,
+        }
+    }
+
+    /// `EDGELLM_KERNELS` if set (an error if it names a path this CPU lacks), else the best.
+    pub fn from_env() -> Result<Kernels, KernelError> {
+        match std::env::var("EDGELLM_KERNELS") {
+            Ok(name) => Kernels::from_setting(Some(&name)),
+            Err(_) => Kernels::from_setting(None),
+        }
+    }
+
+    /// What [`from_env`](Kernels::from_env) does with the variable's value: `None` or blank
+    /// means the best path, otherwise the named one (an error if unknown or unsupported).
+    pub fn from_setting(value: Option<&str>) -> Result<Kernels, KernelError> {
+        match value {
+            Some(name) if !name.trim().is_empty() => KernelPath::from_name(name)
+                .and_then(Kernels::new)
+                .map_err(|e| KernelError::Env(Box::new(e))),
+            _ => Ok(Kernels::detect()),
+        }
+    }
+
+    pub fn path(&self) -> KernelPath {
+        self.path
+    }
+
+    /// The activation type a weight type's row dot consumes (ggml's `vec_dot_type`).
+    pub fn act_type(weight: GgmlType) -> Result<GgmlType, KernelError> {
+        match weight {
+            GgmlType::Q4_0 | GgmlType::Q8_0 => Ok(GgmlType::Q8_0),
+            GgmlType::Q4_1 => Ok(GgmlType::Q8_1),
+            GgmlType::F16 => Ok(GgmlType::F16),
+            GgmlType::F32 | GgmlType::BF16 => Ok(GgmlType::F32),
+            other => Err(KernelError::UnsupportedType(other)),
+        }
+    }
+
+    /// Bytes of one activation row of `n` elements for weights of type `weight`.
+    pub fn act_row_bytes(weight: GgmlType, n: usize) -> Result<usize, KernelError> {
+        let act = Kernels::act_type(weight)?;
+        act.row_bytes(n as u64)
+            .map(|b| b as usize)
+            .ok_or(KernelError::UnsupportedType(weight))
+    }
+
+    /// The row-dot function for weights of type `weight`.
+    ///
+    /// The int row dots (Q4_0, Q4_1, Q8_0 weights) expect activation quants in [-127, 127], the
+    /// range [`quantize_act`](Kernels::quantize_act) produces; the weights may hold any bytes.
+    pub fn row_dot(&self, weight: GgmlType) -> Result<RowDot, KernelError> {
+        match weight {
+            GgmlType::Q4_0 => Ok(self.q4_0),
+            GgmlType::Q4_1 => Ok(self.q4_1),
+            GgmlType::Q8_0 => Ok(self.q8_0),
+            GgmlType::F16 => Ok(self.f16),
+            GgmlType::F32 => Ok(self.f32),
+            GgmlType::BF16 => Ok(self.bf16),
+            other => Err(KernelError::UnsupportedType(other)),
+        }
+    }
+
+    /// Quantizes one f32 row into the activation format `act` (`dst` holds exactly its bytes).
+    /// Every path writes the bytes the scalar `quant::quantize_row_q8_0` / `q8_1` write.
+    pub fn quantize_act(&self, act: GgmlType, x: &[f32], dst: &mut [u8]) {
+        match act {
+            GgmlType::Q8_0 => {
+                if let Ok(blocks) = quant::blocks_mut::<BlockQ8_0>(dst) {
+                    (self.quantize_q8_0)(x, blocks);
+                }
+            }
+            GgmlType::Q8_1 => {
+                if let Ok(blocks) = quant::blocks_mut::<BlockQ8_1>(dst) {
+                    (self.quantize_q8_1)(x, blocks);
+                }
+            }
+            GgmlType::F16 => {
+                if let Ok(h) = quant::blocks_mut::<f16>(dst) {
+                    for (o, v) in h.iter_mut().zip(x) {
+                        *o = f16::from_f32(*v);
+                    }
+                }
+            }
+            _ => {
+                if let Ok(f) = quant::blocks_mut::<f32>(dst) {
+                    f.copy_from_slice(&x[..f.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// Defines `$name`, the safe table entry for the `#[target_feature]` kernel `$kernel` over the
+/// bytes of a weight row and an activation row.
+///
+/// The entry is `pub(super)` in its ISA module and stored only by [`Kernels::new`], after
+/// [`KernelPath::is_supported`] confirmed the features the kernel enables: holding the table is
+/// the proof that calling it is sound.
+macro_rules! row_dot_entry {
+    ($name:ident, $kernel:path, $w:ty, $a:ty) => {
+        #[doc = concat!("`", stringify!($kernel), "` over the bytes of two rows (NaN if they are not whole, aligned blocks).")]
+        pub(super) fn $name(w: &[u8], a: &[u8]) -> f32 {
+            match super::cast_pair::<$w, $a>(w, a) {
+                // SAFETY: only `Kernels::new` stores this entry, for a path whose
+                // `is_supported` check covers the features the kernel enables.
+                Some((w, a)) => unsafe { $kernel(w, a) },
+                None => f32::NAN,
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use row_dot_entry;
+
+/// Runs `$block(&x[i], &y[i], acc)` over the first `min(x.len(), y.len())` block pairs with two
+/// accumulators (even and odd blocks) to hide the latency of the per-block float FMA; returns
+/// both for the caller to combine. `$block` must be a function with the caller's
+/// `#[target_feature]`s (a closure would not inherit them and its intrinsics would not inline).
+macro_rules! dot_blocks {
+    ($x:expr, $y:expr, $zero:expr, $block:path) => {{
+        let n = $x.len().min($y.len());
+        let (x, y) = (&$x[..n], &$y[..n]);
+        let (mut a0, mut a1) = ($zero, $zero);
+        let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
+        let (xr, yr) = (xp.remainder(), yp.remainder());
+        for (xs, ys) in xp.zip(yp) {
+            a0 = $block(&xs[0], &ys[0], a0);
+            a1 = $block(&xs[1], &ys[1], a1);
+        }
+        if let (Some(xb), Some(yb)) = (xr.first(), yr.first()) {
+            a0 = $block(xb, yb, a0);
+        }
+        (a0, a1)
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use dot_blocks;
+
+/// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
+/// loader validated) yields NaN so it shows in the output instead of passing silently.
+fn cast_pair<'a, W: Block, A: Block>(w: &'a [u8], a: &'a [u8]) -> Option<(&'a [W], &'a [A])> {
+    Some((quant::blocks::<W>(w).ok()?, quant::blocks::<A>(a).ok()?))
+}
+
+fn row_dot_q4_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ4_0, BlockQ8_0>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_0_q8_0(w, a))
+}
+fn row_dot_q4_1_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ4_1, BlockQ8_1>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_1_q8_1(w, a))
+}
+fn row_dot_q8_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ8_0, BlockQ8_0>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q8_0_q8_0(w, a))
+}
+fn row_dot_f16_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<f16, f16>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_f16(w, a))
+}
+fn row_dot_f32_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<f32, f32>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_f32(w, a))
+}
+fn row_dot_bf16_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<half::bf16, f32>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_bf16_f32(w, a))
+}

@@ -1,0 +1,79 @@
+# edgellm: entry points for setting up a machine, fetching the test model, building, the demo and
+# the full test run (what CI runs through .ci/run). `make help` lists the targets.
+#
+# The host build uses the Rust toolchain first on PATH (rustup). The aarch64 tests use Debian's
+# rustc-web with its arm64 std and run under qemu-aarch64 (see tools/aarch64-test.sh and
+# .cargo/config.toml); `make setup` installs all of it on Debian 12.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+# Every target drives cargo or apt; running two at once only fights over locks and 2 cores.
+.NOTPARALLEL:
+
+CARGO ?= cargo
+MODEL ?= models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
+EDGELLM := target/release/edgellm
+DEMO_PROMPT ?= What is the capital of France? Answer in one sentence.
+# How the demo runs generation once `edgellm run` exists; adjust to the CLI's final flags.
+DEMO_RUN ?= $(EDGELLM) run --chat -p "$(DEMO_PROMPT)" "$(MODEL)"
+# Crates whose tests also run on aarch64 under qemu, and the emulated CPUs: cortex-a72 (NEON
+# without dotprod, Raspberry Pi 4) and cortex-a76 (NEON with dotprod, Raspberry Pi 5).
+AARCH64_TEST_PACKAGES ?= -p edgellm-runtime -p edgellm-models
+AARCH64_CPUS ?= cortex-a72 cortex-a76
+
+.PHONY: help setup model build demo test lint fmt-check clippy test-host test-aarch64
+
+help:
+	@echo "make setup         install toolchains (aarch64 cross, qemu, libclang, socat, Python test deps)"
+	@echo "make model         fetch $(MODEL) (sha256-checked; no-op when present)"
+	@echo "make build         cargo build --release"
+	@echo "make demo          build, fetch the model if missing, run edgellm on it"
+	@echo "make test          setup, model, fmt check, clippy, host tests, aarch64 tests under qemu"
+	@echo "make lint          fmt check and clippy only"
+	@echo "make test-host     host x86_64 tests only"
+	@echo "make test-aarch64  aarch64 tests only (AARCH64_CPUS='$(AARCH64_CPUS)')"
+
+# Installs with apt (through sudo when not root) only what dpkg-query says is missing.
+setup:
+	tools/setup-toolchains.sh
+
+model:
+	tools/fetch-model.sh
+
+build:
+	$(CARGO) build --release
+
+# Runs generation when the binary has `run`, else shows what the runtime knows about the model.
+demo: build
+	@[[ -f "$(MODEL)" ]] || tools/fetch-model.sh
+	@if $(EDGELLM) run --help >/dev/null 2>&1; then \
+		echo "== $(DEMO_RUN) =="; \
+		$(DEMO_RUN); \
+	else \
+		echo "== $(EDGELLM) inspect $(MODEL) =="; \
+		$(EDGELLM) inspect "$(MODEL)"; \
+		echo; \
+		echo "== $(EDGELLM) plan $(MODEL) =="; \
+		$(EDGELLM) plan "$(MODEL)"; \
+	fi
+
+test: setup model lint test-host test-aarch64
+
+lint: fmt-check clippy
+
+fmt-check:
+	@echo "== cargo fmt --check =="
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	@echo "== cargo clippy =="
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test-host:
+	@echo "== host x86_64 tests =="
+	@$(CARGO) --version
+	$(CARGO) test --workspace
+
+test-aarch64:
+	tools/aarch64-test.sh --cpu "$(AARCH64_CPUS)" $(AARCH64_TEST_PACKAGES)

@@ -1,0 +1,242 @@
+//! The decoder forward pass of the llama family: embed, then per layer pre-norm attention with
+//! RoPE and grouped-query heads over the KV cache, pre-norm gated FFN, residuals; final norm
+//! and the output projection. Prompts are evaluated in batches (every matmul reads each
+//! weight row once for the whole batch); decoding is a batch of one. Nothing here allocates.
+
+use edgellm_runtime::kernels::matmul::matmul;
+use edgellm_runtime::ops::{self, HeadCache, KvElem};
+
+use crate::error::ModelError;
+use crate::kv_cache::KvStore;
+use crate::model::Model;
+use crate::state::State;
+
+/// Which logits a forward call produces.
+pub enum LogitsWanted<'f> {
+    /// Only the last token's, into `State::logits()`.
+    Last,
+    /// Every token's, handed to the callback as `(index in tokens, logits)`.
+    All(&'f mut dyn FnMut(usize, &[f32])),
+}
+
+impl Model {
+    /// Evaluates `tokens` at positions `state.n_past()..`, appending them to the cache.
+    pub fn forward(&self, state: &mut State, tokens: &[u32], mut want: LogitsWanted<'_>) -> Result<(), ModelError> {
+        let needed = state.n_past() + tokens.len();
+        if needed > state.n_ctx() {
+            return Err(ModelError::ContextFull {
+                needed,
+                n_ctx: state.n_ctx(),
+            });
+        }
+        if let LogitsWanted::All(_) = want {
+            if !state.opts.all_logits {
+                return Err(ModelError::Option("this state keeps only the last logits; create it with all_logits".into()));
+            }
+        }
+        for &t in tokens {
+            if t as usize >= self.hparams.n_vocab {
+                return Err(ModelError::BadToken {
+                    id: t,
+                    n_vocab: self.hparams.n_vocab,
+                });
+            }
+        }
+        let nb_max = state.opts.n_batch.min(state.opts.n_ctx);
+        let mut done = 0;
+        while done < tokens.len() {
+            let chunk = &tokens[done..(done + nb_max).min(tokens.len())];
+            let last_chunk = done + chunk.len() == tokens.len();
+            match &mut want {
+                LogitsWanted::Last => {
+                    self.forward_batch(state, chunk, if last_chunk { OutRows::Last } else { OutRows::None })?;
+                }
+                LogitsWanted::All(f) => {
+                    self.forward_batch(state, chunk, OutRows::All)?;
+                    let n = self.hparams.n_vocab;
+                    for i in 0..chunk.len() {
+                        f(done + i, &state.logits[i * n..(i + 1) * n]);
+                    }
+                }
+            }
+            done += chunk.len();
+        }
+        Ok(())
+    }
+
+    fn forward_batch(&self, s: &mut State, tokens: &[u32], out_rows: OutRows) -> Result<(), ModelError> {
+        let hp = &self.hparams;
+        let map = self.map.bytes();
+        let w = &self.weights;
+        let pool = &self.pool;
+        let kern = &self.kernels;
+        let nb = tokens.len();
+        let d = hp.n_embd;
+        let hd = hp.head_dim;
+        let q_dim = hp.q_dim();
+        let kv_dim = hp.kv_dim();
+        let n_ff = hp.n_ff;
+        let pos0 = s.n_past();
+        let n_half = hp.rope.n_dims / 2;
+        let freq_factors = w.rope_freqs.as_ref().map(|b| b.f32s(map));
+
+        // Embeddings.
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = w.token_embd.row(map, tok as usize);
+            edgellm_runtime::quant::dequantize_row(w.token_embd.ty, row, &mut s.x[t * d..(t + 1) * d])
+                .map_err(|e| ModelError::Option(e.to_string()))?;
+        }
+        // RoPE rotations of this batch's positions.
+        for t in 0..nb {
+            ops::rope_cache(&hp.rope, (pos0 + t) as f32, freq_factors, &mut s.rope_cs[t * n_half..(t + 1) * n_half]);
+        }
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = hp.n_head / hp.n_head_kv;
+
+        for (il, l) in w.layers.iter().enumerate() {
+            // Attention.
+            let attn_norm = l.attn_norm.f32s(map);
+            for t in 0..nb {
+                ops::rms_norm(&mut s.xb[t * d..(t + 1) * d], &s.x[t * d..(t + 1) * d], Some(attn_norm), hp.rms_eps);
+            }
+            matmul(pool, kern, &l.wq.matrix(map), &s.xb, nb, &mut s.act, &mut s.q)?;
+            matmul(pool, kern, &l.wk.matrix(map), &s.xb, nb, &mut s.act, &mut s.k)?;
+            matmul(pool, kern, &l.wv.matrix(map), &s.xb, nb, &mut s.act, &mut s.v)?;
+            for (bias, buf, width) in [(&l.bq, &mut s.q, q_dim), (&l.bk, &mut s.k, kv_dim), (&l.bv, &mut s.v, kv_dim)] {
+                if let Some(b) = bias {
+                    let b = b.f32s(map);
+                    for row in buf[..nb * width].chunks_exact_mut(width) {
+                        for (x, bb) in row.iter_mut().zip(b) {
+                            *x += bb;
+                        }
+                    }
+                }
+            }
+            for t in 0..nb {
+                let cs = &s.rope_cs[t * n_half..(t + 1) * n_half];
+                for h in 0..hp.n_head {
+                    let o = t * q_dim + h * hd;
+                    ops::rope_apply(hp.rope.style, hp.rope.n_dims, &mut s.q[o..o + hd], cs);
+                }
+                for h in 0..hp.n_head_kv {
+                    let o = t * kv_dim + h * hd;
+                    ops::rope_apply(hp.rope.style, hp.rope.n_dims, &mut s.k[o..o + hd], cs);
+                }
+                s.kv.store_row(il, pos0 + t, &s.k[t * kv_dim..(t + 1) * kv_dim], &s.v[t * kv_dim..(t + 1) * kv_dim]);
+            }
+            let n_ctx = s.kv.n_ctx;
+            let layer_off = il * n_ctx * kv_dim;
+            let layer_len = n_ctx * kv_dim;
+            let per_thread = s.opts.n_ctx + hd;
+            let q = &s.q;
+            let n_head = hp.n_head;
+            match &s.kv.store {
+                KvStore::F16 { k, v } => attend(
+                    pool,
+                    &mut s.att[..nb * q_dim],
+                    &mut s.att_scratch,
+                    per_thread,
+                    q,
+                    &k[layer_off..layer_off + layer_len],
+                    &v[layer_off..layer_off + layer_len],
+                    kv_dim,
+                    hd,
+                    n_head,
+                    group,
+                    pos0,
+                    scale,
+                ),
+                KvStore::F32 { k, v } => attend(
+                    pool,
+                    &mut s.att[..nb * q_dim],
+                    &mut s.att_scratch,
+                    per_thread,
+                    q,
+                    &k[layer_off..layer_off + layer_len],
+                    &v[layer_off..layer_off + layer_len],
+                    kv_dim,
+                    hd,
+                    n_head,
+                    group,
+                    pos0,
+                    scale,
+                ),
+            }
+            matmul(pool, kern, &l.wo.matrix(map), &s.att, nb, &mut s.act, &mut s.xb2)?;
+            for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
+                *x += a;
+            }
+
+            // Feed-forward.
+            let ffn_norm = l.ffn_norm.f32s(map);
+            for t in 0..nb {
+                ops::rms_norm(&mut s.xb[t * d..(t + 1) * d], &s.x[t * d..(t + 1) * d], Some(ffn_norm), hp.rms_eps);
+            }
+            matmul(pool, kern, &l.w_gate.matrix(map), &s.xb, nb, &mut s.act, &mut s.hb)?;
+            matmul(pool, kern, &l.w_up.matrix(map), &s.xb, nb, &mut s.act, &mut s.hb2)?;
+            ops::swiglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]);
+            matmul(pool, kern, &l.w_down.matrix(map), &s.hb, nb, &mut s.act, &mut s.xb2)?;
+            for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
+                *x += a;
+            }
+        }
+        s.tokens.extend_from_slice(tokens);
+
+        // Output.
+        let (first, rows) = match out_rows {
+            OutRows::None => {
+                s.logit_rows = 0;
+                return Ok(());
+            }
+            OutRows::Last => (nb - 1, 1),
+            OutRows::All => (0, nb),
+        };
+        let out_norm = w.output_norm.f32s(map);
+        for i in 0..rows {
+            let t = first + i;
+            ops::rms_norm(&mut s.xb[i * d..(i + 1) * d], &s.x[t * d..(t + 1) * d], Some(out_norm), hp.rms_eps);
+        }
+        matmul(pool, kern, &w.output.matrix(map), &s.xb, rows, &mut s.act, &mut s.logits)?;
+        s.logit_rows = rows;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum OutRows {
+    None,
+    Last,
+    All,
+}
+
+/// Attention for every (token, head) of the batch, in parallel over heads: token `t` sees
+/// cached positions `0..=pos0 + t`.
+fn attend<T: KvElem>(
+    pool: &edgellm_runtime::kernels::threadpool::ThreadPool,
+    att: &mut [f32],
+    scratch: &mut [f32],
+    per_thread: usize,
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    kv_dim: usize,
+    hd: usize,
+    n_head: usize,
+    group: usize,
+    pos0: usize,
+    scale: f32,
+) {
+    pool.for_each_row(att, hd, scratch, per_thread, &|row, out, scratch| {
+        let t = row / n_head;
+        let h = row % n_head;
+        let cache = HeadCache {
+            k,
+            v,
+            row_stride: kv_dim,
+            offset: (h / group) * hd,
+        };
+        let (scores, qr) = scratch.split_at_mut(per_thread - hd);
+        let qh = &q[row * hd..(row + 1) * hd];
+        ops::attention_head(qh, &cache, pos0 + t + 1, 0, scale, scores, qr, out);
+    });
+}

@@ -1,0 +1,155 @@
+//! `KvCache`: the keys and values of every layer for every position of the context, allocated
+//! once at load for the chosen context length and element type, and the llama.cpp-style
+//! context shift that frees room when it fills.
+
+use edgellm_runtime::ops::{rope_apply, rope_cache, KvElem, RopeParams};
+use half::f16;
+
+/// Element type of the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum KvType {
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvType::F16 => "f16",
+            KvType::F32 => "f32",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<KvType> {
+        match s.to_ascii_lowercase().as_str() {
+            "f16" => Some(KvType::F16),
+            "f32" => Some(KvType::F32),
+            _ => None,
+        }
+    }
+}
+
+/// `k` and `v` are each `[n_layer][n_ctx][kv_dim]`.
+pub enum KvStore {
+    F16 { k: Vec<f16>, v: Vec<f16> },
+    F32 { k: Vec<f32>, v: Vec<f32> },
+}
+
+pub struct KvCache {
+    pub store: KvStore,
+    pub n_layer: usize,
+    pub n_ctx: usize,
+    pub kv_dim: usize,
+}
+
+impl KvCache {
+    /// Bytes a cache of this size takes.
+    pub fn bytes_for(n_layer: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> usize {
+        2 * n_layer * n_ctx * kv_dim * ty.bytes()
+    }
+
+    pub fn new(n_layer: usize, n_ctx: usize, kv_dim: usize, ty: KvType) -> KvCache {
+        let n = n_layer * n_ctx * kv_dim;
+        let store = match ty {
+            KvType::F16 => KvStore::F16 {
+                k: vec![f16::ZERO; n],
+                v: vec![f16::ZERO; n],
+            },
+            KvType::F32 => KvStore::F32 {
+                k: vec![0.0; n],
+                v: vec![0.0; n],
+            },
+        };
+        KvCache {
+            store,
+            n_layer,
+            n_ctx,
+            kv_dim,
+        }
+    }
+
+    pub fn kv_type(&self) -> KvType {
+        match self.store {
+            KvStore::F16 { .. } => KvType::F16,
+            KvStore::F32 { .. } => KvType::F32,
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        KvCache::bytes_for(self.n_layer, self.n_ctx, self.kv_dim, self.kv_type())
+    }
+
+    /// Writes the K and V rows of `layer` at position `pos`.
+    pub fn store_row(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
+        let at = (layer * self.n_ctx + pos) * self.kv_dim;
+        match &mut self.store {
+            KvStore::F16 { k: kc, v: vc } => store(kc, vc, at, k, v),
+            KvStore::F32 { k: kc, v: vc } => store(kc, vc, at, k, v),
+        }
+    }
+
+    /// Drops positions `[n_keep, n_keep + n_discard)`, moving the `n_past - n_keep - n_discard`
+    /// later ones down and re-rotating their keys by `-n_discard` positions.
+    pub fn shift(&mut self, n_keep: usize, n_discard: usize, n_past: usize, rope: &RopeParams, freq_factors: Option<&[f32]>, head_dim: usize) {
+        let mut cs = vec![(0.0f32, 0.0f32); rope.n_dims / 2];
+        // A rotation by a negative position undoes that many positions of rotation.
+        rope_cache(rope, -(n_discard as f32), freq_factors, &mut cs);
+        let (n_ctx, kv_dim, n_layer) = (self.n_ctx, self.kv_dim, self.n_layer);
+        match &mut self.store {
+            KvStore::F16 { k, v } => shift_store(k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim),
+            KvStore::F32 { k, v } => shift_store(k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim),
+        }
+    }
+}
+
+fn store<T: KvElem>(kc: &mut [T], vc: &mut [T], at: usize, k: &[f32], v: &[f32]) {
+    for (d, s) in kc[at..at + k.len()].iter_mut().zip(k) {
+        *d = T::from_f32(*s);
+    }
+    for (d, s) in vc[at..at + v.len()].iter_mut().zip(v) {
+        *d = T::from_f32(*s);
+    }
+}
+
+fn shift_store<T: KvElem>(
+    k: &mut [T],
+    v: &mut [T],
+    n_layer: usize,
+    n_ctx: usize,
+    kv_dim: usize,
+    n_keep: usize,
+    n_discard: usize,
+    n_past: usize,
+    rope: &RopeParams,
+    cs: &[(f32, f32)],
+    head_dim: usize,
+) {
+    let mut head = vec![0.0f32; head_dim];
+    for l in 0..n_layer {
+        let base = l * n_ctx * kv_dim;
+        for p in n_keep + n_discard..n_past {
+            let src = base + p * kv_dim;
+            let dst = base + (p - n_discard) * kv_dim;
+            k.copy_within(src..src + kv_dim, dst);
+            v.copy_within(src..src + kv_dim, dst);
+            for h in 0..kv_dim / head_dim {
+                let row = &mut k[dst + h * head_dim..dst + (h + 1) * head_dim];
+                for (o, s) in head.iter_mut().zip(row.iter()) {
+                    *o = s.to_f32();
+                }
+                rope_apply(rope.style, rope.n_dims, &mut head, cs);
+                for (o, s) in row.iter_mut().zip(&head) {
+                    *o = T::from_f32(*s);
+                }
+            }
+        }
+    }
+}

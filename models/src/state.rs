@@ -1,0 +1,205 @@
+//! `State`: everything a forward pass writes (the KV cache and every activation buffer),
+//! allocated once for a chosen context, batch and thread count. `StateLayout` computes the
+//! sizes; both the allocation and `edgellm plan` use it, so the plan is what is allocated.
+
+use edgellm_runtime::kernels::Kernels;
+
+use crate::error::ModelError;
+use crate::hparams::HParams;
+use crate::kv_cache::{KvCache, KvType};
+use crate::weights::Weights;
+
+/// What a `State` is sized for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateOptions {
+    /// Context length (positions the KV cache holds).
+    pub n_ctx: usize,
+    /// Tokens evaluated per forward batch (prompt processing).
+    pub n_batch: usize,
+    pub kv_type: KvType,
+    /// Keep logits for every token of a batch (perplexity), not only the last.
+    pub all_logits: bool,
+    /// Threads that run attention (each gets its own scratch).
+    pub n_threads: usize,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        StateOptions {
+            n_ctx: 2048,
+            n_batch: 64,
+            kv_type: KvType::F16,
+            all_logits: false,
+            n_threads: 1,
+        }
+    }
+}
+
+/// Element counts of every buffer of a `State`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateLayout {
+    pub kv_bytes: usize,
+    /// `[n_batch][n_embd]` each: residual stream, normed input, attention/FFN output.
+    pub embd: usize,
+    /// `[n_batch][q_dim]`: queries and attention output.
+    pub q: usize,
+    /// `[n_batch][kv_dim]`: new keys and values.
+    pub kv: usize,
+    /// `[n_batch][n_ff]`: FFN gate and up.
+    pub ff: usize,
+    /// Quantized activations for the widest matmul input, `[n_batch][act_row_bytes]`.
+    pub act_bytes: usize,
+    /// `[n_threads][n_ctx + head_dim]`: attention scores and rounded query per thread.
+    pub att_scratch: usize,
+    /// `[n_batch][n_rot / 2]` (cos, sin) pairs.
+    pub rope: usize,
+    /// `[logit_rows][n_vocab]`.
+    pub logits: usize,
+    /// Token ids held in the cache, `[n_ctx]`.
+    pub tokens: usize,
+}
+
+impl StateLayout {
+    pub fn new(hp: &HParams, w: &Weights, opts: &StateOptions) -> Result<StateLayout, ModelError> {
+        if opts.n_ctx == 0 || opts.n_batch == 0 {
+            return Err(ModelError::Option(format!(
+                "context ({}) and batch ({}) must be positive",
+                opts.n_ctx, opts.n_batch
+            )));
+        }
+        let nb = opts.n_batch.min(opts.n_ctx);
+        let mut act_row = 0;
+        for m in w.matrices() {
+            act_row = act_row.max(Kernels::act_row_bytes(m.ty, m.cols)?);
+        }
+        let logit_rows = if opts.all_logits { nb } else { 1 };
+        Ok(StateLayout {
+            kv_bytes: KvCache::bytes_for(hp.n_layer, opts.n_ctx, hp.kv_dim(), opts.kv_type),
+            embd: nb * hp.n_embd,
+            q: nb * hp.q_dim(),
+            kv: nb * hp.kv_dim(),
+            ff: nb * hp.n_ff,
+            act_bytes: nb * act_row,
+            att_scratch: opts.n_threads.max(1) * (opts.n_ctx + hp.head_dim),
+            rope: nb * (hp.rope.n_dims / 2),
+            logits: logit_rows * hp.n_vocab,
+            tokens: opts.n_ctx,
+        })
+    }
+
+    /// Bytes of everything but the KV cache.
+    pub fn scratch_bytes(&self) -> usize {
+        4 * (3 * self.embd + 2 * self.q + 2 * self.kv + 2 * self.ff + self.att_scratch + 2 * self.rope + self.logits + self.tokens)
+            + self.act_bytes
+    }
+}
+
+pub struct State {
+    pub(crate) opts: StateOptions,
+    pub(crate) layout: StateLayout,
+    pub(crate) kv: KvCache,
+    /// Token ids at positions `0..n_past`.
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) x: Vec<f32>,
+    pub(crate) xb: Vec<f32>,
+    pub(crate) xb2: Vec<f32>,
+    pub(crate) q: Vec<f32>,
+    pub(crate) att: Vec<f32>,
+    pub(crate) k: Vec<f32>,
+    pub(crate) v: Vec<f32>,
+    pub(crate) hb: Vec<f32>,
+    pub(crate) hb2: Vec<f32>,
+    pub(crate) act: Vec<u8>,
+    pub(crate) att_scratch: Vec<f32>,
+    pub(crate) rope_cs: Vec<(f32, f32)>,
+    pub(crate) logits: Vec<f32>,
+    /// Rows of `logits` the last forward filled.
+    pub(crate) logit_rows: usize,
+}
+
+impl State {
+    pub fn new(hp: &HParams, w: &Weights, opts: StateOptions) -> Result<State, ModelError> {
+        let layout = StateLayout::new(hp, w, &opts)?;
+        Ok(State {
+            opts,
+            layout,
+            kv: KvCache::new(hp.n_layer, opts.n_ctx, hp.kv_dim(), opts.kv_type),
+            tokens: Vec::with_capacity(layout.tokens),
+            x: vec![0.0; layout.embd],
+            xb: vec![0.0; layout.embd],
+            xb2: vec![0.0; layout.embd],
+            q: vec![0.0; layout.q],
+            att: vec![0.0; layout.q],
+            k: vec![0.0; layout.kv],
+            v: vec![0.0; layout.kv],
+            hb: vec![0.0; layout.ff],
+            hb2: vec![0.0; layout.ff],
+            act: vec![0; layout.act_bytes],
+            att_scratch: vec![0.0; layout.att_scratch],
+            rope_cs: vec![(0.0, 0.0); layout.rope],
+            logits: vec![0.0; layout.logits],
+            logit_rows: 0,
+        })
+    }
+
+    pub fn options(&self) -> &StateOptions {
+        &self.opts
+    }
+
+    pub fn layout(&self) -> &StateLayout {
+        &self.layout
+    }
+
+    /// Positions filled in the cache.
+    pub fn n_past(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.opts.n_ctx
+    }
+
+    /// The token ids in the cache, in position order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// Forgets every position (the next forward starts at position 0).
+    pub fn reset(&mut self) {
+        self.tokens.clear();
+        self.logit_rows = 0;
+    }
+
+    /// Forgets positions from `n` on (keeps a shared prefix for reuse).
+    pub fn truncate(&mut self, n: usize) {
+        self.tokens.truncate(n);
+        self.logit_rows = 0;
+    }
+
+    /// Logits of the last token evaluated (`[n_vocab]`).
+    pub fn logits(&self) -> &[f32] {
+        let n = self.logits.len() / self.logits_capacity_rows().max(1);
+        let r = self.logit_rows.max(1) - 1;
+        &self.logits[r * n..(r + 1) * n]
+    }
+
+    /// Mutable logits of the last token (samplers that edit in place).
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        let n = self.logits.len() / self.logits_capacity_rows().max(1);
+        let r = self.logit_rows.max(1) - 1;
+        &mut self.logits[r * n..(r + 1) * n]
+    }
+
+    fn logits_capacity_rows(&self) -> usize {
+        if self.opts.all_logits {
+            self.opts.n_batch.min(self.opts.n_ctx)
+        } else {
+            1
+        }
+    }
+
+    /// Heap bytes this state holds (KV cache + scratch).
+    pub fn heap_bytes(&self) -> usize {
+        self.kv.bytes() + self.layout.scratch_bytes()
+    }
+}

@@ -1,0 +1,69 @@
+//! What the end-to-end model tests share: the real model's path, files derived from it with
+//! `edgellm quantize` (made once, kept beside it), and the llama.cpp reference outputs.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use edgellm_models::quantize::quantize_file;
+use edgellm_models::{LoadOptions, Model};
+use edgellm_runtime::kernels::Kernels;
+use edgellm_runtime::GgmlType;
+
+pub fn model_path() -> PathBuf {
+    let p = edgellm_runtime::default_model_path();
+    assert!(
+        p.exists(),
+        "model file {} is missing: run `make model` (or set EDGELLM_MODEL)",
+        p.display()
+    );
+    p
+}
+
+pub fn reference_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
+}
+
+pub fn reference_json(name: &str) -> serde_json::Value {
+    let p = reference_dir().join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+static DERIVE_LOCK: Mutex<()> = Mutex::new(());
+
+/// The default model converted to `ty` by edgellm's own quantizer (cached next to it).
+pub fn derived_model(ty: GgmlType) -> PathBuf {
+    let src = model_path();
+    if ty == GgmlType::Q4_1 {
+        return src;
+    }
+    let out = src.with_file_name(format!("SmolLM2-135M-Instruct.{}.edgellm.gguf", ty.name()));
+    let _guard = DERIVE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let stale = match (std::fs::metadata(&out), std::fs::metadata(&src)) {
+        (Ok(o), Ok(s)) => o.modified().ok() < s.modified().ok(),
+        _ => true,
+    };
+    if stale {
+        quantize_file(&src, &out, ty, &mut |_, _| {}).expect("quantize");
+    }
+    out
+}
+
+pub fn threads() -> usize {
+    std::env::var("EDGELLM_TEST_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(2))
+}
+
+pub fn load(path: &Path) -> Model {
+    Model::load(
+        path,
+        LoadOptions {
+            n_threads: threads(),
+            kernels: Some(Kernels::from_env().expect("EDGELLM_KERNELS")),
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}

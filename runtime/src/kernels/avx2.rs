@@ -1,0 +1,485 @@
+//! AVX2 + FMA + F16C kernels (x86_64): ggml's AVX2 row dots and Q8 activation quantizers, for
+//! [`KernelPath::Avx2`](super::KernelPath::Avx2). The AVX-512 path reuses the float dots and the
+//! quantizers from here.
+//!
+//! Every `unsafe fn` here requires AVX2, FMA and F16C. The safe `row_dot_*` / `quantize_row_*`
+//! wrappers are `pub(super)` and only stored in a [`Kernels`](super::Kernels) table, which is
+//! built after [`KernelPath::is_supported`](super::KernelPath::is_supported) said yes: that is
+//! what makes calling them sound.
+//!
+//! Int paths: nibbles are unpacked to bytes, then `maddubs` (unsigned × signed bytes) with the
+//! sign trick: `|x| · sign(y, x)`. That trick is exact as long as the activation quants avoid
+//! -128, which the Q8 quantizers guarantee (their range is [-127, 127]); weights may hold any
+//! byte. Each block's int sums become f32 lanes scaled by `dx·dy` with an FMA; two accumulators
+//! hide the FMA latency.
+
+// Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
+// pointer-free ones are safe inside `#[target_feature]` functions, where the blocks that hold
+// only those then look unused.
+#![allow(unused_unsafe)]
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
+use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
+
+use super::{dot_blocks, row_dot_entry};
+
+row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+row_dot_entry!(row_dot_f16, vec_dot_f16, f16, f16);
+row_dot_entry!(row_dot_f32, vec_dot_f32, f32, f32);
+row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
+
+/// [`quantize_row_q8_0_avx2`] as a table entry.
+pub(super) fn quantize_row_q8_0_entry(x: &[f32], y: &mut [BlockQ8_0]) {
+    // SAFETY: only stored in a `Kernels` table for the avx2 or avx512 path, built after
+    // `KernelPath::is_supported` confirmed AVX2, FMA and F16C.
+    unsafe { quantize_row_q8_0_avx2(x, y) }
+}
+
+/// [`quantize_row_q8_1_avx2`] as a table entry.
+pub(super) fn quantize_row_q8_1_entry(x: &[f32], y: &mut [BlockQ8_1]) {
+    // SAFETY: as for `quantize_row_q8_0_entry`.
+    unsafe { quantize_row_q8_1_avx2(x, y) }
+}
+
+/// The 32 nibbles of a Q4 block as bytes 0..=15: element `j` (low nibble of `qs[j]`) in byte
+/// `j`, element `j + 16` (high nibble) in byte `j + 16` (ggml's `bytes_from_nibbles_32`).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; AVX2 is the caller's contract.
+    unsafe {
+        let tmp = _mm_loadu_si128(qs.as_ptr().cast());
+        let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+        _mm256_and_si256(bytes, _mm256_set1_epi8(0x0f))
+    }
+}
+
+/// The 32 quants of a Q8 block.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: `qs` is 32 readable bytes.
+    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+}
+
+/// `a · b` of two f16 scales (each converted exactly, as the scalar kernels do), in all 8 lanes.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_product(a: f16, b: f16) -> __m256 {
+    let bits = u32::from(a.to_bits()) | (u32::from(b.to_bits()) << 16);
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)); // [a, b, 0, 0]
+        _mm256_broadcastss_ps(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+    }
+}
+
+/// Both products of a Q4_1 block with its Q8_1 block from the two f16 pairs `(xd, xm)` and
+/// `(yd, ys)`: lane 0 holds `xd·yd`, lane 1 `xm·ys`.
+///
+/// # Safety
+/// F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_products_q4_1(x: &BlockQ4_1, y: &BlockQ8_1) -> __m128 {
+    let xb = u64::from(x.d.to_bits()) | (u64::from(x.m.to_bits()) << 16);
+    let yb = u64::from(y.d.to_bits()) | (u64::from(y.s.to_bits()) << 16);
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi64_si128((xb | (yb << 32)) as i64)); // [xd, xm, yd, ys]
+        _mm_mul_ps(v, _mm_movehl_ps(v, v))
+    }
+}
+
+/// Σ x·y over each group of 4 bytes as 8 i32 lanes, for signed `x` and `y` with `y != -128`
+/// (the sign trick: `|x| · sign(y, x)` fits `maddubs` without saturating).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+    unsafe {
+        let ax = _mm256_sign_epi8(x, x);
+        let sy = _mm256_sign_epi8(y, x);
+        mul_sum_us8_pairs(ax, sy)
+    }
+}
+
+/// Σ x·y over each group of 4 bytes as 8 i32 lanes, for unsigned `x` and signed `y` whose pair
+/// sums fit an i16 (`|x| <= 128` and `y != -128`, or `x <= 15`).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_us8_pairs(x: __m256i, y: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)) }
+}
+
+/// The sum of the 8 lanes.
+///
+/// # Safety
+/// AVX must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_f32_8(v: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; AVX is the caller's contract.
+    unsafe {
+        let r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+        let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+        let r = _mm_add_ss(r, _mm_movehdup_ps(r));
+        _mm_cvtss_f32(r)
+    }
+}
+
+/// One Q4_0 block's contribution added to `acc`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q4_0_q8_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
+    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+    unsafe {
+        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
+        let q = _mm256_cvtepi32_ps(mul_sum_i8_pairs(qx, load_q8(&y.qs)));
+        _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+    }
+}
+
+/// Σ (q4 - 8) · q8 per block, times both scales (the scalar twin is
+/// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: the per-block helper needs exactly our features.
+    unsafe {
+        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q4_0_q8_0);
+        hsum_f32_8(_mm256_add_ps(a0, a1))
+    }
+}
+
+/// One Q4_1 block's contribution: the scaled int sum added to `acc.0`, `m·s` to lane 1 of
+/// `acc.1`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q4_1_q8_1(x: &BlockQ4_1, y: &BlockQ8_1, acc: (__m256, __m128)) -> (__m256, __m128) {
+    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+    unsafe {
+        let dm = scale_products_q4_1(x, y);
+        let q = mul_sum_us8_pairs(bytes_from_nibbles_32(&x.qs), load_q8(&y.qs));
+        let sum = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(q), acc.0);
+        (sum, _mm_add_ps(acc.1, dm))
+    }
+}
+
+/// Σ q4 · q8 per block times both scales, plus `m · s` (the scalar twin is
+/// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: the per-block helper needs exactly our features.
+    unsafe {
+        let zero = (_mm256_setzero_ps(), _mm_setzero_ps());
+        let (a0, a1) = dot_blocks!(x, y, zero, block_q4_1_q8_1);
+        let summs = _mm_add_ps(a0.1, a1.1);
+        hsum_f32_8(_mm256_add_ps(a0.0, a1.0)) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
+    }
+}
+
+/// One Q8_0 block's contribution added to `acc`.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q8_0_q8_0(x: &BlockQ8_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
+    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+    unsafe {
+        let q = _mm256_cvtepi32_ps(mul_sum_i8_pairs(load_q8(&x.qs), load_q8(&y.qs)));
+        _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+    }
+}
+
+/// Σ q8 · q8 per block, times both scales (the scalar twin is
+/// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: the per-block helper needs exactly our features.
+    unsafe {
+        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q8_0_q8_0);
+        hsum_f32_8(_mm256_add_ps(a0, a1))
+    }
+}
+
+/// Σ x·y over the first `n` elements: `|i| load` gives 8 f32 lanes of each side starting at
+/// element `i`, `|i| tail` the product of element `i`. Four accumulators of 8 lanes, then 8-wide
+/// steps, then the tail one element at a time. (A macro, not closures: closures do not inherit
+/// the enclosing `#[target_feature]`, so their intrinsics would not inline.)
+macro_rules! float_dot {
+    ($n:expr, |$i:ident| $load:expr, |$j:ident| $tail:expr) => {{
+        let n: usize = $n;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut base = 0;
+        while base + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let $i = base + 8 * k;
+                let (x, y) = $load;
+                *a = _mm256_fmadd_ps(x, y, *a);
+            }
+            base += 32;
+        }
+        while base + 8 <= n {
+            let $i = base;
+            let (x, y) = $load;
+            acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+            base += 8;
+        }
+        let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let mut sumf = hsum_f32_8(sum);
+        for $j in base..n {
+            sumf += $tail;
+        }
+        sumf
+    }};
+}
+
+/// Σ x·y in f32 lanes (the scalar twin [`scalar::vec_dot_f32`](super::scalar::vec_dot_f32)
+/// sums in f64; the difference is float rounding only).
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    // SAFETY: `float_dot!` loads elements `i..i + 8` only while `i + 8 <= n`, with `n` the
+    // shorter length.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (_mm256_loadu_ps(xp.add(i)), _mm256_loadu_ps(yp.add(i))),
+            |j| x[j] * y[j]
+        )
+    }
+}
+
+/// Σ x·y over f16 rows, converted to f32 lanes (twin: [`scalar::vec_dot_f16`](super::scalar::vec_dot_f16)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    // SAFETY: as in `vec_dot_f32`: 8 f16 (16 bytes) are loaded only while `i + 8 <= n`.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (
+                _mm256_cvtph_ps(_mm_loadu_si128(xp.add(i).cast())),
+                _mm256_cvtph_ps(_mm_loadu_si128(yp.add(i).cast()))
+            ),
+            |j| x[j].to_f32() * y[j].to_f32()
+        )
+    }
+}
+
+/// Σ x·y of bf16 weights and f32 activations (twin:
+/// [`scalar::vec_dot_bf16_f32`](super::scalar::vec_dot_bf16_f32)); bf16 → f32 is a 16-bit shift.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    // SAFETY: as in `vec_dot_f32`: 8 bf16 (16 bytes) and 8 f32 are loaded only while
+    // `i + 8 <= n`.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (
+                _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128(xp.add(i).cast())),
+                    16
+                )),
+                _mm256_loadu_ps(yp.add(i))
+            ),
+            |j| x[j].to_f32() * y[j]
+        )
+    }
+}
+
+/// One block of 32 floats quantized as the scalar `quantize_row_q8_0` does, or `None` if the
+/// block holds a NaN (whose ordering rules for `amax` the caller leaves to the scalar code).
+/// Returns the f32 scale `d` and the 32 quant bytes.
+///
+/// The arithmetic is the scalar one, lane by lane: `amax` (a max, exact in any order),
+/// `d = amax / 127`, `id = 1 / d` (0 for a zero block), `roundf(v * id)` (halves away from
+/// zero, built from a truncation), and C's `(int8_t)` as GCC does it on x86: `cvttps2dq` (which
+/// gives `0x8000_0000` out of range) and the low byte.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, __m256i)> {
+    // SAFETY: the loads read `xb`'s own 32 floats (4 × 8); the rest is register arithmetic.
+    unsafe {
+        let p = xb.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let sign = _mm256_set1_ps(-0.0);
+        let mut amax = _mm256_setzero_ps();
+        let mut nan = _mm256_setzero_ps();
+        for &vi in &v {
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, vi));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(vi, vi, _CMP_UNORD_Q));
+        }
+        if _mm256_movemask_ps(nan) != 0 {
+            return None;
+        }
+        let m = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        let amax = _mm_cvtss_f32(m);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let idv = _mm256_set1_ps(id);
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let low_byte = _mm256_set1_epi32(0xff);
+        let mut q = [_mm256_setzero_si256(); 4];
+        for (qi, &vi) in q.iter_mut().zip(&v) {
+            let s = _mm256_mul_ps(vi, idv);
+            let t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(s, t));
+            let away = _mm256_and_ps(
+                _mm256_cmp_ps(frac, half, _CMP_GE_OQ),
+                _mm256_or_ps(one, _mm256_and_ps(sign, s)),
+            );
+            let r = _mm256_add_ps(t, away);
+            *qi = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
+        }
+        // The packs keep bytes 0..=255 intact; they interleave 4-lane groups, undone by the permute.
+        let p01 = _mm256_packus_epi32(q[0], q[1]);
+        let p23 = _mm256_packus_epi32(q[2], q[3]);
+        let bytes = _mm256_packus_epi16(p01, p23);
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        Some((d, bytes))
+    }
+}
+
+/// The sum of 32 signed bytes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_i8_32(v: __m256i) -> i32 {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+    unsafe {
+        // Offset to unsigned, sum groups of 8 with `sad` against zero, remove the offset.
+        let s = _mm256_sad_epu8(
+            _mm256_xor_si256(v, _mm256_set1_epi8(-128)),
+            _mm256_setzero_si256(),
+        );
+        let s = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+        let s = _mm_add_epi64(s, _mm_unpackhi_epi64(s, s));
+        _mm_cvtsi128_si32(s) - 32 * 128
+    }
+}
+
+/// `quantize_row_q8_0`, byte for byte, 8 lanes at a time.
+///
+/// # Safety
+/// AVX2 must be available.
+///
+/// # Panics
+/// If `x.len() != y.len() * 32`, as the scalar function.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_row_q8_0_avx2(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_0,
+        "quantize_row_q8_0: {} values for {} blocks",
+        x.len(),
+        y.len()
+    );
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
+        match unsafe { quantize_block_q8(xa) } {
+            Some((d, q)) => {
+                yb.d = fp32_to_fp16(d);
+                // SAFETY: as above.
+                unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q) };
+            }
+            None => quantize_row_q8_0(xb, std::slice::from_mut(yb)),
+        }
+    }
+}
+
+/// `quantize_row_q8_1`, byte for byte, 8 lanes at a time.
+///
+/// # Safety
+/// AVX2 must be available.
+///
+/// # Panics
+/// If `x.len() != y.len() * 32`, as the scalar function.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn quantize_row_q8_1_avx2(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_0,
+        "quantize_row_q8_1: {} values for {} blocks",
+        x.len(),
+        y.len()
+    );
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
+        match unsafe { quantize_block_q8(xa) } {
+            Some((d, q)) => {
+                yb.d = fp32_to_fp16(d);
+                // SAFETY: as above.
+                let sum = unsafe {
+                    _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
+                    sum_i8_32(q)
+                };
+                yb.s = fp32_to_fp16(sum as f32 * d);
+            }
+            None => quantize_row_q8_1(xb, std::slice::from_mut(yb)),
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! NEON kernels (aarch64), for [`KernelPath::Neon`](super::KernelPath::Neon) (any ARMv8-A:
+//! Cortex-A53/A72, Raspberry Pi 3/4) and [`KernelPath::NeonDotprod`](super::KernelPath::NeonDotprod)
+//! (ARMv8.2-A dot product: Cortex-A55/A76, Raspberry Pi 5, Jetson Orin). The two differ only in
+//! the int dots; the float dots and the quantizers are shared.
+//!
+//! Every `unsafe fn` here requires NEON, and the `_dotprod` ones also the dot-product extension.
+//! The safe `row_dot_*` / `quantize_row_*` entries are `pub(super)` and only stored in a
+//! [`Kernels`](super::Kernels) table built after [`KernelPath::is_supported`](super::KernelPath::is_supported)
+//! said yes: that is what makes calling them sound.
+//!
+//! Two instructions are written as inline assembly because their intrinsics are not stable
+//! in Rust 1.85..=1.96: `sdot` (`vdotq_s32`, feature `stdarch_neon_dotprod`) and
+//! `fcvtl` (f16 → f32, whose intrinsic needs the unstable `float16x4_t`), which
+//! is a base ARMv8-A instruction (no FP16 arithmetic extension needed).
+//!
+//! Int paths: nibbles unpacked with `and`/`ushr`, then per block either two `sdot` (16 bytes
+//! each into 4 i32 lanes) or, without dot product, widening multiplies `smull`/`smlal` into i16
+//! lanes and a pairwise widening add into i32. The i16 lanes hold at most two Q8 products
+//! (2·128·127 = 32512, exact while the activation avoids -128, as the quantizers guarantee) or
+//! four Q4 products (4·15·128 = 7680). Each block's sum becomes f32 lanes scaled by `dx·dy`
+//! with an FMA; two accumulators hide its latency.
+
+// Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
+// pointer-free ones are safe inside `#[target_feature]` functions, where the blocks that hold
+// only those then look unused.
+#![allow(unused_unsafe)]
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use half::{bf16, f16};
+
+use super::{dot_blocks, row_dot_entry};
+use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
+use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
+
+row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+row_dot_entry!(
+    row_dot_q4_0_dotprod,
+    vec_dot_q4_0_q8_0_dotprod,
+    BlockQ4_0,
+    BlockQ8_0
+);
+row_dot_entry!(
+    row_dot_q4_1_dotprod,
+    vec_dot_q4_1_q8_1_dotprod,
+    BlockQ4_1,
+    BlockQ8_1
+);
+row_dot_entry!(
+    row_dot_q8_0_dotprod,
+    vec_dot_q8_0_q8_0_dotprod,
+    BlockQ8_0,
+    BlockQ8_0
+);
+row_dot_entry!(row_dot_f16, vec_dot_f16, f16, f16);
+row_dot_entry!(row_dot_f32, vec_dot_f32, f32, f32);
+row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
+
+/// [`quantize_row_q8_0_neon`] as a table entry.
+pub(super) fn quantize_row_q8_0_entry(x: &[f32], y: &mut [BlockQ8_0]) {
+    // SAFETY: only stored in a `Kernels` table for a NEON path, built after
+    // `KernelPath::is_supported` confirmed NEON.
+    unsafe { quantize_row_q8_0_neon(x, y) }
+}
+
+/// [`quantize_row_q8_1_neon`] as a table entry.
+pub(super) fn quantize_row_q8_1_entry(x: &[f32], y: &mut [BlockQ8_1]) {
+    // SAFETY: as for `quantize_row_q8_0_entry`.
+    unsafe { quantize_row_q8_1_neon(x, y) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building blocks
+
+/// `acc + Σ a·b` over each group of 4 signed bytes, per i32 lane (`sdot`).
+///
+/// # Safety
+/// NEON and the dot-product extension must be available.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: `sdot` exists on every CPU with the dot-product extension (the caller's
+    // contract); it reads and writes only the three registers named.
+    unsafe {
+        asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Four f16 (as bits) converted exactly to f32 (`fcvtl`).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+    let r: float32x4_t;
+    // SAFETY: `fcvtl` is a base ARMv8-A SIMD instruction; it reads and writes only the two
+    // registers named.
+    unsafe {
+        asm!(
+            "fcvtl {r:v}.4s, {h:v}.4h",
+            r = lateout(vreg) r,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
+/// `a · b` of two f16 scales, each converted exactly (as the scalar kernels do).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn scale_product(a: f16, b: f16) -> f32 {
+    let bits = u64::from(a.to_bits()) | (u64::from(b.to_bits()) << 16);
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let v = cvt_f16x4(vcreate_u16(bits)); // [a, b, 0, 0]
+        vgetq_lane_f32::<0>(v) * vgetq_lane_f32::<1>(v)
+    }
+}
+
+/// For a Q4_1 block and its Q8_1 block: `[xd·yd, xm·ys]`.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn scale_products_q4_1(x: &BlockQ4_1, y: &BlockQ8_1) -> float32x2_t {
+    let xb = u64::from(x.d.to_bits()) | (u64::from(x.m.to_bits()) << 16);
+    let yb = u64::from(y.d.to_bits()) | (u64::from(y.s.to_bits()) << 16);
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let v = cvt_f16x4(vcreate_u16(xb | (yb << 32))); // [xd, xm, yd, ys]
+        vmul_f32(vget_low_f32(v), vget_high_f32(v))
+    }
+}
+
+/// A Q4 block's nibbles as two vectors of bytes 0..=15: elements 0..16 and 16..32.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn nibbles(qs: &[u8; 16]) -> (uint8x16_t, uint8x16_t) {
+    // SAFETY: `qs` is 16 readable bytes.
+    unsafe {
+        let v = vld1q_u8(qs.as_ptr());
+        (vandq_u8(v, vdupq_n_u8(0x0f)), vshrq_n_u8::<4>(v))
+    }
+}
+
+/// A Q8 block's quants as two vectors: elements 0..16 and 16..32.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_q8(qs: &[i8; 32]) -> (int8x16_t, int8x16_t) {
+    // SAFETY: `qs` is 32 readable bytes.
+    unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
+}
+
+/// Σ a·b per 4 i32 lanes over two pairs of 16 small signed bytes, without dot product: whose
+/// four products per i16 lane fit (`|a| <= 15`, `|b| <= 128`).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_small(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let p = vmull_s8(vget_low_s8(a.0), vget_low_s8(b.0));
+        let p = vmlal_high_s8(p, a.0, b.0);
+        let p = vmlal_s8(p, vget_low_s8(a.1), vget_low_s8(b.1));
+        let p = vmlal_high_s8(p, a.1, b.1);
+        vpaddlq_s16(p)
+    }
+}
+
+/// Σ a·b per 4 i32 lanes over two pairs of 16 signed bytes, without dot product: two products
+/// per i16 lane (exact while `b` avoids -128).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_i8(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(a.0), vget_low_s8(b.0)), a.0, b.0);
+        let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(a.1), vget_low_s8(b.1)), a.1, b.1);
+        vpadalq_s16(vpaddlq_s16(p0), p1)
+    }
+}
+
+/// Σ a·b per 4 i32 lanes over two pairs of 16 signed bytes, with dot product.
+///
+/// # Safety
+/// NEON and the dot-product extension must be available.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn dot_i8_dotprod(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe { sdot(sdot(vdupq_n_s32(0), a.0, b.0), a.1, b.1) }
+}
+
+/// Nibbles 0..=15 minus 8, as signed bytes.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q4_0_values(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
+    // SAFETY: register-only operations and the load in `nibbles`; NEON is the caller's contract.
+    unsafe {
+        let (lo, hi) = nibbles(qs);
+        let eight = vdupq_n_s8(8);
+        (
+            vsubq_s8(vreinterpretq_s8_u8(lo), eight),
+            vsubq_s8(vreinterpretq_s8_u8(hi), eight),
+        )
+    }
+}
+
+/// Nibbles 0..=15 as signed bytes.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q4_1_values(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
+    // SAFETY: register-only operations and the load in `nibbles`; NEON is the caller's contract.
+    unsafe {
+        let (lo, hi) = nibbles(qs);
+        (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Int dots: one generic body per pair, instantiated with and without dot product
+
+/// Defines the two row dots of one pair, `$plain` (NEON, its int dot is `$dot_plain`) and
+/// `$dotprod` (NEON + dot product, [`dot_i8_dotprod`]), from one per-block body that calls the
+/// int dot as `$dot` (bound by `use`, not a closure: closures do not inherit
+/// `#[target_feature]`, so their intrinsics would not inline).
+macro_rules! int_dot_pair {
+    (
+        $(#[$doc:meta])*
+        $plain:ident / $dotprod:ident, $block_plain:ident / $block_dotprod:ident,
+        $w:ty, $a:ty, $acc:ty, zero: $zero:expr, finish: $finish:path, plain: $dot_plain:ident,
+        |$x:ident, $y:ident, $acc_in:ident, $dot:ident| $body:block
+    ) => {
+        /// One block pair's contribution, NEON only.
+        ///
+        /// # Safety
+        /// NEON must be available.
+        #[inline]
+        #[target_feature(enable = "neon")]
+        unsafe fn $block_plain($x: &$w, $y: &$a, $acc_in: $acc) -> $acc {
+            use self::$dot_plain as $dot;
+            // SAFETY: the helpers read the blocks' own arrays; NEON is the caller's contract.
+            unsafe { $body }
+        }
+
+        /// One block pair's contribution, with dot product.
+        ///
+        /// # Safety
+        /// NEON and the dot-product extension must be available.
+        #[inline]
+        #[target_feature(enable = "neon,dotprod")]
+        unsafe fn $block_dotprod($x: &$w, $y: &$a, $acc_in: $acc) -> $acc {
+            use self::dot_i8_dotprod as $dot;
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe { $body }
+        }
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// NEON must be available.
+        #[target_feature(enable = "neon")]
+        pub(super) unsafe fn $plain(x: &[$w], y: &[$a]) -> f32 {
+            // SAFETY: the per-block helper needs exactly our features.
+            unsafe {
+                let (a0, a1) = dot_blocks!(x, y, $zero, $block_plain);
+                $finish(a0, a1)
+            }
+        }
+
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// NEON and the dot-product extension must be available.
+        #[target_feature(enable = "neon,dotprod")]
+        pub(super) unsafe fn $dotprod(x: &[$w], y: &[$a]) -> f32 {
+            // SAFETY: the per-block helper needs exactly our features.
+            unsafe {
+                let (a0, a1) = dot_blocks!(x, y, $zero, $block_dotprod);
+                $finish(a0, a1)
+            }
+        }
+    };
+}
+
+/// The sum of both accumulators' lanes.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn finish_f32x4(a0: float32x4_t, a1: float32x4_t) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe { vaddvq_f32(vaddq_f32(a0, a1)) }
+}
+
+/// The sum of both accumulators' scaled int sums, plus their Σ m·s (lane 1 of the pair).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn finish_q4_1(a0: (float32x4_t, float32x2_t), a1: (float32x4_t, float32x2_t)) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe { vaddvq_f32(vaddq_f32(a0.0, a1.0)) + vget_lane_f32::<1>(vadd_f32(a0.1, a1.1)) }
+}
+
+int_dot_pair! {
+    /// Σ (q4 - 8) · q8 per block, times both scales (twin:
+    /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+    vec_dot_q4_0_q8_0 / vec_dot_q4_0_q8_0_dotprod, block_q4_0_q8_0 / block_q4_0_q8_0_dotprod,
+    BlockQ4_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
+    plain: dot_small,
+    |x, y, acc, dot| {
+        let p = dot(q4_0_values(&x.qs), load_q8(&y.qs));
+        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+    }
+}
+
+int_dot_pair! {
+    /// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
+    /// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
+    vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_dotprod, block_q4_1_q8_1 / block_q4_1_q8_1_dotprod,
+    BlockQ4_1, BlockQ8_1, (float32x4_t, float32x2_t),
+    zero: (vdupq_n_f32(0.0), vdup_n_f32(0.0)), finish: finish_q4_1, plain: dot_small,
+    |x, y, acc, dot| {
+        let dm = scale_products_q4_1(x, y);
+        let p = dot(q4_1_values(&x.qs), load_q8(&y.qs));
+        (vfmaq_lane_f32::<0>(acc.0, vcvtq_f32_s32(p), dm), vadd_f32(acc.1, dm))
+    }
+}
+
+int_dot_pair! {
+    /// Σ q8 · q8 per block, times both scales (twin:
+    /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
+    vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_dotprod, block_q8_0_q8_0 / block_q8_0_q8_0_dotprod,
+    BlockQ8_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
+    plain: dot_i8,
+    |x, y, acc, dot| {
+        let p = dot(load_q8(&x.qs), load_q8(&y.qs));
+        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float dots
+
+/// Σ x·y over the first `n` elements: `|i| load` gives 4 f32 lanes of each side starting at
+/// element `i`, `|j| tail` the product of element `j`. Four accumulators of 4 lanes, then
+/// 4-wide steps, then the tail one element at a time (a macro, not closures: see
+/// `int_dot_pair!`).
+macro_rules! float_dot {
+    ($n:expr, |$i:ident| $load:expr, |$j:ident| $tail:expr) => {{
+        let n: usize = $n;
+        let mut acc = [vdupq_n_f32(0.0); 4];
+        let mut base = 0;
+        while base + 16 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let $i = base + 4 * k;
+                let (x, y) = $load;
+                *a = vfmaq_f32(*a, x, y);
+            }
+            base += 16;
+        }
+        while base + 4 <= n {
+            let $i = base;
+            let (x, y) = $load;
+            acc[0] = vfmaq_f32(acc[0], x, y);
+            base += 4;
+        }
+        let mut sumf = vaddvq_f32(vaddq_f32(
+            vaddq_f32(acc[0], acc[1]),
+            vaddq_f32(acc[2], acc[3]),
+        ));
+        for $j in base..n {
+            sumf += $tail;
+        }
+        sumf
+    }};
+}
+
+/// Σ x·y in f32 lanes (the scalar twin [`scalar::vec_dot_f32`](super::scalar::vec_dot_f32)
+/// sums in f64; the difference is float rounding only).
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    let (xp, yp) = (x.as_ptr(), y.as_ptr());
+    // SAFETY: `float_dot!` loads elements `i..i + 4` only while `i + 4 <= n`, with `n` the
+    // shorter length.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (vld1q_f32(xp.add(i)), vld1q_f32(yp.add(i))),
+            |j| x[j] * y[j]
+        )
+    }
+}
+
+/// Σ x·y over f16 rows, converted exactly to f32 lanes (twin:
+/// [`scalar::vec_dot_f16`](super::scalar::vec_dot_f16)).
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
+    let (xp, yp) = (x.as_ptr().cast::<u16>(), y.as_ptr().cast::<u16>());
+    // SAFETY: as in `vec_dot_f32`: 4 f16 (8 bytes; `f16` is a transparent u16) are loaded only
+    // while `i + 4 <= n`.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (
+                cvt_f16x4(vld1_u16(xp.add(i))),
+                cvt_f16x4(vld1_u16(yp.add(i)))
+            ),
+            |j| x[j].to_f32() * y[j].to_f32()
+        )
+    }
+}
+
+/// Σ x·y of bf16 weights and f32 activations (twin:
+/// [`scalar::vec_dot_bf16_f32`](super::scalar::vec_dot_bf16_f32)); bf16 → f32 is a 16-bit
+/// widening shift.
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    let (xp, yp) = (x.as_ptr().cast::<u16>(), y.as_ptr());
+    // SAFETY: as in `vec_dot_f32`: 4 bf16 (8 bytes; `bf16` is a transparent u16) and 4 f32 are
+    // loaded only while `i + 4 <= n`.
+    unsafe {
+        float_dot!(
+            x.len().min(y.len()),
+            |i| (
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(xp.add(i)))),
+                vld1q_f32(yp.add(i))
+            ),
+            |j| x[j].to_f32() * y[j]
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantizers
+
+/// One block of 32 floats quantized as the scalar `quantize_row_q8_0` does, or `None` if the
+/// block holds a NaN (whose ordering rules for `amax` the caller leaves to the scalar code).
+/// Returns the f32 scale `d` and the 32 quants.
+///
+/// The arithmetic is the scalar one, lane by lane: `amax` (a max, exact in any order),
+/// `d = amax / 127`, `id = 1 / d` (0 for a zero block), then `fcvtas`, which is exactly
+/// `roundf` (halves away from zero) followed by C's saturating float → int32 conversion on Arm,
+/// and the low byte (`xtn`), as GCC's `(int8_t)` does.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, int8x16_t, int8x16_t)> {
+    // SAFETY: the loads read `xb`'s own 32 floats (8 × 4); the rest is register arithmetic.
+    unsafe {
+        let p = xb.as_ptr();
+        let mut v = [vdupq_n_f32(0.0); 8];
+        for (k, vk) in v.iter_mut().enumerate() {
+            *vk = vld1q_f32(p.add(4 * k));
+        }
+        // `fmax` returns NaN if either input is NaN, so a NaN anywhere shows in `amax`.
+        let mut m = vabsq_f32(v[0]);
+        for vk in &v[1..] {
+            m = vmaxq_f32(m, vabsq_f32(*vk));
+        }
+        let amax = vmaxvq_f32(m);
+        if amax.is_nan() {
+            return None;
+        }
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut q16 = [vdupq_n_s16(0); 4];
+        for (k, q) in q16.iter_mut().enumerate() {
+            let a = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k], id));
+            let b = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k + 1], id));
+            *q = vcombine_s16(vmovn_s32(a), vmovn_s32(b));
+        }
+        let lo = vcombine_s8(vmovn_s16(q16[0]), vmovn_s16(q16[1]));
+        let hi = vcombine_s8(vmovn_s16(q16[2]), vmovn_s16(q16[3]));
+        Some((d, lo, hi))
+    }
+}
+
+/// `quantize_row_q8_0`, byte for byte, 4 lanes at a time.
+///
+/// # Safety
+/// NEON must be available.
+///
+/// # Panics
+/// If `x.len() != y.len() * 32`, as the scalar function.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_0,
+        "quantize_row_q8_0: {} values for {} blocks",
+        x.len(),
+        y.len()
+    );
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        // SAFETY: NEON is our contract; the stores below write `yb.qs`'s own 32 bytes.
+        match unsafe { quantize_block_q8(xa) } {
+            Some((d, lo, hi)) => {
+                yb.d = fp32_to_fp16(d);
+                // SAFETY: as above.
+                unsafe {
+                    vst1q_s8(yb.qs.as_mut_ptr(), lo);
+                    vst1q_s8(yb.qs.as_mut_ptr().add(16), hi);
+                }
+            }
+            None => quantize_row_q8_0(xb, std::slice::from_mut(yb)),
+        }
+    }
+}
+
+/// `quantize_row_q8_1`, byte for byte, 4 lanes at a time.
+///
+/// # Safety
+/// NEON must be available.
+///
+/// # Panics
+/// If `x.len() != y.len() * 32`, as the scalar function.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn quantize_row_q8_1_neon(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_eq!(
+        x.len(),
+        y.len() * QK8_0,
+        "quantize_row_q8_1: {} values for {} blocks",
+        x.len(),
+        y.len()
+    );
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        // SAFETY: NEON is our contract; the stores below write `yb.qs`'s own 32 bytes.
+        match unsafe { quantize_block_q8(xa) } {
+            Some((d, lo, hi)) => {
+                yb.d = fp32_to_fp16(d);
+                // SAFETY: as above.
+                let sum = unsafe {
+                    vst1q_s8(yb.qs.as_mut_ptr(), lo);
+                    vst1q_s8(yb.qs.as_mut_ptr().add(16), hi);
+                    i32::from(vaddlvq_s8(lo)) + i32::from(vaddlvq_s8(hi))
+                };
+                yb.s = fp32_to_fp16(sum as f32 * d);
+            }
+            None => quantize_row_q8_1(xb, std::slice::from_mut(yb)),
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Ops: the model-agnostic math of a transformer layer (RMSNorm, RoPE, softmax, activations,
+//! one attention head over the KV cache). They know nothing about any architecture's graph and
+//! allocate nothing; each follows the arithmetic of ggml's CPU op of the same name (sums in f64
+//! where ggml sums in `ggml_float`, f16 rounding where ggml stores f16) so results track
+//! llama.cpp's closely.
+
+use half::f16;
+
+/// `out = x / sqrt(mean(x²) + eps) * weight` (weight may be absent: plain normalization).
+pub fn rms_norm(out: &mut [f32], x: &[f32], weight: Option<&[f32]>, eps: f32) {
+    let mut sum = 0.0f64;
+    for v in x {
+        sum += (v * v) as f64;
+    }
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0f32 / (mean + eps).sqrt();
+    match weight {
+        Some(w) => {
+            for ((o, v), wi) in out.iter_mut().zip(x).zip(w) {
+                *o = (v * scale) * wi;
+            }
+        }
+        None => {
+            for (o, v) in out.iter_mut().zip(x) {
+                *o = v * scale;
+            }
+        }
+    }
+}
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(x[2i], x[2i+1])` (ggml mode 0, llama).
+    Normal,
+    /// Halves `(x[i], x[i + d/2])` (ggml NEOX mode, qwen2, gemma).
+    Neox,
+}
+
+/// Rotary position embedding parameters of one model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    pub style: RopeStyle,
+    /// Rotated dimensions per head (`rope.dimension_count`), ≤ head dim.
+    pub n_dims: usize,
+    pub freq_base: f32,
+    /// `1 / factor` for linear scaling, 1 otherwise.
+    pub freq_scale: f32,
+}
+
+/// Fills `cos_sin` (`n_dims / 2` pairs) with the rotation of position `pos` (negative `pos`
+/// rotates back, which the KV-cache shift uses), as
+/// `ggml_rope_cache_init` does: `theta_i = freq_scale * pos * base^(-2i/n_dims) / factor_i`.
+pub fn rope_cache(p: &RopeParams, pos: f32, freq_factors: Option<&[f32]>, cos_sin: &mut [(f32, f32)]) {
+    let theta_scale = p.freq_base.powf(-2.0 / p.n_dims as f32);
+    let mut theta = pos;
+    for (i, cs) in cos_sin.iter_mut().enumerate().take(p.n_dims / 2) {
+        let ff = freq_factors.map_or(1.0, |f| f[i]);
+        let t = p.freq_scale * (theta / ff);
+        *cs = (t.cos(), t.sin());
+        theta *= theta_scale;
+    }
+}
+
+/// Rotates one head `x` (`head_dim` values) by the precomputed `cos_sin` of its position.
+pub fn rope_apply(style: RopeStyle, n_dims: usize, x: &mut [f32], cos_sin: &[(f32, f32)]) {
+    match style {
+        RopeStyle::Normal => {
+            for (i, &(c, s)) in cos_sin.iter().enumerate().take(n_dims / 2) {
+                let x0 = x[2 * i];
+                let x1 = x[2 * i + 1];
+                x[2 * i] = x0 * c - x1 * s;
+                x[2 * i + 1] = x0 * s + x1 * c;
+            }
+        }
+        RopeStyle::Neox => {
+            let half = n_dims / 2;
+            for (i, &(c, s)) in cos_sin.iter().enumerate().take(half) {
+                let x0 = x[i];
+                let x1 = x[i + half];
+                x[i] = x0 * c - x1 * s;
+                x[i + half] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/// In-place softmax; returns nothing, sums in f64 like ggml.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        let e = (*v - max).exp();
+        sum += e as f64;
+        *v = e;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// SiLU: `x / (1 + e^-x)`.
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// GELU, tanh approximation (ggml's `gelu`).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044715;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = silu(*g) * u;
+    }
+}
+
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]` (GeGLU).
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu_tanh(*g) * u;
+    }
+}
+
+/// An element type the KV cache can store.
+pub trait KvElem: Copy + Send + Sync + 'static {
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+
+impl KvElem for f16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// KV cache rows for one layer and one head, as attention reads them.
+pub struct HeadCache<'a, T: KvElem> {
+    /// `[n_kv][row_stride]`, the head's keys start at `offset` in each row.
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub row_stride: usize,
+    pub offset: usize,
+}
+
+/// One attention head for one query: `out = softmax(scale · q·Kᵀ [+ softcap]) · V` over the
+/// cached positions `[kv_start, n_kv)` (the causal window). `q` and the probabilities are
+/// rounded to the cache's element type before use, as ggml's f16 KV path does. `scores` is scratch
+/// of at least `n_kv` values, `q_rounded` of the head dimension.
+pub fn attention_head<T: KvElem>(
+    q: &[f32],
+    cache: &HeadCache<'_, T>,
+    n_kv: usize,
+    kv_start: usize,
+    scale: f32,
+    scores: &mut [f32],
+    q_rounded: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let q_rounded = &mut q_rounded[..hd];
+    for (d, s) in q_rounded.iter_mut().zip(q) {
+        *d = T::from_f32(*s).to_f32();
+    }
+    let scores = &mut scores[..n_kv - kv_start];
+    for (j, s) in scores.iter_mut().enumerate() {
+        let row = (kv_start + j) * cache.row_stride + cache.offset;
+        let k = &cache.k[row..row + hd];
+        let mut acc = 0.0f32;
+        for (a, b) in q_rounded.iter().zip(k) {
+            acc += a * b.to_f32();
+        }
+        *s = acc * scale;
+    }
+    softmax(scores);
+    out.fill(0.0);
+    for (j, p) in scores.iter().enumerate() {
+        let p = T::from_f32(*p).to_f32();
+        let row = (kv_start + j) * cache.row_stride + cache.offset;
+        let v = &cache.v[row..row + hd];
+        for (o, vv) in out.iter_mut().zip(v) {
+            *o += p * vv.to_f32();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_matches_naive() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 - 30.0) * 0.37).collect();
+        let w: Vec<f32> = (0..64).map(|i| 1.0 + i as f32 * 0.01).collect();
+        let mut out = vec![0.0; 64];
+        rms_norm(&mut out, &x, Some(&w), 1e-5);
+        let ms: f64 = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 64.0;
+        for i in 0..64 {
+            let want = x[i] as f64 / (ms + 1e-5).sqrt() * w[i] as f64;
+            assert!((out[i] as f64 - want).abs() < 1e-5 * want.abs().max(1.0));
+        }
+    }
+
+    fn naive_rope(style: RopeStyle, x: &[f32], pos: usize, base: f32) -> Vec<f32> {
+        let d = x.len();
+        let mut y = x.to_vec();
+        for i in 0..d / 2 {
+            let theta = pos as f64 * (base as f64).powf(-2.0 * i as f64 / d as f64);
+            let (c, s) = (theta.cos(), theta.sin());
+            let (a, b) = match style {
+                RopeStyle::Normal => (2 * i, 2 * i + 1),
+                RopeStyle::Neox => (i, i + d / 2),
+            };
+            y[a] = (x[a] as f64 * c - x[b] as f64 * s) as f32;
+            y[b] = (x[a] as f64 * s + x[b] as f64 * c) as f32;
+        }
+        y
+    }
+
+    #[test]
+    fn rope_both_styles_match_naive() {
+        let x: Vec<f32> = (0..64).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+        for style in [RopeStyle::Normal, RopeStyle::Neox] {
+            for pos in [0usize, 1, 17, 500] {
+                let p = RopeParams {
+                    style,
+                    n_dims: 64,
+                    freq_base: 10000.0,
+                    freq_scale: 1.0,
+                };
+                let mut cs = vec![(0.0, 0.0); 32];
+                rope_cache(&p, pos as f32, None, &mut cs);
+                let mut y = x.clone();
+                rope_apply(style, 64, &mut y, &cs);
+                let want = naive_rope(style, &x, pos, 10000.0);
+                for i in 0..64 {
+                    assert!((y[i] - want[i]).abs() < 2e-3, "{style:?} pos {pos} i {i}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_orders() {
+        let mut x = vec![1.0, 2.0, 3.0, -1e9];
+        softmax(&mut x);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
+        let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
+        let s: f64 = e.iter().sum();
+        assert!((x[0] as f64 - e[0] / s).abs() < 1e-6);
+    }
+
+    #[test]
+    fn attention_head_matches_naive_f32() {
+        let hd = 8;
+        let n_kv = 5;
+        let stride = 16;
+        let k: Vec<f16> = (0..n_kv * stride).map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1)).collect();
+        let v: Vec<f16> = (0..n_kv * stride).map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2)).collect();
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 3.5) * 0.3).collect();
+        let cache = HeadCache { k: &k, v: &v, row_stride: stride, offset: 8 };
+        let mut scores = vec![0.0; n_kv];
+        let mut q16 = vec![0.0f32; hd];
+        let mut out = vec![0.0; hd];
+        attention_head(&q, &cache, n_kv, 0, 0.5, &mut scores, &mut q16, &mut out);
+        // naive
+        let mut s: Vec<f64> = (0..n_kv)
+            .map(|j| (0..hd).map(|d| q[d] as f64 * k[j * stride + 8 + d].to_f64()).sum::<f64>() * 0.5)
+            .collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for x in s.iter_mut() {
+            *x = (*x - m).exp() / z;
+        }
+        for d in 0..hd {
+            let want: f64 = (0..n_kv).map(|j| s[j] * v[j * stride + 8 + d].to_f64()).sum();
+            assert!((out[d] as f64 - want).abs() < 2e-3, "d {d}: {} vs {want}", out[d]);
+        }
+    }
+}

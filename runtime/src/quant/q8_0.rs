@@ -1,0 +1,109 @@
+//! Q8_0: 32 values as an f16 scale and 32 signed bytes, `x = d * q` (ggml's
+//! `quantize_row_q8_0_ref` / `dequantize_row_q8_0`). Also the activation format the Q4_0 and
+//! Q8_0 dot products pair with, so [`quantize_row_q8_0`] runs on every token.
+
+use super::blocks::{BlockQ8_0, QK8_0};
+use super::f16::{fp16_to_fp32, fp32_to_fp16};
+use super::{assert_row, c_f32_to_i8, c_roundf};
+
+/// Quantizes `x` into `y`, bit-exact with ggml's `quantize_row_q8_0_ref`:
+/// `d = amax / 127`, `q = roundf(x / d)` (halves away from zero). Allocation-free and branch-light,
+/// for the per-token activation path; note ggml's own SIMD activation quantizers differ from its
+/// reference in the last bit on ties (they round half to even, with `127/amax`).
+///
+/// # Panics
+/// If `x.len() != y.len() * QK8_0`.
+pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_row("quantize_row_q8_0", x.len(), y.len(), QK8_0);
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xb: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        let (d, id) = scale_q8(xb);
+        yb.d = fp32_to_fp16(d);
+        for (q, &v) in yb.qs.iter_mut().zip(xb) {
+            *q = c_f32_to_i8(c_roundf(v * id));
+        }
+    }
+}
+
+/// ggml's Q8 scale of a block: `d = amax / 127` and its inverse (0 for an all-zero block).
+#[inline(always)]
+pub(super) fn scale_q8(xb: &[f32; 32]) -> (f32, f32) {
+    let mut amax = 0.0f32;
+    for &v in xb {
+        // ggml's MAX(a, b) is `a > b ? a : b`
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    (d, id)
+}
+
+/// `y = d * q`.
+///
+/// # Panics
+/// If `y.len() != x.len() * QK8_0`.
+pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
+    assert_row("dequantize_row_q8_0", y.len(), x.len(), QK8_0);
+    for (xb, yb) in x.iter().zip(y.chunks_exact_mut(QK8_0)) {
+        let d = fp16_to_fp32(xb.d);
+        for (v, &q) in yb.iter_mut().zip(&xb.qs) {
+            *v = q as f32 * d;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+    use proptest::prelude::*;
+
+    fn round_trip(x: &[f32]) -> (Vec<BlockQ8_0>, Vec<f32>) {
+        let mut q = vec![BlockQ8_0::default(); x.len() / QK8_0];
+        quantize_row_q8_0(x, &mut q);
+        let mut y = vec![0.0; x.len()];
+        dequantize_row_q8_0(&q, &mut y);
+        (q, y)
+    }
+
+    #[test]
+    fn amax_maps_to_127_and_halves_round_away() {
+        let mut x = [0.0f32; 32];
+        x[0] = -127.0;
+        x[1] = 0.5;
+        x[2] = -0.5;
+        x[3] = 1.5;
+        x[4] = 2.5;
+        x[5] = 126.49;
+        let (q, y) = round_trip(&x);
+        assert_eq!(q[0].d, f16::from_f32(1.0));
+        assert_eq!(q[0].qs[..6], [-127, 1, -1, 2, 3, 126]);
+        assert_eq!(y[0], -127.0);
+    }
+
+    #[test]
+    fn zero_block() {
+        let (q, y) = round_trip(&[0.0; 32]);
+        assert_eq!(q[0].d.to_bits(), 0);
+        assert!(q[0].qs.iter().all(|&v| v == 0));
+        assert!(y.iter().all(|&v| v == 0.0));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip_error_within_half_step(
+            x in prop::collection::vec(-1000.0f32..1000.0, 32 * 4),
+        ) {
+            let (q, y) = round_trip(&x);
+            for (b, (xb, yb)) in q.iter().zip(x.chunks(32).zip(y.chunks(32))) {
+                let d = b.d.to_f32();
+                for (a, r) in xb.iter().zip(yb) {
+                    // half a step plus the f16 rounding of d over up to 127 steps
+                    let tol = 0.5 * d + 127.0 * d / 2048.0 + 1e-6;
+                    prop_assert!((a - r).abs() <= tol, "{} vs {} (d = {})", a, r, d);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! Every kernel path this CPU (or QEMU) supports, checked against three references:
+//! - the scalar table (the specification): random blocks of every weight/activation pair, with
+//!   scales from zero and f16 subnormals to ±65504, and the block counts of real rows (1, 3, 17,
+//!   18, 48, 49 and random ones). Int dots must agree within 1e-5 of Σ|terms| (their integer
+//!   sums are exact; only the order of float additions differs), float dots within 1e-4;
+//! - an independent naive dot of the dequantized rows in f64 (`quant::dequantize_row`), on fixed
+//!   edge rows (all nibbles 0 or 15, ±127 activations, extreme scales);
+//! - ggml's own `vec_dot` (the C code `ggml-sys-bleedingedge` vendors), on rows with an even
+//!   block count (that ggml's NEON Q4_0 dot asserts one).
+//!
+//! The activation quantizers must write exactly the scalar bytes, ties and specials included.
+//! Also: asking for a path the CPU lacks is an error (never a crash), and `EDGELLM_KERNELS`
+//! parsing. `bench_row_dots` (ignored) prints ns per row for each path.
+
+use std::sync::Once;
+
+use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels};
+use edgellm_runtime::quant::{self, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use edgellm_runtime::GgmlType;
+use ggml_sys_bleedingedge as ggml;
+use half::{bf16, f16};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+/// The SIMD tables this CPU can run (every implemented, supported path but scalar).
+fn simd_kernels() -> Vec<Kernels> {
+    static REPORT: Once = Once::new();
+    let paths: Vec<KernelPath> = KernelPath::ALL
+        .into_iter()
+        .filter(|p| *p != KernelPath::Scalar && p.is_supported() && p.is_implemented())
+        .collect();
+    REPORT.call_once(|| eprintln!("kernel paths under test: {paths:?}"));
+    paths
+        .into_iter()
+        .map(|p| Kernels::new(p).unwrap_or_else(|e| panic!("{p} is supported but: {e}")))
+        .collect()
+}
+
+/// Every table this CPU can run, scalar first.
+fn all_kernels() -> Vec<Kernels> {
+    let mut v = vec![Kernels::scalar()];
+    v.extend(simd_kernels());
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generators
+
+/// f16 scales: mostly ordinary ones, plus zero, subnormals, the largest finite values and any
+/// finite bit pattern (infinite or NaN scales make NaN in both and compare as nothing).
+fn scale() -> impl Strategy<Value = f16> + Clone {
+    prop_oneof![
+        8 => (-2.0f32..2.0).prop_map(f16::from_f32),
+        1 => Just(f16::ZERO),
+        1 => (1u16..0x400, any::<bool>()).prop_map(|(b, neg)| f16::from_bits(b | (u16::from(neg) << 15))),
+        1 => prop_oneof![Just(f16::MAX), Just(f16::MIN), Just(f16::MIN_POSITIVE)],
+        2 => any::<u16>().prop_map(f16::from_bits).prop_filter("finite", |h| h.is_finite()),
+    ]
+}
+
+/// Activation quants: the quantizers' range, [-127, 127] (the SIMD sign trick relies on it).
+fn act_qs() -> impl Strategy<Value = [i8; 32]> + Clone {
+    prop::array::uniform32(-127i8..=127)
+}
+
+fn block_q4_0() -> impl Strategy<Value = BlockQ4_0> + Clone {
+    (scale(), any::<[u8; 16]>()).prop_map(|(d, qs)| BlockQ4_0 { d, qs })
+}
+fn block_q4_1() -> impl Strategy<Value = BlockQ4_1> + Clone {
+    (scale(), scale(), any::<[u8; 16]>()).prop_map(|(d, m, qs)| BlockQ4_1 { d, m, qs })
+}
+/// Weights may hold any byte, -128 included.
+fn block_q8_0_weight() -> impl Strategy<Value = BlockQ8_0> + Clone {
+    (scale(), any::<[i8; 32]>()).prop_map(|(d, qs)| BlockQ8_0 { d, qs })
+}
+fn block_q8_0_act() -> impl Strategy<Value = BlockQ8_0> + Clone {
+    (scale(), act_qs()).prop_map(|(d, qs)| BlockQ8_0 { d, qs })
+}
+fn block_q8_1_act() -> impl Strategy<Value = BlockQ8_1> + Clone {
+    (scale(), scale(), act_qs()).prop_map(|(d, s, qs)| BlockQ8_1 { d, s, qs })
+}
+fn finite_f16() -> impl Strategy<Value = f16> + Clone {
+    prop_oneof![
+        4 => (-4.0f32..4.0).prop_map(f16::from_f32),
+        1 => any::<u16>().prop_map(f16::from_bits).prop_filter("finite", |h| h.is_finite()),
+    ]
+}
+fn moderate_f32() -> impl Strategy<Value = f32> + Clone {
+    prop_oneof![
+        4 => -4.0f32..4.0,
+        1 => -1e4f32..1e4,
+        1 => -1e-20f32..1e-20,
+        1 => Just(0.0f32),
+    ]
+}
+
+/// Block counts of real rows (576 and 1536 columns are 18 and 48 blocks) and their
+/// neighbours, plus random ones.
+fn n_blocks() -> impl Strategy<Value = usize> + Clone {
+    prop_oneof![
+        prop::sample::select(vec![1usize, 2, 3, 17, 18, 48, 49]),
+        1usize..80,
+    ]
+}
+
+/// Two rows of `n` weight blocks and `n` activation blocks.
+fn rows<W: std::fmt::Debug, A: std::fmt::Debug>(
+    w: impl Strategy<Value = W> + Clone,
+    a: impl Strategy<Value = A> + Clone,
+    per_block: usize,
+) -> impl Strategy<Value = (Vec<W>, Vec<A>)> {
+    n_blocks().prop_flat_map(move |n| {
+        (
+            prop::collection::vec(w.clone(), n * per_block),
+            prop::collection::vec(a.clone(), n * per_block),
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Σ|terms|: the scale of the rounding error any summation order may make
+
+fn abs_terms_q4_0(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> f64 {
+    w.iter()
+        .zip(a)
+        .map(|(x, y)| {
+            let d = (f64::from(x.d.to_f32()) * f64::from(y.d.to_f32())).abs();
+            let s: i64 = (0..16)
+                .map(|j| {
+                    let lo = i64::from(x.qs[j] & 0x0f) - 8;
+                    let hi = i64::from(x.qs[j] >> 4) - 8;
+                    (lo * i64::from(y.qs[j])).abs() + (hi * i64::from(y.qs[j + 16])).abs()
+                })
+                .sum();
+            d * s as f64
+        })
+        .sum()
+}
+
+fn abs_terms_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f64 {
+    w.iter()
+        .zip(a)
+        .map(|(x, y)| {
+            let d = (f64::from(x.d.to_f32()) * f64::from(y.d.to_f32())).abs();
+            let s: i64 = (0..16)
+                .map(|j| {
+                    let lo = i64::from(x.qs[j] & 0x0f);
+                    let hi = i64::from(x.qs[j] >> 4);
+                    (lo * i64::from(y.qs[j])).abs() + (hi * i64::from(y.qs[j + 16])).abs()
+                })
+                .sum();
+            d * s as f64 + (f64::from(x.m.to_f32()) * f64::from(y.s.to_f32())).abs()
+        })
+        .sum()
+}
+
+fn abs_terms_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f64 {
+    w.iter()
+        .zip(a)
+        .map(|(x, y)| {
+            let d = (f64::from(x.d.to_f32()) * f64::from(y.d.to_f32())).abs();
+            let s: i64 =
+                x.qs.iter()
+                    .zip(&y.qs)
+                    .map(|(&p, &q)| (i64::from(p) * i64::from(q)).abs())
+                    .sum();
+            d * s as f64
+        })
+        .sum()
+}
+
+fn abs_terms_float(w: &[f32], a: &[f32]) -> f64 {
+    w.iter()
+        .zip(a)
+        .map(|(&x, &y)| (f64::from(x) * f64::from(y)).abs())
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks
+
+/// Every SIMD path's `ty` row dot against the scalar one: `|got - want| <= rel · Σ|terms|`
+/// (plus the smallest normal f32, for rows whose terms are all subnormal or zero).
+fn check_vs_scalar<W: Block, A: Block>(
+    ty: GgmlType,
+    w: &[W],
+    a: &[A],
+    abs_terms: f64,
+    rel: f64,
+) -> Result<(), TestCaseError> {
+    let (wb, ab) = (quant::block_bytes(w), quant::block_bytes(a));
+    let want = Kernels::scalar().row_dot(ty).expect("scalar kernel")(wb, ab);
+    prop_assert!(
+        want.is_finite(),
+        "{ty}: scalar result {want} (generator made a non-finite row)"
+    );
+    let tol = rel * abs_terms + f64::from(f32::MIN_POSITIVE);
+    for k in simd_kernels() {
+        let got = k.row_dot(ty).expect("kernel")(wb, ab);
+        let err = (f64::from(got) - f64::from(want)).abs();
+        prop_assert!(
+            err <= tol,
+            "{} {ty} over {} blocks: got {got}, scalar {want}, |diff| {err:e} > {tol:e} (Σ|terms| {abs_terms:e})",
+            k.path(),
+            w.len() * W::ELEMS / 32,
+        );
+    }
+    Ok(())
+}
+
+/// Integer sums are exact, so only float rounding of at most ~50 per-block terms differs.
+const INT_REL: f64 = 1e-5;
+/// Float dots: f32 lanes against the scalar f64 sum.
+const FLOAT_REL: f64 = 1e-4;
+
+fn config() -> Config {
+    Config {
+        cases: 384,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn q4_0_q8_0_matches_scalar((w, a) in rows(block_q4_0(), block_q8_0_act(), 1)) {
+        check_vs_scalar(GgmlType::Q4_0, &w, &a, abs_terms_q4_0(&w, &a), INT_REL)?;
+    }
+
+    #[test]
+    fn q4_1_q8_1_matches_scalar((w, a) in rows(block_q4_1(), block_q8_1_act(), 1)) {
+        check_vs_scalar(GgmlType::Q4_1, &w, &a, abs_terms_q4_1(&w, &a), INT_REL)?;
+    }
+
+    #[test]
+    fn q8_0_q8_0_matches_scalar((w, a) in rows(block_q8_0_weight(), block_q8_0_act(), 1)) {
+        check_vs_scalar(GgmlType::Q8_0, &w, &a, abs_terms_q8_0(&w, &a), INT_REL)?;
+    }
+
+    #[test]
+    fn f16_f16_matches_scalar((w, a) in rows(finite_f16(), finite_f16(), 32)) {
+        let wf: Vec<f32> = w.iter().map(|h| h.to_f32()).collect();
+        let af: Vec<f32> = a.iter().map(|h| h.to_f32()).collect();
+        check_vs_scalar(GgmlType::F16, &w, &a, abs_terms_float(&wf, &af), FLOAT_REL)?;
+    }
+
+    #[test]
+    fn f32_f32_matches_scalar((w, a) in rows(moderate_f32(), moderate_f32(), 32)) {
+        check_vs_scalar(GgmlType::F32, &w, &a, abs_terms_float(&w, &a), FLOAT_REL)?;
+    }
+
+    #[test]
+    fn bf16_f32_matches_scalar((w, a) in rows(moderate_f32(), moderate_f32(), 32)) {
+        let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+        let wf: Vec<f32> = wb.iter().map(|x| x.to_f32()).collect();
+        check_vs_scalar(GgmlType::BF16, &wb, &a, abs_terms_float(&wf, &a), FLOAT_REL)?;
+    }
+
+    #[test]
+    fn float_rows_of_any_length_match_scalar(
+        w in prop::collection::vec(moderate_f32(), 0..200),
+        a in prop::collection::vec(moderate_f32(), 0..200),
+    ) {
+        // lengths that are no multiple of the vector width, and unequal lengths (the dot runs
+        // over the shorter one, as the scalar zip does)
+        let n = w.len().min(a.len());
+        check_vs_scalar(GgmlType::F32, &w, &a, abs_terms_float(&w[..n], &a[..n]), FLOAT_REL)?;
+        let wh: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
+        let ah: Vec<f16> = a.iter().map(|&x| f16::from_f32(x)).collect();
+        let whf: Vec<f32> = wh.iter().map(|h| h.to_f32()).collect();
+        let ahf: Vec<f32> = ah.iter().map(|h| h.to_f32()).collect();
+        check_vs_scalar(GgmlType::F16, &wh, &ah, abs_terms_float(&whf[..n], &ahf[..n]), FLOAT_REL)?;
+        let wb: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
+        let wbf: Vec<f32> = wb.iter().map(|x| x.to_f32()).collect();
+        check_vs_scalar(GgmlType::BF16, &wb, &a, abs_terms_float(&wbf[..n], &a[..n]), FLOAT_REL)?;
+    }
+
+    #[test]
+    fn quantize_act_writes_the_scalar_bytes(x in prop::collection::vec(act_value(), 32..=32 * 49)) {
+        let n = x.len() / 32 * 32;
+        check_quantize_act(&x[..n])?;
+    }
+}
+
+/// Activation values: ordinary, huge, tiny (down to subnormal), exact ties after scaling
+/// (multiples of 0.5 in blocks whose amax is 127), and the specials.
+fn act_value() -> impl Strategy<Value = f32> + Clone {
+    prop_oneof![
+        6 => -10.0f32..10.0,
+        2 => (-254i32..=254).prop_map(|k| k as f32 * 0.5),
+        1 => Just(127.0f32),
+        1 => -1e30f32..1e30,
+        1 => -1e-37f32..1e-37,
+        1 => (1u32..0x0080_0000).prop_map(f32::from_bits),
+        1 => prop::sample::select(vec![0.0f32, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, f32::MAX, f32::MIN_POSITIVE]),
+    ]
+}
+
+/// Byte storage aligned for every block type, big enough for any row the tests build.
+#[repr(C, align(8))]
+struct Aligned([u8; Row::MAX]);
+
+/// One row's bytes in aligned storage (a `Vec<u8>` only promises alignment 1).
+struct Row {
+    buf: Box<Aligned>,
+    len: usize,
+}
+
+impl Row {
+    const MAX: usize = 8192;
+
+    fn zeroed(len: usize, fill: u8) -> Row {
+        assert!(len <= Row::MAX, "row of {len} bytes");
+        Row {
+            buf: Box::new(Aligned([fill; Row::MAX])),
+            len,
+        }
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Row {
+        let mut r = Row::zeroed(bytes.len(), 0);
+        r.bytes_mut().copy_from_slice(bytes);
+        r
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf.0[..self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf.0[..self.len]
+    }
+}
+
+/// Each path's Q8_0 and Q8_1 activation bytes against the scalar quantizers'.
+fn check_quantize_act(x: &[f32]) -> Result<(), TestCaseError> {
+    for act in [GgmlType::Q8_0, GgmlType::Q8_1] {
+        let bytes = act.row_bytes(x.len() as u64).expect("whole blocks") as usize;
+        let mut want = Row::zeroed(bytes, 0);
+        let want = want.bytes_mut();
+        Kernels::scalar().quantize_act(act, x, want);
+        for k in simd_kernels() {
+            let mut got = Row::zeroed(bytes, 0xA5);
+            let got = got.bytes_mut();
+            k.quantize_act(act, x, got);
+            if got != want {
+                let blk = act.type_size();
+                let i = got
+                    .iter()
+                    .zip(want.iter())
+                    .position(|(g, w)| g != w)
+                    .unwrap_or(0)
+                    / blk;
+                prop_assert!(
+                    false,
+                    "{} {act}: block {i} differs: got {:?}, scalar {:?}, input {:?}",
+                    k.path(),
+                    &got[i * blk..(i + 1) * blk],
+                    &want[i * blk..(i + 1) * blk],
+                    &x[i * 32..(i + 1) * 32]
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed edge rows against the dequantized rows dotted naively in f64
+
+/// Scales that stress the float side: ordinary, zero, negative, the largest finite f16 and the
+/// smallest subnormal one.
+const EDGE_SCALES: [f32; 6] = [1.0, 0.0, -0.75, 65504.0, 5.960_464_5e-8, 0.013];
+
+/// The weight bytes of edge pattern `p` (all nibbles 0, all 15, alternating, a ramp).
+fn edge_bytes(p: usize, j: usize) -> u8 {
+    match p % 4 {
+        0 => 0x00,
+        1 => 0xFF,
+        2 => {
+            if j % 2 == 0 {
+                0x0F
+            } else {
+                0xF0
+            }
+        }
+        _ => (j * 37 + 11) as u8,
+    }
+}
+
+/// An activation row of `n` values for pattern `p`: ±127 extremes, alternating signs, a ramp.
+fn edge_act(p: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| match p % 3 {
+            0 => 127.0,
+            1 => {
+                if i % 2 == 0 {
+                    -3.5
+                } else {
+                    3.5
+                }
+            }
+            _ => (i as f32 - n as f32 / 2.0) * 0.37,
+        })
+        .collect()
+}
+
+/// `ty`'s edge weight row of `nb` blocks for pattern `p`.
+fn edge_weights(ty: GgmlType, p: usize, nb: usize) -> Vec<u8> {
+    let h = |b: usize| {
+        f16::from_f32(EDGE_SCALES[(b + p) % EDGE_SCALES.len()])
+            .to_bits()
+            .to_le_bytes()
+    };
+    let mut out = Vec::new();
+    for b in 0..nb {
+        match ty {
+            GgmlType::Q4_0 => {
+                out.extend(h(b));
+                out.extend((0..16).map(|j| edge_bytes(p, j)));
+            }
+            GgmlType::Q4_1 => {
+                out.extend(h(b));
+                out.extend(h(b + 1));
+                out.extend((0..16).map(|j| edge_bytes(p, j)));
+            }
+            GgmlType::Q8_0 => {
+                out.extend(h(b));
+                // bytes as i8: 0 / -1 / alternating 15,-16 / a ramp through -128..127
+                out.extend((0..32).map(|j| edge_bytes(p, j)));
+            }
+            _ => unreachable!("edge weights are for the int types"),
+        }
+    }
+    out
+}
+
+/// The scalar quantizer's activation row for weights of `ty`.
+fn quantized_act(ty: GgmlType, x: &[f32]) -> Row {
+    let bytes = Kernels::act_row_bytes(ty, x.len()).expect("act type");
+    let mut r = Row::zeroed(bytes, 0);
+    let act = Kernels::act_type(ty).expect("act type");
+    Kernels::scalar().quantize_act(act, x, r.bytes_mut());
+    r
+}
+
+/// `(Σ w·a, Σ|w·a|)` in f64 over the dequantized rows, plus for Q4_1 the bound on the error of
+/// the stored activation sums `s = fp16(d·Σq)` that the kernels use instead of `d·Σq`.
+fn dequantized_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
+    let act = Kernels::act_type(ty).expect("act type");
+    let (mut wf, mut af) = (vec![0.0f32; n], vec![0.0f32; n]);
+    quant::dequantize_row(ty, w, &mut wf).expect("dequantize weights");
+    quant::dequantize_row(act, a, &mut af).expect("dequantize activations");
+    let dot: f64 = wf
+        .iter()
+        .zip(&af)
+        .map(|(&x, &y)| f64::from(x) * f64::from(y))
+        .sum();
+    let mut bound = abs_terms_float(&wf, &af);
+    if ty == GgmlType::Q4_1 {
+        let wb = quant::blocks::<BlockQ4_1>(w).expect("q4_1 blocks");
+        let ab = quant::blocks::<BlockQ8_1>(a).expect("q8_1 blocks");
+        for (x, y) in wb.iter().zip(ab) {
+            let sum_q: i32 = y.qs.iter().map(|&q| i32::from(q)).sum();
+            let exact = f64::from(y.d.to_f32()) * f64::from(sum_q);
+            bound += 1e5 * (f64::from(x.m.to_f32()) * (f64::from(y.s.to_f32()) - exact)).abs();
+        }
+    }
+    (dot, bound)
+}
+
+#[test]
+fn int_dots_match_dequantized_rows_on_edge_patterns() {
+    let kernels = all_kernels();
+    let mut checked = 0;
+    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+        for nb in [1usize, 3, 17, 18, 48, 49] {
+            for p in 0..12 {
+                let n = nb * 32;
+                let w = Row::from_bytes(&edge_weights(ty, p, nb));
+                let a = quantized_act(ty, &edge_act(p, n));
+                let (want, bound) = dequantized_dot(ty, w.bytes(), a.bytes(), n);
+                let tol = INT_REL * bound + 1e-30;
+                for k in &kernels {
+                    let got = k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes());
+                    assert!(
+                        (f64::from(got) - want).abs() <= tol,
+                        "{} {ty}, {nb} blocks, pattern {p}: got {got}, dequantized dot {want}, tolerance {tol:e}",
+                        k.path()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 6 * 12 * kernels.len());
+}
+
+#[test]
+fn row_dots_reject_partial_blocks_with_nan() {
+    for k in all_kernels() {
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::F32,
+            GgmlType::BF16,
+        ] {
+            let w = Row::zeroed(ty.type_size() * 2 + 1, 0);
+            let a = Row::zeroed(Kernels::act_row_bytes(ty, 64).expect("act"), 0);
+            let got = k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes());
+            assert!(
+                got.is_nan(),
+                "{} {ty}: a partial block gave {got}",
+                k.path()
+            );
+            let w = Row::zeroed(ty.row_bytes(64).expect("row") as usize, 0);
+            assert_eq!(
+                k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes()),
+                0.0,
+                "{} {ty}",
+                k.path()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ggml's own vec_dot
+
+/// ggml's vec_dot for `ty` (with its activation type), after `ggml_init` filled the f16 table
+/// its x86 builds read.
+fn ggml_vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let params = ggml::ggml_init_params {
+            mem_size: 1024,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        };
+        // SAFETY: plain FFI call with a valid params struct; the context is freed at once, the
+        // table it filled is static.
+        unsafe {
+            let ctx = ggml::ggml_init(params);
+            assert!(!ctx.is_null(), "ggml_init failed");
+            ggml::ggml_free(ctx);
+        }
+    });
+    // SAFETY: every ggml type id below GGML_TYPE_COUNT indexes ggml's static table.
+    let traits = unsafe { ggml::ggml_internal_get_type_traits(ty.id() as ggml::ggml_type) };
+    assert_eq!(
+        traits.vec_dot_type as u32,
+        Kernels::act_type(ty).expect("act").id()
+    );
+    let vec_dot = traits.vec_dot.expect("ggml has a vec_dot for the type");
+    assert_eq!(w.len(), ty.row_bytes(n as u64).expect("row") as usize);
+    assert_eq!(a.len(), Kernels::act_row_bytes(ty, n).expect("act"));
+    let mut s = 0.0f32;
+    // SAFETY: `w` and `a` hold exactly one row of `n` elements of the weight and activation
+    // types (checked above); ggml reads only those and writes the one float `s`.
+    unsafe {
+        vec_dot(
+            n as i32,
+            &mut s,
+            0,
+            w.as_ptr().cast(),
+            0,
+            a.as_ptr().cast(),
+            0,
+            1,
+        )
+    };
+    s
+}
+
+/// A deterministic pseudo-random stream (xorshift64*), for rows without proptest.
+struct Stream(u64);
+
+impl Stream {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+}
+
+#[test]
+fn every_path_matches_ggml_vec_dot() {
+    let kernels = all_kernels();
+    let mut rng = Stream(0x9E37_79B9_7F4A_7C15);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::F16,
+    ] {
+        // even block counts: ggml b2757's NEON Q4_0 dot asserts one
+        for nb in [2usize, 18, 48] {
+            for _ in 0..20 {
+                let n = nb * 32;
+                let scale = [1.0f32, 1e-3, 40.0][(rng.next() % 3) as usize];
+                let wf: Vec<f32> = (0..n).map(|_| rng.unit() * scale).collect();
+                let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
+                let mut w = Row::zeroed(ty.row_bytes(n as u64).expect("row") as usize, 0);
+                quant::quantize_row(ty, &wf, w.bytes_mut()).expect("quantize weights");
+                let a = quantized_act(ty, &x);
+                let want = ggml_vec_dot(ty, n, w.bytes(), a.bytes());
+                let (_, bound) = dequantized_dot(ty, w.bytes(), a.bytes(), n);
+                let rel = if ty == GgmlType::F16 {
+                    FLOAT_REL
+                } else {
+                    INT_REL
+                };
+                let tol = rel * bound + 1e-30;
+                for k in &kernels {
+                    let got = k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes());
+                    assert!(
+                        (f64::from(got) - f64::from(want)).abs() <= tol,
+                        "{} {ty}, {nb} blocks: got {got}, ggml {want}, tolerance {tol:e}",
+                        k.path()
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch
+
+#[test]
+fn paths_the_cpu_lacks_are_errors_not_crashes() {
+    for p in KernelPath::ALL {
+        match Kernels::new(p) {
+            Ok(k) => {
+                assert!(
+                    p.is_supported() && p.is_implemented(),
+                    "{p} built without support"
+                );
+                assert_eq!(k.path(), p);
+                // and it runs
+                let w = Row::zeroed(GgmlType::Q4_0.type_size(), 0x88);
+                let a = quantized_act(GgmlType::Q4_0, &[1.0; 32]);
+                assert_eq!(
+                    k.row_dot(GgmlType::Q4_0).expect("kernel")(w.bytes(), a.bytes()),
+                    0.0
+                );
+            }
+            Err(KernelError::Unsupported(q, features)) => {
+                assert_eq!(q, p);
+                assert!(
+                    !p.is_supported(),
+                    "{p} is supported but new() said otherwise"
+                );
+                assert!(features == edgellm_runtime::kernels::cpu_features().join(" "));
+            }
+            Err(KernelError::NotImplemented(q)) => {
+                assert_eq!(q, p);
+                assert!(p.is_supported() && !p.is_implemented());
+            }
+            Err(e) => panic!("{p}: unexpected error {e}"),
+        }
+    }
+    // each architecture builds its own paths and never the other's
+    let x86 = cfg!(target_arch = "x86_64");
+    let arm = cfg!(target_arch = "aarch64");
+    assert_eq!(KernelPath::Avx2.is_implemented(), x86);
+    assert_eq!(KernelPath::Avx512.is_implemented(), x86);
+    assert_eq!(KernelPath::Neon.is_implemented(), arm);
+    assert_eq!(KernelPath::NeonDotprod.is_implemented(), arm);
+    if !x86 {
+        assert!(matches!(
+            Kernels::new(KernelPath::Avx2),
+            Err(KernelError::Unsupported(..))
+        ));
+    }
+    if !arm {
+        assert!(matches!(
+            Kernels::new(KernelPath::Neon),
+            Err(KernelError::Unsupported(..))
+        ));
+        assert!(matches!(
+            Kernels::new(KernelPath::NeonDotprod),
+            Err(KernelError::Unsupported(..))
+        ));
+    }
+}
+
+#[test]
+fn best_path_prefers_the_widest_supported() {
+    let best = KernelPath::best();
+    let order = [
+        KernelPath::Avx512,
+        KernelPath::Avx2,
+        KernelPath::NeonDotprod,
+        KernelPath::Neon,
+        KernelPath::Scalar,
+    ];
+    let expected = order
+        .into_iter()
+        .find(|p| p.is_supported() && p.is_implemented())
+        .expect("scalar is always there");
+    assert_eq!(best, expected);
+    assert_eq!(Kernels::detect().path(), best);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        assert_ne!(best, KernelPath::Scalar, "an AVX2 CPU must not run scalar");
+    }
+    #[cfg(target_arch = "aarch64")]
+    assert_ne!(best, KernelPath::Scalar, "every aarch64 CPU has NEON");
+}
+
+#[test]
+fn edgellm_kernels_setting_is_parsed() {
+    for p in KernelPath::ALL {
+        assert_eq!(KernelPath::from_name(p.name()).expect("own name"), p);
+        assert_eq!(
+            KernelPath::from_name(&format!("  {}\n", p.name().to_uppercase()))
+                .expect("case, spaces"),
+            p
+        );
+    }
+    assert!(
+        matches!(KernelPath::from_name("avx3"), Err(KernelError::UnknownPath(s)) if s == "avx3")
+    );
+    assert!(matches!(
+        KernelPath::from_name(""),
+        Err(KernelError::UnknownPath(_))
+    ));
+
+    assert_eq!(
+        Kernels::from_setting(None).expect("best").path(),
+        KernelPath::best()
+    );
+    assert_eq!(
+        Kernels::from_setting(Some("  ")).expect("blank").path(),
+        KernelPath::best()
+    );
+    assert_eq!(
+        Kernels::from_setting(Some("scalar"))
+            .expect("scalar")
+            .path(),
+        KernelPath::Scalar
+    );
+    let e = Kernels::from_setting(Some("sse9")).expect_err("unknown");
+    assert!(
+        matches!(&e, KernelError::Env(inner) if matches!(**inner, KernelError::UnknownPath(_)))
+    );
+    assert!(
+        e.to_string()
+            .starts_with("EDGELLM_KERNELS: unknown kernel path 'sse9'"),
+        "{e}"
+    );
+    for p in KernelPath::ALL {
+        let r = Kernels::from_setting(Some(p.name()));
+        if p.is_supported() && p.is_implemented() {
+            assert_eq!(r.expect("supported").path(), p);
+        } else {
+            let e = r.expect_err("unsupported");
+            assert!(matches!(e, KernelError::Env(_)), "{p}: {e}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Micro-benchmark: `cargo test -p edgellm-runtime --test kernels_vs_scalar -- --ignored --nocapture`
+
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_row_dots() {
+    use std::hint::black_box;
+    use std::time::Instant;
+
+    const ROWS: usize = 512;
+    let mut rng = Stream(7);
+    for cols in [576usize, 1536] {
+        let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+        for ty in [
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::F16,
+            GgmlType::F32,
+            GgmlType::BF16,
+        ] {
+            // ROWS distinct weight rows (about 0.3-3 MB), as a matmul streams them
+            let rb = ty.row_bytes(cols as u64).expect("row") as usize;
+            let mut rows = Vec::with_capacity(ROWS);
+            for _ in 0..ROWS {
+                let wf: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                let mut r = Row::zeroed(rb, 0);
+                quant::quantize_row(ty, &wf, r.bytes_mut()).expect("quantize");
+                rows.push(r);
+            }
+            let a = quantized_act(ty, &x);
+            let mut line = format!("{ty:>5} x {cols:>4}:");
+            for k in all_kernels() {
+                let dot = k.row_dot(ty).expect("kernel");
+                let reps = 200;
+                let start = Instant::now();
+                let mut sink = 0.0f32;
+                for _ in 0..reps {
+                    for r in &rows {
+                        sink += dot(black_box(r.bytes()), black_box(a.bytes()));
+                    }
+                }
+                let ns = start.elapsed().as_nanos() as f64 / (reps * ROWS) as f64;
+                black_box(sink);
+                line += &format!("  {} {ns:7.1} ns", k.path());
+            }
+            eprintln!("{line}");
+        }
+        // the activation quantizers, per row
+        for act in [GgmlType::Q8_0, GgmlType::Q8_1] {
+            let mut line = format!("quantize {act} x {cols:>4}:");
+            let mut dst = Row::zeroed(act.row_bytes(cols as u64).expect("row") as usize, 0);
+            for k in all_kernels() {
+                let reps = 20_000;
+                let start = Instant::now();
+                for _ in 0..reps {
+                    k.quantize_act(act, black_box(&x), dst.bytes_mut());
+                    black_box(dst.bytes());
+                }
+                let ns = start.elapsed().as_nanos() as f64 / reps as f64;
+                line += &format!("  {} {ns:7.1} ns", k.path());
+            }
+            eprintln!("{line}");
+        }
+    }
+}
