@@ -15,8 +15,8 @@ CARGO ?= cargo
 MODEL ?= models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 EDGELLM := target/release/edgellm
 DEMO_PROMPT ?= What is the capital of France? Answer in one sentence.
-# How the demo runs generation once `edgellm run` exists; adjust to the CLI's final flags.
-DEMO_RUN ?= $(EDGELLM) run --chat -p "$(DEMO_PROMPT)" "$(MODEL)"
+# The demo: the default model answers a question, streamed, greedy.
+DEMO_RUN ?= $(EDGELLM) run -m "$(MODEL)" --chat --temp 0 -n 96 -p "$(DEMO_PROMPT)"
 # Crates whose tests also run on aarch64 under qemu, and the emulated CPUs: cortex-a72 (NEON
 # without dotprod, Raspberry Pi 4) and cortex-a76 (NEON with dotprod, Raspberry Pi 5).
 AARCH64_TEST_PACKAGES ?= -p edgellm-runtime -p edgellm-models

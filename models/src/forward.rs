@@ -21,7 +21,12 @@ pub enum LogitsWanted<'f> {
 
 impl Model {
     /// Evaluates `tokens` at positions `state.n_past()..`, appending them to the cache.
-    pub fn forward(&self, state: &mut State, tokens: &[u32], mut want: LogitsWanted<'_>) -> Result<(), ModelError> {
+    pub fn forward(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        mut want: LogitsWanted<'_>,
+    ) -> Result<(), ModelError> {
         let needed = state.n_past() + tokens.len();
         if needed > state.n_ctx() {
             return Err(ModelError::ContextFull {
@@ -31,7 +36,9 @@ impl Model {
         }
         if let LogitsWanted::All(_) = want {
             if !state.opts.all_logits {
-                return Err(ModelError::Option("this state keeps only the last logits; create it with all_logits".into()));
+                return Err(ModelError::Option(
+                    "this state keeps only the last logits; create it with all_logits".into(),
+                ));
             }
         }
         for &t in tokens {
@@ -49,7 +56,15 @@ impl Model {
             let last_chunk = done + chunk.len() == tokens.len();
             match &mut want {
                 LogitsWanted::Last => {
-                    self.forward_batch(state, chunk, if last_chunk { OutRows::Last } else { OutRows::None })?;
+                    self.forward_batch(
+                        state,
+                        chunk,
+                        if last_chunk {
+                            OutRows::Last
+                        } else {
+                            OutRows::None
+                        },
+                    )?;
                 }
                 LogitsWanted::All(f) => {
                     self.forward_batch(state, chunk, OutRows::All)?;
@@ -64,7 +79,12 @@ impl Model {
         Ok(())
     }
 
-    fn forward_batch(&self, s: &mut State, tokens: &[u32], out_rows: OutRows) -> Result<(), ModelError> {
+    fn forward_batch(
+        &self,
+        s: &mut State,
+        tokens: &[u32],
+        out_rows: OutRows,
+    ) -> Result<(), ModelError> {
         let hp = &self.hparams;
         let map = self.map.bytes();
         let w = &self.weights;
@@ -83,12 +103,21 @@ impl Model {
         // Embeddings.
         for (t, &tok) in tokens.iter().enumerate() {
             let row = w.token_embd.row(map, tok as usize);
-            edgellm_runtime::quant::dequantize_row(w.token_embd.ty, row, &mut s.x[t * d..(t + 1) * d])
-                .map_err(|e| ModelError::Option(e.to_string()))?;
+            edgellm_runtime::quant::dequantize_row(
+                w.token_embd.ty,
+                row,
+                &mut s.x[t * d..(t + 1) * d],
+            )
+            .map_err(|e| ModelError::Option(e.to_string()))?;
         }
         // RoPE rotations of this batch's positions.
         for t in 0..nb {
-            ops::rope_cache(&hp.rope, (pos0 + t) as f32, freq_factors, &mut s.rope_cs[t * n_half..(t + 1) * n_half]);
+            ops::rope_cache(
+                &hp.rope,
+                (pos0 + t) as f32,
+                freq_factors,
+                &mut s.rope_cs[t * n_half..(t + 1) * n_half],
+            );
         }
         let scale = 1.0 / (hd as f32).sqrt();
         let group = hp.n_head / hp.n_head_kv;
@@ -97,12 +126,45 @@ impl Model {
             // Attention.
             let attn_norm = l.attn_norm.f32s(map);
             for t in 0..nb {
-                ops::rms_norm(&mut s.xb[t * d..(t + 1) * d], &s.x[t * d..(t + 1) * d], Some(attn_norm), hp.rms_eps);
+                ops::rms_norm(
+                    &mut s.xb[t * d..(t + 1) * d],
+                    &s.x[t * d..(t + 1) * d],
+                    Some(attn_norm),
+                    hp.rms_eps,
+                );
             }
-            matmul(pool, kern, &l.wq.matrix(map), &s.xb, nb, &mut s.act, &mut s.q)?;
-            matmul(pool, kern, &l.wk.matrix(map), &s.xb, nb, &mut s.act, &mut s.k)?;
-            matmul(pool, kern, &l.wv.matrix(map), &s.xb, nb, &mut s.act, &mut s.v)?;
-            for (bias, buf, width) in [(&l.bq, &mut s.q, q_dim), (&l.bk, &mut s.k, kv_dim), (&l.bv, &mut s.v, kv_dim)] {
+            matmul(
+                pool,
+                kern,
+                &l.wq.matrix(map),
+                &s.xb,
+                nb,
+                &mut s.act,
+                &mut s.q,
+            )?;
+            matmul(
+                pool,
+                kern,
+                &l.wk.matrix(map),
+                &s.xb,
+                nb,
+                &mut s.act,
+                &mut s.k,
+            )?;
+            matmul(
+                pool,
+                kern,
+                &l.wv.matrix(map),
+                &s.xb,
+                nb,
+                &mut s.act,
+                &mut s.v,
+            )?;
+            for (bias, buf, width) in [
+                (&l.bq, &mut s.q, q_dim),
+                (&l.bk, &mut s.k, kv_dim),
+                (&l.bv, &mut s.v, kv_dim),
+            ] {
                 if let Some(b) = bias {
                     let b = b.f32s(map);
                     for row in buf[..nb * width].chunks_exact_mut(width) {
@@ -122,7 +184,12 @@ impl Model {
                     let o = t * kv_dim + h * hd;
                     ops::rope_apply(hp.rope.style, hp.rope.n_dims, &mut s.k[o..o + hd], cs);
                 }
-                s.kv.store_row(il, pos0 + t, &s.k[t * kv_dim..(t + 1) * kv_dim], &s.v[t * kv_dim..(t + 1) * kv_dim]);
+                s.kv.store_row(
+                    il,
+                    pos0 + t,
+                    &s.k[t * kv_dim..(t + 1) * kv_dim],
+                    &s.v[t * kv_dim..(t + 1) * kv_dim],
+                );
             }
             let n_ctx = s.kv.n_ctx;
             let layer_off = il * n_ctx * kv_dim;
@@ -162,7 +229,15 @@ impl Model {
                     scale,
                 ),
             }
-            matmul(pool, kern, &l.wo.matrix(map), &s.att, nb, &mut s.act, &mut s.xb2)?;
+            matmul(
+                pool,
+                kern,
+                &l.wo.matrix(map),
+                &s.att,
+                nb,
+                &mut s.act,
+                &mut s.xb2,
+            )?;
             for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
                 *x += a;
             }
@@ -170,12 +245,41 @@ impl Model {
             // Feed-forward.
             let ffn_norm = l.ffn_norm.f32s(map);
             for t in 0..nb {
-                ops::rms_norm(&mut s.xb[t * d..(t + 1) * d], &s.x[t * d..(t + 1) * d], Some(ffn_norm), hp.rms_eps);
+                ops::rms_norm(
+                    &mut s.xb[t * d..(t + 1) * d],
+                    &s.x[t * d..(t + 1) * d],
+                    Some(ffn_norm),
+                    hp.rms_eps,
+                );
             }
-            matmul(pool, kern, &l.w_gate.matrix(map), &s.xb, nb, &mut s.act, &mut s.hb)?;
-            matmul(pool, kern, &l.w_up.matrix(map), &s.xb, nb, &mut s.act, &mut s.hb2)?;
+            matmul(
+                pool,
+                kern,
+                &l.w_gate.matrix(map),
+                &s.xb,
+                nb,
+                &mut s.act,
+                &mut s.hb,
+            )?;
+            matmul(
+                pool,
+                kern,
+                &l.w_up.matrix(map),
+                &s.xb,
+                nb,
+                &mut s.act,
+                &mut s.hb2,
+            )?;
             ops::swiglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]);
-            matmul(pool, kern, &l.w_down.matrix(map), &s.hb, nb, &mut s.act, &mut s.xb2)?;
+            matmul(
+                pool,
+                kern,
+                &l.w_down.matrix(map),
+                &s.hb,
+                nb,
+                &mut s.act,
+                &mut s.xb2,
+            )?;
             for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
                 *x += a;
             }
@@ -194,9 +298,22 @@ impl Model {
         let out_norm = w.output_norm.f32s(map);
         for i in 0..rows {
             let t = first + i;
-            ops::rms_norm(&mut s.xb[i * d..(i + 1) * d], &s.x[t * d..(t + 1) * d], Some(out_norm), hp.rms_eps);
+            ops::rms_norm(
+                &mut s.xb[i * d..(i + 1) * d],
+                &s.x[t * d..(t + 1) * d],
+                Some(out_norm),
+                hp.rms_eps,
+            );
         }
-        matmul(pool, kern, &w.output.matrix(map), &s.xb, rows, &mut s.act, &mut s.logits)?;
+        matmul(
+            pool,
+            kern,
+            &w.output.matrix(map),
+            &s.xb,
+            rows,
+            &mut s.act,
+            &mut s.logits,
+        )?;
         s.logit_rows = rows;
         Ok(())
     }

@@ -281,9 +281,14 @@ impl Model {
         }
         let map = self.map.bytes();
         let ff = self.weights.rope_freqs.as_ref().map(|b| b.f32s(map));
-        state
-            .kv
-            .shift(n_keep, n_discard, n_past, &self.hparams.rope, ff, self.hparams.head_dim);
+        state.kv.shift(
+            n_keep,
+            n_discard,
+            n_past,
+            &self.hparams.rope,
+            ff,
+            self.hparams.head_dim,
+        );
         state.tokens.drain(n_keep..n_keep + n_discard);
     }
 }

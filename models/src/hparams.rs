@@ -36,11 +36,17 @@ impl HParams {
 
     /// Reads the hyperparameters of `arch` from `g`. `n_vocab` comes from the tokenizer
     /// (`tokenizer.ggml.tokens`) when `{arch}.vocab_size` is absent.
-    pub fn from_gguf(g: &Gguf<'_>, arch: Arch, n_vocab_tokens: usize) -> Result<HParams, ModelError> {
+    pub fn from_gguf(
+        g: &Gguf<'_>,
+        arch: Arch,
+        n_vocab_tokens: usize,
+    ) -> Result<HParams, ModelError> {
         let a = arch.name();
         let req = |k: &str| -> Result<usize, ModelError> {
             let key = format!("{a}.{k}");
-            let v = g.get_u32(&key)?.ok_or(ModelError::MissingKey(key.clone()))?;
+            let v = g
+                .get_u32(&key)?
+                .ok_or(ModelError::MissingKey(key.clone()))?;
             if v == 0 {
                 return Err(ModelError::BadHParam {
                     key,
@@ -90,8 +96,12 @@ impl HParams {
         let rms_eps = g
             .get_f32(&format!("{a}.attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5);
-        let freq_base = g.get_f32(&format!("{a}.rope.freq_base"))?.unwrap_or(10000.0);
-        let scaling = g.get_str(&format!("{a}.rope.scaling.type"))?.unwrap_or("none");
+        let freq_base = g
+            .get_f32(&format!("{a}.rope.freq_base"))?
+            .unwrap_or(10000.0);
+        let scaling = g
+            .get_str(&format!("{a}.rope.scaling.type"))?
+            .unwrap_or("none");
         let freq_scale = match scaling {
             "none" => 1.0,
             "linear" => {

@@ -98,14 +98,26 @@ impl KvCache {
 
     /// Drops positions `[n_keep, n_keep + n_discard)`, moving the `n_past - n_keep - n_discard`
     /// later ones down and re-rotating their keys by `-n_discard` positions.
-    pub fn shift(&mut self, n_keep: usize, n_discard: usize, n_past: usize, rope: &RopeParams, freq_factors: Option<&[f32]>, head_dim: usize) {
+    pub fn shift(
+        &mut self,
+        n_keep: usize,
+        n_discard: usize,
+        n_past: usize,
+        rope: &RopeParams,
+        freq_factors: Option<&[f32]>,
+        head_dim: usize,
+    ) {
         let mut cs = vec![(0.0f32, 0.0f32); rope.n_dims / 2];
         // A rotation by a negative position undoes that many positions of rotation.
         rope_cache(rope, -(n_discard as f32), freq_factors, &mut cs);
         let (n_ctx, kv_dim, n_layer) = (self.n_ctx, self.kv_dim, self.n_layer);
         match &mut self.store {
-            KvStore::F16 { k, v } => shift_store(k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim),
-            KvStore::F32 { k, v } => shift_store(k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim),
+            KvStore::F16 { k, v } => shift_store(
+                k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim,
+            ),
+            KvStore::F32 { k, v } => shift_store(
+                k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim,
+            ),
         }
     }
 }

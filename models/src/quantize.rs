@@ -42,12 +42,23 @@ pub fn file_type(target: GgmlType) -> Option<u32> {
 ///   back to Q8_0 there, and until edgellm writes K-quants every such tensor takes that
 ///   fallback.
 /// - Everything else takes the target type.
-pub fn tensor_type(name: &str, n_dims: u32, ne0: u64, target: GgmlType, has_output: bool) -> GgmlType {
+pub fn tensor_type(
+    name: &str,
+    n_dims: u32,
+    ne0: u64,
+    target: GgmlType,
+    has_output: bool,
+) -> GgmlType {
     if n_dims < 2 {
         return GgmlType::F32;
     }
     let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
-    if is_output && matches!(target, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1) {
+    if is_output
+        && matches!(
+            target,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
+        )
+    {
         // Q6_K when ne0 % 256 == 0 in llama.cpp; Q8_0 is its fallback and ours.
         let _ = ne0;
         return GgmlType::Q8_0;
@@ -135,7 +146,8 @@ pub fn quantize_file(
             row_f32.resize(ne0 as usize, 0.0);
             row_out.resize(out_row, 0);
             for r in src.data.chunks_exact(in_row.max(1)) {
-                quant::dequantize_row(src.ggml_type, r, &mut row_f32).map_err(std::io::Error::other)?;
+                quant::dequantize_row(src.ggml_type, r, &mut row_f32)
+                    .map_err(std::io::Error::other)?;
                 quant::quantize_row(ty, &row_f32, &mut row_out).map_err(std::io::Error::other)?;
                 out.write_all(&row_out)?;
             }
@@ -151,7 +163,10 @@ pub fn quantize_file(
         }
     };
     std::fs::rename(&tmp, output).map_err(open_err(output))?;
-    Ok(QuantizeSummary { tensors: total, bytes })
+    Ok(QuantizeSummary {
+        tensors: total,
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -160,10 +175,25 @@ mod tests {
 
     #[test]
     fn follows_llama_quantize_for_smollm2() {
-        assert_eq!(tensor_type("blk.0.attn_norm.weight", 1, 576, GgmlType::Q4_0, false), GgmlType::F32);
-        assert_eq!(tensor_type("token_embd.weight", 2, 576, GgmlType::Q4_0, false), GgmlType::Q8_0);
-        assert_eq!(tensor_type("token_embd.weight", 2, 576, GgmlType::Q4_0, true), GgmlType::Q4_0);
-        assert_eq!(tensor_type("token_embd.weight", 2, 576, GgmlType::F16, false), GgmlType::F16);
-        assert_eq!(tensor_type("blk.0.ffn_down.weight", 2, 1536, GgmlType::Q8_0, false), GgmlType::Q8_0);
+        assert_eq!(
+            tensor_type("blk.0.attn_norm.weight", 1, 576, GgmlType::Q4_0, false),
+            GgmlType::F32
+        );
+        assert_eq!(
+            tensor_type("token_embd.weight", 2, 576, GgmlType::Q4_0, false),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            tensor_type("token_embd.weight", 2, 576, GgmlType::Q4_0, true),
+            GgmlType::Q4_0
+        );
+        assert_eq!(
+            tensor_type("token_embd.weight", 2, 576, GgmlType::F16, false),
+            GgmlType::F16
+        );
+        assert_eq!(
+            tensor_type("blk.0.ffn_down.weight", 2, 1536, GgmlType::Q8_0, false),
+            GgmlType::Q8_0
+        );
     }
 }

@@ -89,7 +89,14 @@ impl StateLayout {
 
     /// Bytes of everything but the KV cache.
     pub fn scratch_bytes(&self) -> usize {
-        4 * (3 * self.embd + 2 * self.q + 2 * self.kv + 2 * self.ff + self.att_scratch + 2 * self.rope + self.logits + self.tokens)
+        4 * (3 * self.embd
+            + 2 * self.q
+            + 2 * self.kv
+            + 2 * self.ff
+            + self.att_scratch
+            + 2 * self.rope
+            + self.logits
+            + self.tokens)
             + self.act_bytes
     }
 }

@@ -141,7 +141,12 @@ impl Binder<'_, '_> {
         })
     }
 
-    fn bind_opt(&self, name: &str, shape: &[usize], role: Role) -> Result<Option<Bound>, ModelError> {
+    fn bind_opt(
+        &self,
+        name: &str,
+        shape: &[usize],
+        role: Role,
+    ) -> Result<Option<Bound>, ModelError> {
         if self.g.tensor(name).is_some() {
             self.bind(name, shape, role).map(Some)
         } else {
@@ -185,19 +190,20 @@ impl Weights {
             });
         }
         let output_norm = b.bind("output_norm.weight", &[d], Role::Vector)?;
-        let (output, tied_output) = match b.bind_opt("output.weight", &[d, hp.n_vocab], Role::Matmul)? {
-            Some(o) => (o, false),
-            None => {
-                if Kernels::act_type(token_embd.ty).is_err() {
-                    return Err(ModelError::UnsupportedType {
-                        name: token_embd.name.clone(),
-                        ty: token_embd.ty,
-                        role: "the tied output projection",
-                    });
+        let (output, tied_output) =
+            match b.bind_opt("output.weight", &[d, hp.n_vocab], Role::Matmul)? {
+                Some(o) => (o, false),
+                None => {
+                    if Kernels::act_type(token_embd.ty).is_err() {
+                        return Err(ModelError::UnsupportedType {
+                            name: token_embd.name.clone(),
+                            ty: token_embd.ty,
+                            role: "the tied output projection",
+                        });
+                    }
+                    (token_embd.clone(), true)
                 }
-                (token_embd.clone(), true)
-            }
-        };
+            };
         let rope_freqs = b.bind_opt("rope_freqs.weight", &[hp.rope.n_dims / 2], Role::Vector)?;
         Ok(Weights {
             token_embd,

@@ -51,7 +51,12 @@ pub struct RopeParams {
 /// Fills `cos_sin` (`n_dims / 2` pairs) with the rotation of position `pos` (negative `pos`
 /// rotates back, which the KV-cache shift uses), as
 /// `ggml_rope_cache_init` does: `theta_i = freq_scale * pos * base^(-2i/n_dims) / factor_i`.
-pub fn rope_cache(p: &RopeParams, pos: f32, freq_factors: Option<&[f32]>, cos_sin: &mut [(f32, f32)]) {
+pub fn rope_cache(
+    p: &RopeParams,
+    pos: f32,
+    freq_factors: Option<&[f32]>,
+    cos_sin: &mut [(f32, f32)],
+) {
     let theta_scale = p.freq_base.powf(-2.0 / p.n_dims as f32);
     let mut theta = pos;
     for (i, cs) in cos_sin.iter_mut().enumerate().take(p.n_dims / 2) {
@@ -241,7 +246,9 @@ mod tests {
 
     #[test]
     fn rope_both_styles_match_naive() {
-        let x: Vec<f32> = (0..64).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25).collect();
+        let x: Vec<f32> = (0..64)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.25)
+            .collect();
         for style in [RopeStyle::Normal, RopeStyle::Neox] {
             for pos in [0usize, 1, 17, 500] {
                 let p = RopeParams {
@@ -278,17 +285,31 @@ mod tests {
         let hd = 8;
         let n_kv = 5;
         let stride = 16;
-        let k: Vec<f16> = (0..n_kv * stride).map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1)).collect();
-        let v: Vec<f16> = (0..n_kv * stride).map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2)).collect();
+        let k: Vec<f16> = (0..n_kv * stride)
+            .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
+            .collect();
+        let v: Vec<f16> = (0..n_kv * stride)
+            .map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2))
+            .collect();
         let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 3.5) * 0.3).collect();
-        let cache = HeadCache { k: &k, v: &v, row_stride: stride, offset: 8 };
+        let cache = HeadCache {
+            k: &k,
+            v: &v,
+            row_stride: stride,
+            offset: 8,
+        };
         let mut scores = vec![0.0; n_kv];
         let mut q16 = vec![0.0f32; hd];
         let mut out = vec![0.0; hd];
         attention_head(&q, &cache, n_kv, 0, 0.5, &mut scores, &mut q16, &mut out);
         // naive
         let mut s: Vec<f64> = (0..n_kv)
-            .map(|j| (0..hd).map(|d| q[d] as f64 * k[j * stride + 8 + d].to_f64()).sum::<f64>() * 0.5)
+            .map(|j| {
+                (0..hd)
+                    .map(|d| q[d] as f64 * k[j * stride + 8 + d].to_f64())
+                    .sum::<f64>()
+                    * 0.5
+            })
             .collect();
         let m = s.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
@@ -296,8 +317,14 @@ mod tests {
             *x = (*x - m).exp() / z;
         }
         for d in 0..hd {
-            let want: f64 = (0..n_kv).map(|j| s[j] * v[j * stride + 8 + d].to_f64()).sum();
-            assert!((out[d] as f64 - want).abs() < 2e-3, "d {d}: {} vs {want}", out[d]);
+            let want: f64 = (0..n_kv)
+                .map(|j| s[j] * v[j * stride + 8 + d].to_f64())
+                .sum();
+            assert!(
+                (out[d] as f64 - want).abs() < 2e-3,
+                "d {d}: {} vs {want}",
+                out[d]
+            );
         }
     }
 }

@@ -7,7 +7,15 @@
 //!
 //! BF16 is younger than that ggml (it arrived in May 2024), so its oracle is `half`'s
 //! conversion, an independent implementation of the same rule (ties to even, NaN made quiet).
+//!
+//! The oracle must be compiled without FMA contraction (`-ffp-contract=off` in
+//! `CFLAGS_<target>`, set in `.cargo/config.toml`), because the build of llama.cpp that made the
+//! reference files rounds `x*id` before adding 8.5; `oracle_rounds_like_the_reference_build`
+//! says so when it is not. It cross-builds for aarch64 with the cross C compiler and runs
+//! under qemu-aarch64, where the tiny-scale rows check the Arm conversion rules.
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Once;
 
 use edgellm_runtime::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -15,7 +23,7 @@ use edgellm_runtime::GgmlType;
 use ggml_sys_bleedingedge as ggml;
 use half::{bf16, f16};
 
-/// The types ggml b2757 can check, in the order the report lists them.
+/// The types ggml b2757 can check (it predates BF16).
 const GGML_TYPES: [GgmlType; 5] = [
     GgmlType::F16,
     GgmlType::Q4_0,
@@ -23,6 +31,39 @@ const GGML_TYPES: [GgmlType; 5] = [
     GgmlType::Q8_0,
     GgmlType::Q8_1,
 ];
+
+// ---------------------------------------------------------------------------------------------
+// allocation counting, for the per-token quantizers
+
+/// The system allocator, counting allocations made by the current thread.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds GlobalAlloc's contract;
+// the counter is a const-initialized thread local, so touching it never allocates.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same layout contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocations_during(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.with(Cell::get);
+    f();
+    ALLOCATIONS.with(Cell::get) - before
+}
 
 // ---------------------------------------------------------------------------------------------
 // ggml's side
@@ -326,6 +367,7 @@ fn edge_rows() -> Vec<(String, Vec<f32>)> {
             rows.push(blocks_from(&format!("{label}, nudged {nudge} ulp"), |i| {
                 let v = tie(i);
                 let anchor = matches!((label, i % 32), ("q4_1 ties", 30 | 31) | (_, 0));
+                // (stepping the bits of 0.0 down would make a NaN)
                 if anchor || v == 0.0 {
                     v
                 } else {
@@ -348,6 +390,7 @@ fn fma_sensitive_q4_0_rows() -> Vec<(String, Vec<f32>)> {
         let max = -(1.0 + rng.unit() * 100.0);
         let d = max / -8.0;
         let id = 1.0 / d;
+        // element 0 sets the scale; elements 1.. are crafted (checked at element 2)
         let mut block = vec![max];
         let mut v = -7.5 / id;
         for _ in 0..4096 {
@@ -371,9 +414,39 @@ fn fma_sensitive_q4_0_rows() -> Vec<(String, Vec<f32>)> {
     vec![("fma-sensitive q4_0".to_string(), x)]
 }
 
+/// Q4_1 blocks (min 0, so `x - min` is exact) where `(x - min)*id` rounds up to 0.49999997
+/// while its exact value lies lower: unfused, `0.49999997 + 0.5` ties to 1.0 (level 1); fused,
+/// the exact sum rounds below 1 (level 0).
+fn fma_sensitive_q4_1_rows() -> Vec<(String, Vec<f32>)> {
+    let below_half = f32::from_bits(0.5f32.to_bits() - 1);
+    let mut rng = Rng(8);
+    let mut x = Vec::new();
+    while x.len() < 32 * 64 {
+        let max = 1.0 + rng.unit() * 100.0;
+        let id = 1.0 / (max / 15.0);
+        let mut block = vec![0.0, max];
+        let mut v = below_half / id;
+        v = f32::from_bits(v.to_bits() - 64);
+        for _ in 0..128 {
+            let p = v as f64 * id as f64; // exact
+            if v * id == below_half && ((p + 0.5) as f32) < 1.0 {
+                block.push(v);
+            }
+            v = f32::from_bits(v.to_bits() + 1);
+        }
+        if block.len() > 2 {
+            let crafted = block[2];
+            block.resize(32, crafted);
+            x.extend(block);
+        }
+    }
+    vec![("fma-sensitive q4_1".to_string(), x)]
+}
+
 fn all_rows() -> Vec<(String, Vec<f32>)> {
     let mut rows = edge_rows();
     rows.extend(fma_sensitive_q4_0_rows());
+    rows.extend(fma_sensitive_q4_1_rows());
     rows.extend(random_rows());
     rows
 }
@@ -392,12 +465,23 @@ fn quantize_and_dequantize_match_ggml_bit_for_bit() {
     }
 }
 
-/// How many crafted elements of the FMA-sensitive rows got level 1 (the unfused answer), out
-/// of how many.
-fn unfused_levels(bytes: &[u8]) -> (usize, usize) {
-    let blocks = quant::blocks::<BlockQ4_0>(bytes).expect("aligned");
-    let hits = blocks.iter().filter(|b| b.qs[1] & 0x0F == 1).count();
-    (hits, blocks.len())
+/// How many blocks of the FMA-sensitive rows gave their crafted element (element 2) level 1,
+/// the unfused answer, out of how many.
+fn unfused_levels(ty: GgmlType, bytes: &[u8]) -> (usize, usize) {
+    let levels: Vec<u8> = match ty {
+        GgmlType::Q4_0 => quant::blocks::<BlockQ4_0>(bytes)
+            .expect("aligned")
+            .iter()
+            .map(|b| b.qs[2] & 0x0F)
+            .collect(),
+        GgmlType::Q4_1 => quant::blocks::<BlockQ4_1>(bytes)
+            .expect("aligned")
+            .iter()
+            .map(|b| b.qs[2] & 0x0F)
+            .collect(),
+        _ => unreachable!("only the 4-bit formats add after multiplying"),
+    };
+    (levels.iter().filter(|&&l| l == 1).count(), levels.len())
 }
 
 /// The reference files were made by a build that rounds `x*id` before adding 8.5 (checked
@@ -405,24 +489,32 @@ fn unfused_levels(bytes: &[u8]) -> (usize, usize) {
 /// fused). GCC fuses by default when FMA is enabled, so the oracle must be compiled with
 /// `-ffp-contract=off` (`.cargo/config.toml` [env] CFLAGS_<target>); say so plainly if not.
 fn assert_oracle_unfused() {
-    let x = &fma_sensitive_q4_0_rows()[0].1;
-    let (hits, n) = unfused_levels(&ggml_quantize(GgmlType::Q4_0, x));
-    assert_eq!(
-        hits,
-        n,
-        "the ggml oracle was compiled with FMA contraction ({} of {n} crafted Q4_0 blocks \
-         fused): build ggml-sys-bleedingedge with CFLAGS_<target>=-ffp-contract=off, as \
-         llama.cpp's reference x86 build effectively is",
-        n - hits
-    );
+    for (ty, rows) in [
+        (GgmlType::Q4_0, fma_sensitive_q4_0_rows()),
+        (GgmlType::Q4_1, fma_sensitive_q4_1_rows()),
+    ] {
+        let (hits, n) = unfused_levels(ty, &ggml_quantize(ty, &rows[0].1));
+        assert_eq!(
+            hits,
+            n,
+            "the ggml oracle was compiled with FMA contraction ({} of {n} crafted {ty} blocks \
+             fused): build ggml-sys-bleedingedge with CFLAGS_<target>=-ffp-contract=off, as \
+             llama.cpp's reference x86 build effectively is",
+            n - hits
+        );
+    }
 }
 
 #[test]
 fn oracle_rounds_like_the_reference_build() {
-    let x = &fma_sensitive_q4_0_rows()[0].1;
-    assert!(x.len() >= 32 * 64);
-    let (hits, n) = unfused_levels(&ours_quantize(GgmlType::Q4_0, x));
-    assert_eq!(hits, n, "ours must round the product before adding 8.5");
+    for (ty, rows) in [
+        (GgmlType::Q4_0, fma_sensitive_q4_0_rows()),
+        (GgmlType::Q4_1, fma_sensitive_q4_1_rows()),
+    ] {
+        assert!(rows[0].1.len() >= 32 * 64);
+        let (hits, n) = unfused_levels(ty, &ours_quantize(ty, &rows[0].1));
+        assert_eq!(hits, n, "{ty}: ours must round the product before adding");
+    }
     assert_oracle_unfused();
 }
 
@@ -512,9 +604,17 @@ fn bf16_matches_independent_conversion() {
 }
 
 #[test]
-fn activation_quantizers_equal_the_reference_bytes() {
-    // The typed per-token entry points the kernels call must produce ggml's reference bytes.
+fn typed_entry_points_equal_the_reference_bytes() {
+    // The typed functions the kernels (Q8_0, Q8_1 per token) and tools call directly must give
+    // the same bytes as the generic row API checked above.
     for (label, x) in all_rows() {
+        let mut q4_0 = vec![BlockQ4_0::default(); x.len() / 32];
+        quant::quantize_row_q4_0(&x, &mut q4_0);
+        assert_eq!(
+            quant::block_bytes(&q4_0),
+            ggml_quantize(GgmlType::Q4_0, &x),
+            "Q4_0 {label}"
+        );
         let mut q8_0 = vec![BlockQ8_0::default(); x.len() / 32];
         quant::quantize_row_q8_0(&x, &mut q8_0);
         assert_eq!(
@@ -537,4 +637,25 @@ fn activation_quantizers_equal_the_reference_bytes() {
             "Q4_1 {label}"
         );
     }
+}
+
+#[test]
+fn activation_quantizers_do_not_allocate() {
+    let mut rng = Rng(11);
+    let x: Vec<f32> = (0..1536).map(|_| rng.normal()).collect();
+    let mut q8_0 = vec![BlockQ8_0::default(); 1536 / 32];
+    let mut q8_1 = vec![BlockQ8_1::default(); 1536 / 32];
+    let mut back = vec![0.0f32; 1536];
+    let n = allocations_during(|| {
+        for _ in 0..4 {
+            quant::quantize_row_q8_0(&x, &mut q8_0);
+            quant::quantize_row_q8_1(&x, &mut q8_1);
+            quant::dequantize_row_q8_0(&q8_0, &mut back);
+            quant::dequantize_row(GgmlType::Q8_1, quant::block_bytes(&q8_1), &mut back)
+                .expect("dequantize_row");
+        }
+    });
+    assert_eq!(n, 0, "the per-token quantizers allocated {n} times");
+    // and the counter works
+    assert!(allocations_during(|| drop(std::hint::black_box(vec![0u8; 10]))) >= 1);
 }

@@ -44,7 +44,9 @@ impl ModelArgs {
 
     pub fn board(&self) -> Result<Option<BoardConfig>> {
         match &self.board {
-            Some(b) => Ok(Some(BoardConfig::load(b).with_context(|| format!("board '{b}'"))?)),
+            Some(b) => Ok(Some(
+                BoardConfig::load(b).with_context(|| format!("board '{b}'"))?,
+            )),
             None => Ok(None),
         }
     }
@@ -117,7 +119,12 @@ impl ModelArgs {
         }
     }
 
-    pub fn state_options(&self, model: &Model, board: Option<&BoardConfig>, all_logits: bool) -> Result<StateOptions> {
+    pub fn state_options(
+        &self,
+        model: &Model,
+        board: Option<&BoardConfig>,
+        all_logits: bool,
+    ) -> Result<StateOptions> {
         Ok(StateOptions {
             n_ctx: self.ctx(model.hparams.n_ctx_train, board),
             n_batch: self.batch.max(1),
@@ -127,7 +134,12 @@ impl ModelArgs {
         })
     }
 
-    pub fn new_state(&self, model: &Model, board: Option<&BoardConfig>, all_logits: bool) -> Result<State> {
+    pub fn new_state(
+        &self,
+        model: &Model,
+        board: Option<&BoardConfig>,
+        all_logits: bool,
+    ) -> Result<State> {
         let opts = self.state_options(model, board, all_logits)?;
         Ok(model.new_state(opts)?)
     }

@@ -1,6 +1,7 @@
 //! `edgellm inspect`: what a GGUF file holds, read from the map without loading weights.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -40,7 +41,11 @@ pub fn meta_json(v: &MetaValue<'_>) -> Value {
 fn meta_short(v: &MetaValue<'_>) -> String {
     match v {
         MetaValue::Str(s) => {
-            let one_line: String = s.chars().take(60).map(|c| if c == '\n' { ' ' } else { c }).collect();
+            let one_line: String = s
+                .chars()
+                .take(60)
+                .map(|c| if c == '\n' { ' ' } else { c })
+                .collect();
             if s.chars().count() > 60 {
                 format!("{one_line:?}... ({} bytes)", s.len())
             } else {
@@ -49,19 +54,32 @@ fn meta_short(v: &MetaValue<'_>) -> String {
         }
         MetaValue::Array(a) => {
             let head: Vec<String> = a.iter().take(4).map(|e| meta_short(&e)).collect();
-            format!("[{}{}] ({} x {})", head.join(", "), if a.len() > 4 { ", ..." } else { "" }, a.len(), a.elem_type().name())
+            format!(
+                "[{}{}] ({} x {})",
+                head.join(", "),
+                if a.len() > 4 { ", ..." } else { "" },
+                a.len(),
+                a.elem_type().name()
+            )
         }
         other => meta_json(other).to_string(),
     }
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let map = MappedFile::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
-    let g = Gguf::parse(map.bytes()).with_context(|| format!("parsing {}", args.model.display()))?;
+    let stdout = std::io::stdout();
+    let mut out_w = std::io::BufWriter::new(stdout.lock());
+    let map = MappedFile::open(&args.model)
+        .with_context(|| format!("opening {}", args.model.display()))?;
+    let g =
+        Gguf::parse(map.bytes()).with_context(|| format!("parsing {}", args.model.display()))?;
     let arch = g.architecture().unwrap_or("(none)");
     if args.json {
-        let metadata: serde_json::Map<String, Value> =
-            g.metadata().iter().map(|(k, v)| (k.to_string(), meta_json(v))).collect();
+        let metadata: serde_json::Map<String, Value> = g
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.to_string(), meta_json(v)))
+            .collect();
         let tensors: Vec<Value> = g
             .tensors()
             .iter()
@@ -83,15 +101,22 @@ pub fn main(args: Args) -> Result<()> {
             "tensors": tensors,
             "mapped_bytes": map.len(),
         });
-        println!("{}", serde_json::to_string(&out)?);
+        writeln!(out_w, "{}", serde_json::to_string(&out)?)?;
         return Ok(());
     }
 
-    println!("file:          {}", args.model.display());
-    println!("gguf version:  {}   alignment: {}   mapped: {} bytes ({:.1} MiB)", g.version(), g.alignment(), map.len(), map.len() as f64 / 1048576.0);
-    println!("architecture:  {arch}");
+    writeln!(out_w, "file:          {}", args.model.display())?;
+    writeln!(
+        out_w,
+        "gguf version:  {}   alignment: {}   mapped: {} bytes ({:.1} MiB)",
+        g.version(),
+        g.alignment(),
+        map.len(),
+        map.len() as f64 / 1048576.0
+    )?;
+    writeln!(out_w, "architecture:  {arch}")?;
     if let Ok(Some(name)) = g.get_str("general.name") {
-        println!("name:          {name}");
+        writeln!(out_w, "name:          {name}")?;
     }
     let hp_keys = [
         ("context_length", "context length"),
@@ -106,19 +131,41 @@ pub fn main(args: Args) -> Result<()> {
     ];
     for (k, label) in hp_keys {
         if let Some(v) = g.get(&format!("{arch}.{k}")) {
-            println!("  {label:<15}{}", meta_short(v));
+            writeln!(out_w, "  {label:<15}{}", meta_short(v))?;
         }
     }
-    let tok_model = g.get_str("tokenizer.ggml.model").ok().flatten().unwrap_or("(none)");
-    let tok_pre = g.get_str("tokenizer.ggml.pre").ok().flatten().unwrap_or("default");
-    let n_vocab = g.get_array("tokenizer.ggml.tokens").ok().flatten().map_or(0, |a| a.len());
-    println!("tokenizer:     {tok_model} (pre: {tok_pre}), {n_vocab} tokens");
+    let tok_model = g
+        .get_str("tokenizer.ggml.model")
+        .ok()
+        .flatten()
+        .unwrap_or("(none)");
+    let tok_pre = g
+        .get_str("tokenizer.ggml.pre")
+        .ok()
+        .flatten()
+        .unwrap_or("default");
+    let n_vocab = g
+        .get_array("tokenizer.ggml.tokens")
+        .ok()
+        .flatten()
+        .map_or(0, |a| a.len());
+    writeln!(
+        out_w,
+        "tokenizer:     {tok_model} (pre: {tok_pre}), {n_vocab} tokens"
+    )?;
     let tmpl = g.get_str("tokenizer.chat_template").ok().flatten();
-    println!("chat template: {}", tmpl.map_or("none (ChatML fallback)".to_string(), |t| format!("present ({} bytes)", t.len())));
+    writeln!(
+        out_w,
+        "chat template: {}",
+        tmpl.map_or("none (ChatML fallback)".to_string(), |t| format!(
+            "present ({} bytes)",
+            t.len()
+        ))
+    )?;
 
-    println!("\nmetadata ({} keys):", g.metadata().len());
+    writeln!(out_w, "\nmetadata ({} keys):", g.metadata().len())?;
     for (k, v) in g.metadata() {
-        println!("  {k:<45} {}", meta_short(v));
+        writeln!(out_w, "  {k:<45} {}", meta_short(v))?;
     }
 
     let mut by_type: BTreeMap<&str, (usize, u64, usize)> = BTreeMap::new();
@@ -128,18 +175,42 @@ pub fn main(args: Args) -> Result<()> {
         e.1 += t.n_elements();
         e.2 += t.n_bytes();
     }
-    println!("\ntensors ({}), by type:", g.tensors().len());
-    println!("  {:<6} {:>7} {:>14} {:>14}", "type", "count", "elements", "bytes");
+    writeln!(out_w, "\ntensors ({}), by type:", g.tensors().len())?;
+    writeln!(
+        out_w,
+        "  {:<6} {:>7} {:>14} {:>14}",
+        "type", "count", "elements", "bytes"
+    )?;
     let mut total = 0;
     for (ty, (n, el, by)) in &by_type {
-        println!("  {ty:<6} {n:>7} {el:>14} {by:>14}");
+        writeln!(out_w, "  {ty:<6} {n:>7} {el:>14} {by:>14}")?;
         total += by;
     }
-    println!("  {:<6} {:>7} {:>14} {:>14}", "total", g.tensors().len(), "", total);
-    println!("\n  {:<32} {:<6} {:<22} {:>12} {:>10}", "name", "type", "shape", "offset", "bytes");
+    writeln!(
+        out_w,
+        "  {:<6} {:>7} {:>14} {:>14}",
+        "total",
+        g.tensors().len(),
+        "",
+        total
+    )?;
+    writeln!(
+        out_w,
+        "\n  {:<32} {:<6} {:<22} {:>12} {:>10}",
+        "name", "type", "shape", "offset", "bytes"
+    )?;
     for t in g.tensors() {
         let shape = format!("{:?}", t.dims());
-        println!("  {:<32} {:<6} {:<22} {:>12} {:>10}", t.name, t.ggml_type.name(), shape, t.offset, t.n_bytes());
+        writeln!(
+            out_w,
+            "  {:<32} {:<6} {:<22} {:>12} {:>10}",
+            t.name,
+            t.ggml_type.name(),
+            shape,
+            t.offset,
+            t.n_bytes()
+        )?;
     }
+    out_w.flush()?;
     Ok(())
 }

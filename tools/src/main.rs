@@ -14,7 +14,11 @@ mod tokenize;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "edgellm", version, about = "Small language models on small boards")]
+#[command(
+    name = "edgellm",
+    version,
+    about = "Small language models on small boards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,6 +57,14 @@ fn main() {
         Command::Perplexity(a) => perplexity::main(a),
     };
     if let Err(e) = result {
+        // A reader that went away (`edgellm inspect MODEL | head`) is not an error.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("edgellm: error: {e:#}");
         std::process::exit(1);
     }

@@ -58,7 +58,8 @@ impl NllSum {
 }
 
 pub fn main(mut args: Args) -> Result<()> {
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading {}", args.file.display()))?;
     if args.opts.ctx.is_none() {
         args.opts.ctx = Some(512);
     }
@@ -71,7 +72,11 @@ pub fn main(mut args: Args) -> Result<()> {
     let tokens = tok.encode(&text, true, false)?;
     let n_chunks = tokens.len() / n_ctx;
     if n_chunks == 0 {
-        bail!("{} has {} tokens, fewer than one chunk of {n_ctx}", args.file.display(), tokens.len());
+        bail!(
+            "{} has {} tokens, fewer than one chunk of {n_ctx}",
+            args.file.display(),
+            tokens.len()
+        );
     }
     let first = n_ctx / 2;
     let bos = if tok.add_bos() { tok.bos() } else { None };

@@ -9,8 +9,9 @@ use crate::cli_model::ModelArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF model file.
-    pub model: Option<std::path::PathBuf>,
+    /// GGUF model file (or `-m`).
+    #[arg(value_name = "MODEL")]
+    pub model_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub opts: ModelArgs,
     /// One JSON object: weights_bytes, kv_bytes, scratch_bytes, total_bytes, budget_bytes, fits.
@@ -31,8 +32,8 @@ fn mib(b: u64) -> String {
 }
 
 pub fn main(mut args: Args) -> Result<()> {
-    if args.model.is_some() {
-        args.opts.model = args.model.clone();
+    if args.model_file.is_some() {
+        args.opts.model = args.model_file.clone();
     }
     let (model, board) = args.opts.load()?;
     let sopts = args.opts.state_options(&model, board.as_ref(), false)?;
@@ -44,7 +45,10 @@ pub fn main(mut args: Args) -> Result<()> {
     let total = weights + kv + scratch;
     let (budget, budget_source) = match &board {
         Some(b) => (Some(b.memory.budget_bytes), format!("board {}", b.name)),
-        None => (host_available_bytes(), "this machine's available memory".to_string()),
+        None => (
+            host_available_bytes(),
+            "this machine's available memory".to_string(),
+        ),
     };
     let fits = budget.map(|b| total <= b);
     let reason = match (fits, budget) {
@@ -88,15 +92,38 @@ pub fn main(mut args: Args) -> Result<()> {
         return Ok(());
     }
     println!("model:       {} ({})", model.name, model.path().display());
-    println!("context:     {} tokens, KV {} , batch {}, {} threads", sopts.n_ctx, sopts.kv_type.name(), sopts.n_batch, model.n_threads());
-    println!("weights:     {:>12} bytes  {:>10}  (memory-mapped, shared with the page cache)", weights, mib(weights));
+    println!(
+        "context:     {} tokens, KV {} , batch {}, {} threads",
+        sopts.n_ctx,
+        sopts.kv_type.name(),
+        sopts.n_batch,
+        model.n_threads()
+    );
+    println!(
+        "weights:     {:>12} bytes  {:>10}  (memory-mapped, shared with the page cache)",
+        weights,
+        mib(weights)
+    );
     println!("kv cache:    {:>12} bytes  {:>10}", kv, mib(kv));
-    println!("scratch:     {:>12} bytes  {:>10}  (activations, logits, vocab tables {})", scratch, mib(scratch), mib(vocab));
+    println!(
+        "scratch:     {:>12} bytes  {:>10}  (activations, logits, vocab tables {})",
+        scratch,
+        mib(scratch),
+        mib(vocab)
+    );
     println!("total:       {:>12} bytes  {:>10}", total, mib(total));
     match (budget, fits) {
-        (Some(b), Some(true)) => println!("budget:      {:>12} bytes  {:>10}  ({budget_source}): fits", b, mib(b)),
+        (Some(b), Some(true)) => println!(
+            "budget:      {:>12} bytes  {:>10}  ({budget_source}): fits",
+            b,
+            mib(b)
+        ),
         (Some(b), _) => {
-            println!("budget:      {:>12} bytes  {:>10}  ({budget_source}): DOES NOT FIT", b, mib(b));
+            println!(
+                "budget:      {:>12} bytes  {:>10}  ({budget_source}): DOES NOT FIT",
+                b,
+                mib(b)
+            );
             if let Some(r) = reason {
                 println!("reason:      {r}");
             }

@@ -21,8 +21,12 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> Result<()> {
-    let target = GgmlType::from_name(&args.ty)
-        .with_context(|| format!("unknown type '{}' (supported: F32, F16, Q8_0, Q4_0, Q4_1)", args.ty))?;
+    let target = GgmlType::from_name(&args.ty).with_context(|| {
+        format!(
+            "unknown type '{}' (supported: F32, F16, Q8_0, Q4_0, Q4_1)",
+            args.ty
+        )
+    })?;
     if args.output.exists() && args.input.canonicalize().ok() == args.output.canonicalize().ok() {
         bail!("the output must not be the input file (it is mapped while writing)");
     }

@@ -125,10 +125,20 @@ pub fn chat_template(model: &Model) -> Result<ChatTemplate> {
 }
 
 /// Renders `messages` with the generation prompt and tokenizes the result.
-pub fn chat_prompt_ids(model: &Model, tmpl: &ChatTemplate, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+pub fn chat_prompt_ids(
+    model: &Model,
+    tmpl: &ChatTemplate,
+    messages: &[ChatMessage],
+) -> Result<Vec<u32>> {
     let tok = &model.tokenizer;
-    let bos = tok.bos().map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned()).unwrap_or_default();
-    let eos = tok.eos().map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned()).unwrap_or_default();
+    let bos = tok
+        .bos()
+        .map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned())
+        .unwrap_or_default();
+    let eos = tok
+        .eos()
+        .map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned())
+        .unwrap_or_default();
     let text = tmpl.render(messages, true, &bos, &eos)?;
     // The template writes the BOS text itself when the model wants one.
     let add_bos = tok.add_bos() && !(bos.is_empty() || text.starts_with(&bos));
@@ -176,7 +186,9 @@ impl TokenSink for StdoutSink {
 
 impl StdoutSink {
     fn cancelled(&self) -> bool {
-        self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
     }
 }
 
@@ -188,9 +200,15 @@ pub fn main(args: Args) -> Result<()> {
     let mut ids = if args.chat {
         let mut messages = Vec::new();
         if let Some(s) = &args.system {
-            messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
-        messages.push(ChatMessage { role: "user".into(), content: args.prompt.clone() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: args.prompt.clone(),
+        });
         chat_prompt_ids(&model, &chat_template(&model)?, &messages)?
     } else {
         tok.encode(&args.prompt, true, !args.no_parse_special)?
@@ -259,14 +277,18 @@ pub fn chat_main(args: ChatArgs) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = Arc::clone(&stop);
-        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
     }
     let mut system = args.system.clone();
     let mut messages: Vec<ChatMessage> = Vec::new();
     let reset = |messages: &mut Vec<ChatMessage>, system: &Option<String>| {
         messages.clear();
         if let Some(s) = system {
-            messages.push(ChatMessage { role: "system".into(), content: s.clone() });
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: s.clone(),
+            });
         }
     };
     reset(&mut messages, &system);
@@ -298,13 +320,20 @@ pub fn chat_main(args: ChatArgs) -> Result<()> {
         }
         if let Some(s) = input.strip_prefix("/system") {
             let s = s.trim();
-            system = if s.is_empty() { None } else { Some(s.to_string()) };
+            system = if s.is_empty() {
+                None
+            } else {
+                Some(s.to_string())
+            };
             reset(&mut messages, &system);
             state.reset();
             eprintln!("(system message set; conversation cleared)");
             continue;
         }
-        messages.push(ChatMessage { role: "user".into(), content: input.to_string() });
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: input.to_string(),
+        });
         let ids = chat_prompt_ids(&model, &tmpl, &messages)?;
         if ids.len() >= state.n_ctx() {
             messages.pop();
@@ -322,7 +351,10 @@ pub fn chat_main(args: ChatArgs) -> Result<()> {
         if outcome.stop_reason == Some(edgellm_models::StopReason::Cancelled) {
             eprintln!("(stopped)");
         }
-        messages.push(ChatMessage { role: "assistant".into(), content: sink.text });
+        messages.push(ChatMessage {
+            role: "assistant".into(),
+            content: sink.text,
+        });
     }
     Ok(())
 }

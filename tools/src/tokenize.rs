@@ -28,7 +28,10 @@ pub fn main(args: Args) -> Result<()> {
         return Ok(());
     }
     for id in &ids {
-        println!("{id:>6} {:?}", String::from_utf8_lossy(tok.piece_special(*id)));
+        println!(
+            "{id:>6} {:?}",
+            String::from_utf8_lossy(tok.piece_special(*id))
+        );
     }
     println!("{} tokens", ids.len());
     Ok(())

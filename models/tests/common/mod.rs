@@ -54,7 +54,11 @@ pub fn threads() -> usize {
     std::env::var("EDGELLM_TEST_THREADS")
         .ok()
         .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(2))
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(2)
+        })
 }
 
 pub fn load(path: &Path) -> Model {

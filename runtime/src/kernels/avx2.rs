@@ -25,7 +25,7 @@ use half::{bf16, f16};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
-use super::{dot_blocks, row_dot_entry};
+use super::row_dot_entry;
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -47,19 +47,61 @@ pub(super) fn quantize_row_q8_1_entry(x: &[f32], y: &mut [BlockQ8_1]) {
     unsafe { quantize_row_q8_1_avx2(x, y) }
 }
 
-/// The 32 nibbles of a Q4 block as bytes 0..=15: element `j` (low nibble of `qs[j]`) in byte
-/// `j`, element `j + 16` (high nibble) in byte `j + 16` (ggml's `bytes_from_nibbles_32`).
+/// Two Q4 blocks' nibbles as bytes 0..=15, arranged for a pair step: `lo` holds elements
+/// 0..16 of `q0` then of `q1` (the low nibbles), `hi` elements 16..32 of each (the high ones).
 ///
 /// # Safety
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn bytes_from_nibbles_32(qs: &[u8; 16]) -> __m256i {
-    // SAFETY: `qs` is 16 readable bytes; AVX2 is the caller's contract.
+pub(super) unsafe fn nibbles_pair(q0: &[u8; 16], q1: &[u8; 16]) -> (__m256i, __m256i) {
+    // SAFETY: each load reads one array's own 16 bytes; AVX2 is the caller's contract.
     unsafe {
-        let tmp = _mm_loadu_si128(qs.as_ptr().cast());
-        let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
-        _mm256_and_si256(bytes, _mm256_set1_epi8(0x0f))
+        let v = _mm256_loadu2_m128i(q1.as_ptr().cast(), q0.as_ptr().cast());
+        let m = _mm256_set1_epi8(0x0f);
+        (
+            _mm256_and_si256(v, m),
+            _mm256_and_si256(_mm256_srli_epi16(v, 4), m),
+        )
+    }
+}
+
+/// Two Q8 blocks' quants arranged as [`nibbles_pair`] arranges Q4 elements.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_pair(y0: &[i8; 32], y1: &[i8; 32]) -> (__m256i, __m256i) {
+    // SAFETY: each load reads 16 of one array's own 32 bytes.
+    unsafe {
+        let (p0, p1) = (y0.as_ptr(), y1.as_ptr());
+        (
+            _mm256_loadu2_m128i(p1.cast(), p0.cast()),
+            _mm256_loadu2_m128i(p1.add(16).cast(), p0.add(16).cast()),
+        )
+    }
+}
+
+/// One Q4 block in the pair arrangement with an empty partner: elements 0..16 and 16..32 in
+/// the low halves of `lo` and `hi` (bytes 0..=15), zeros above, and its Q8 block to match.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn nibbles_single(q: &[u8; 16], y: &[i8; 32]) -> [__m256i; 4] {
+    // SAFETY: the loads read the arrays' own bytes; AVX2 is the caller's contract.
+    unsafe {
+        let v = _mm256_zextsi128_si256(_mm_loadu_si128(q.as_ptr().cast()));
+        let m = _mm256_set1_epi8(0x0f);
+        let yp = y.as_ptr();
+        [
+            _mm256_and_si256(v, m),
+            _mm256_and_si256(_mm256_srli_epi16(v, 4), m),
+            _mm256_zextsi128_si256(_mm_loadu_si128(yp.cast())),
+            _mm256_zextsi128_si256(_mm_loadu_si128(yp.add(16).cast())),
+        ]
     }
 }
 
@@ -89,49 +131,113 @@ pub(super) unsafe fn scale_product(a: f16, b: f16) -> __m256 {
     }
 }
 
-/// Both products of a Q4_1 block with its Q8_1 block from the two f16 pairs `(xd, xm)` and
-/// `(yd, ys)`: lane 0 holds `xd·yd`, lane 1 `xm·ys`.
+/// The scale products of two block pairs from one conversion: `xd0·yd0` and `xd1·yd1`, each
+/// broadcast to all 8 lanes.
 ///
 /// # Safety
-/// F16C must be available.
+/// AVX2 and F16C must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn scale_products_q4_1(x: &BlockQ4_1, y: &BlockQ8_1) -> __m128 {
+pub(super) unsafe fn scale_products_2(xd0: f16, yd0: f16, xd1: f16, yd1: f16) -> (__m256, __m256) {
+    let bits = u64::from(xd0.to_bits())
+        | (u64::from(yd0.to_bits()) << 16)
+        | (u64::from(xd1.to_bits()) << 32)
+        | (u64::from(yd1.to_bits()) << 48);
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)); // [xd0, yd0, xd1, yd1]
+        let p = _mm_mul_ps(v, _mm_movehdup_ps(v)); // [d0, _, d1, _]
+        (
+            _mm256_broadcastss_ps(p),
+            _mm256_broadcastss_ps(_mm_movehl_ps(p, p)),
+        )
+    }
+}
+
+/// The scale products of two block pairs for the pair arrangement: `xd0·yd0` in lanes 0..4
+/// and `xd1·yd1` in lanes 4..8.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_products_split(xd0: f16, yd0: f16, xd1: f16, yd1: f16) -> __m256 {
+    let bits = u64::from(xd0.to_bits())
+        | (u64::from(yd0.to_bits()) << 16)
+        | (u64::from(xd1.to_bits()) << 32)
+        | (u64::from(yd1.to_bits()) << 48);
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe {
+        let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)); // [xd0, yd0, xd1, yd1]
+        let p = _mm_mul_ps(v, _mm_movehdup_ps(v)); // [d0, _, d1, _]
+        _mm256_permutevar8x32_ps(
+            _mm256_castps128_ps256(p),
+            _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2),
+        )
+    }
+}
+
+/// A Q4_1 block pair's f16 fields as one conversion: `(d, ms)` where `d` holds `xd0·yd0` in
+/// lanes 0..4 and `xd1·yd1` in lanes 4..8, and `ms` holds `xm0·ys0` in lane 1 and `xm1·ys1` in
+/// lane 5 (its other lanes are scale products, ignored).
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_products_q4_1_split(
+    x0: &BlockQ4_1,
+    x1: &BlockQ4_1,
+    y0: &BlockQ8_1,
+    y1: &BlockQ8_1,
+) -> (__m256, __m256) {
+    let pack = |x: &BlockQ4_1, y: &BlockQ8_1| {
+        (u64::from(x.d.to_bits())
+            | (u64::from(x.m.to_bits()) << 16)
+            | (u64::from(y.d.to_bits()) << 32)
+            | (u64::from(y.s.to_bits()) << 48)) as i64
+    };
+    let (b0, b1) = (pack(x0, y0), pack(x1, y1));
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe {
+        // [xd0, xm0, yd0, ys0 | xd1, xm1, yd1, ys1]
+        let v = _mm256_cvtph_ps(_mm_set_epi64x(b1, b0));
+        // lanes 0, 1 of each half times lanes 2, 3: [d, ms, _, _ | d, ms, _, _]
+        let p = _mm256_mul_ps(v, _mm256_permute_ps(v, 0b11_10_11_10));
+        (_mm256_permute_ps(p, 0), p)
+    }
+}
+
+/// A Q4_1 block's `(d, ms)` as [`scale_products_q4_1_split`] lays out a pair's, for a block
+/// without a partner: `xd·yd` in all lanes, `xm·ys` in lane 1.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scale_products_q4_1_single(x: &BlockQ4_1, y: &BlockQ8_1) -> (__m256, __m256) {
     let xb = u64::from(x.d.to_bits()) | (u64::from(x.m.to_bits()) << 16);
     let yb = u64::from(y.d.to_bits()) | (u64::from(y.s.to_bits()) << 16);
     // SAFETY: register-only intrinsics; the features are the caller's contract.
     unsafe {
         let v = _mm_cvtph_ps(_mm_cvtsi64_si128((xb | (yb << 32)) as i64)); // [xd, xm, yd, ys]
-        _mm_mul_ps(v, _mm_movehl_ps(v, v))
+        let p = _mm_mul_ps(v, _mm_movehl_ps(v, v)); // [d, ms, _, _]
+        (_mm256_broadcastss_ps(p), _mm256_zextps128_ps256(p))
     }
 }
 
-/// Σ x·y over each group of 4 bytes as 8 i32 lanes, for signed `x` and `y` with `y != -128`
-/// (the sign trick: `|x| · sign(y, x)` fits `maddubs` without saturating).
+/// Σ lanes 1 and 5: the `m·s` sums of [`scale_products_q4_1_split`]'s accumulated `ms`.
 ///
 /// # Safety
-/// AVX2 must be available.
+/// AVX must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_i8_pairs(x: __m256i, y: __m256i) -> __m256i {
-    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+pub(super) unsafe fn sum_lanes_1_5(v: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; AVX is the caller's contract.
     unsafe {
-        let ax = _mm256_sign_epi8(x, x);
-        let sy = _mm256_sign_epi8(y, x);
-        mul_sum_us8_pairs(ax, sy)
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        _mm_cvtss_f32(_mm_movehdup_ps(h))
     }
-}
-
-/// Σ x·y over each group of 4 bytes as 8 i32 lanes, for unsigned `x` and signed `y` whose pair
-/// sums fit an i16 (`|x| <= 128` and `y != -128`, or `x <= 15`).
-///
-/// # Safety
-/// AVX2 must be available.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn mul_sum_us8_pairs(x: __m256i, y: __m256i) -> __m256i {
-    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
-    unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1)) }
 }
 
 /// The sum of the 8 lanes.
@@ -150,95 +256,244 @@ pub(super) unsafe fn hsum_f32_8(v: __m256) -> f32 {
     }
 }
 
-/// One Q4_0 block's contribution added to `acc`.
+/// Defines the three int row dots (`vec_dot_q4_0_q8_0`, `vec_dot_q4_1_q8_1`,
+/// `vec_dot_q8_0_q8_0`) over this module's int-dot primitives, which must be in scope:
+/// - `dot_q4_pair(lo, hi, ylo, yhi) -> __m256i`: Σ q·y over groups of 4 bytes, `q` unsigned
+///   nibbles, `y` signed quants, for the two halves of a pair (`lo·ylo + hi·yhi`);
+/// - `dot_q4_pair_off8(lo, hi, ylo, yhi) -> __m256i`: the same for `(q - 8)·y`;
+/// - `dot_i8(x, y) -> __m256i`: Σ x·y over groups of 4 signed bytes (`y != -128`).
+///
+/// The Q4 dots take two blocks per step in the pair arrangement ([`nibbles_pair`]): one
+/// conversion, one FMA for both. Q8_0 blocks are whole registers already; they share only the
+/// scale conversion. Steps alternate between two accumulators to hide the FMA latency.
+macro_rules! int_row_dots {
+    ($features:literal) => {
+        /// Two Q4_0 block pairs' contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0], acc: __m256) -> __m256 {
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe {
+                let (lo, hi) = nibbles_pair(&x[0].qs, &x[1].qs);
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
+                let d = scale_products_split(x[0].d, y[0].d, x[1].d, y[1].d);
+                _mm256_fmadd_ps(d, q, acc)
+            }
+        }
+
+        /// One Q4_0 block pair's contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single_q4_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let [lo, hi, ylo, yhi] = nibbles_single(&x.qs, &y.qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
+                _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+            }
+        }
+
+        /// Σ (q4 - 8) · q8 per block, times both scales (twin:
+        /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let (a0, a1) = dot_block_pairs!(x, y, _mm256_setzero_ps(), pair_q4_0, single_q4_0);
+                hsum_f32_8(_mm256_add_ps(a0, a1))
+            }
+        }
+
+        /// Two Q4_1 block pairs' contribution: scaled int sums added to `acc.0`, the pair's
+        /// `m·s` to lanes 1 and 5 of `acc.1`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair_q4_1(
+            x: &[BlockQ4_1],
+            y: &[BlockQ8_1],
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (lo, hi) = nibbles_pair(&x[0].qs, &x[1].qs);
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair(lo, hi, ylo, yhi));
+                let (d, ms) = scale_products_q4_1_split(&x[0], &x[1], &y[0], &y[1]);
+                (_mm256_fmadd_ps(d, q, acc.0), _mm256_add_ps(acc.1, ms))
+            }
+        }
+
+        /// One Q4_1 block pair's contribution, laid out as [`pair_q4_1`]'s.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single_q4_1(
+            x: &BlockQ4_1,
+            y: &BlockQ8_1,
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let [lo, hi, ylo, yhi] = nibbles_single(&x.qs, &y.qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair(lo, hi, ylo, yhi));
+                let (d, ms) = scale_products_q4_1_single(x, y);
+                (_mm256_fmadd_ps(d, q, acc.0), _mm256_add_ps(acc.1, ms))
+            }
+        }
+
+        /// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
+        /// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (a0, a1) = dot_block_pairs!(x, y, zero, pair_q4_1, single_q4_1);
+                hsum_f32_8(_mm256_add_ps(a0.0, a1.0)) + sum_lanes_1_5(_mm256_add_ps(a0.1, a1.1))
+            }
+        }
+
+        /// Two Q8_0 block pairs' contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0], acc: __m256) -> __m256 {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (d0, d1) = scale_products_2(x[0].d, y[0].d, x[1].d, y[1].d);
+                let q0 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x[0].qs), load_q8(&y[0].qs)));
+                let q1 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x[1].qs), load_q8(&y[1].qs)));
+                _mm256_fmadd_ps(d1, q1, _mm256_fmadd_ps(d0, q0, acc))
+            }
+        }
+
+        /// One Q8_0 block pair's contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single_q8_0(x: &BlockQ8_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let q = _mm256_cvtepi32_ps(dot_i8(load_q8(&x.qs), load_q8(&y.qs)));
+                _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+            }
+        }
+
+        /// Σ q8 · q8 per block, times both scales (twin:
+        /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let (a0, a1) = dot_block_pairs!(x, y, _mm256_setzero_ps(), pair_q8_0, single_q8_0);
+                hsum_f32_8(_mm256_add_ps(a0, a1))
+            }
+        }
+    };
+}
+pub(super) use int_row_dots;
+
+/// Runs `$pair(&x[i..i + 2], &y[i..i + 2], acc)` over the first `min(x.len(), y.len())` block
+/// pairs, alternating two accumulators, and `$single` on an odd last block; returns both
+/// accumulators for the caller to combine. The step functions must carry the caller's
+/// `#[target_feature]`s (a closure would not inherit them and its intrinsics would not inline).
+macro_rules! dot_block_pairs {
+    ($x:expr, $y:expr, $zero:expr, $pair:path, $single:path) => {{
+        let n = $x.len().min($y.len());
+        let (x, y) = (&$x[..n], &$y[..n]);
+        let (mut a0, mut a1) = ($zero, $zero);
+        let (xq, yq) = (x.chunks_exact(4), y.chunks_exact(4));
+        let (xr, yr) = (xq.remainder(), yq.remainder());
+        for (xs, ys) in xq.zip(yq) {
+            a0 = $pair(&xs[..2], &ys[..2], a0);
+            a1 = $pair(&xs[2..], &ys[2..], a1);
+        }
+        if let (Some(xp), Some(yp)) = (xr.get(..2), yr.get(..2)) {
+            a0 = $pair(xp, yp, a0);
+        }
+        if let (true, Some(xb), Some(yb)) = (xr.len() % 2 == 1, xr.last(), yr.last()) {
+            a1 = $single(xb, yb, a1);
+        }
+        (a0, a1)
+    }};
+}
+pub(super) use dot_block_pairs;
+
+/// Σ (q - 8)·y for the pair arrangement, with `maddubs` and the sign trick on `q - 8`; the two
+/// halves' i16 pair sums (each at most 2·8·127) add without overflow before widening.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available.
+/// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_0_q8_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+unsafe fn dot_q4_pair_off8(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
-        let qx = _mm256_sub_epi8(bytes_from_nibbles_32(&x.qs), _mm256_set1_epi8(8));
-        let q = _mm256_cvtepi32_ps(mul_sum_i8_pairs(qx, load_q8(&y.qs)));
-        _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+        let eight = _mm256_set1_epi8(8);
+        let (lo, hi) = (_mm256_sub_epi8(lo, eight), _mm256_sub_epi8(hi, eight));
+        let p_lo = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(ylo, lo));
+        let p_hi = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(yhi, hi));
+        _mm256_madd_epi16(_mm256_add_epi16(p_lo, p_hi), _mm256_set1_epi16(1))
     }
 }
 
-/// Σ (q4 - 8) · q8 per block, times both scales (the scalar twin is
-/// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+/// Σ q·y for the pair arrangement (`q` nibbles 0..=15, so `maddubs` needs no sign trick); the
+/// two halves' i16 pair sums (each at most 2·15·128) add without overflow before widening.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q4_0_q8_0);
-        hsum_f32_8(_mm256_add_ps(a0, a1))
-    }
-}
-
-/// One Q4_1 block's contribution: the scaled int sum added to `acc.0`, `m·s` to lane 1 of
-/// `acc.1`.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be available.
+/// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_1_q8_1(x: &BlockQ4_1, y: &BlockQ8_1, acc: (__m256, __m128)) -> (__m256, __m128) {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+unsafe fn dot_q4_pair(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
-        let dm = scale_products_q4_1(x, y);
-        let q = mul_sum_us8_pairs(bytes_from_nibbles_32(&x.qs), load_q8(&y.qs));
-        let sum = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(q), acc.0);
-        (sum, _mm_add_ps(acc.1, dm))
+        let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ylo), _mm256_maddubs_epi16(hi, yhi));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
     }
 }
 
-/// Σ q4 · q8 per block times both scales, plus `m · s` (the scalar twin is
-/// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
+/// Σ x·y over each group of 4 bytes as 8 i32 lanes, for signed `x` and `y` with `y != -128`
+/// (the sign trick: `|x| · sign(y, x)` fits `maddubs` without saturating).
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let zero = (_mm256_setzero_ps(), _mm_setzero_ps());
-        let (a0, a1) = dot_blocks!(x, y, zero, block_q4_1_q8_1);
-        let summs = _mm_add_ps(a0.1, a1.1);
-        hsum_f32_8(_mm256_add_ps(a0.0, a1.0)) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
-    }
-}
-
-/// One Q8_0 block's contribution added to `acc`.
-///
-/// # Safety
-/// AVX2, FMA and F16C must be available.
+/// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q8_0_q8_0(x: &BlockQ8_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
-        let q = _mm256_cvtepi32_ps(mul_sum_i8_pairs(load_q8(&x.qs), load_q8(&y.qs)));
-        _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
+        _mm256_madd_epi16(p, _mm256_set1_epi16(1))
     }
 }
 
-/// Σ q8 · q8 per block, times both scales (the scalar twin is
-/// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
-///
-/// # Safety
-/// AVX2, FMA and F16C must be available.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q8_0_q8_0);
-        hsum_f32_8(_mm256_add_ps(a0, a1))
-    }
-}
+int_row_dots!("avx2,fma,f16c");
 
 /// Σ x·y over the first `n` elements: `|i| load` gives 8 f32 lanes of each side starting at
 /// element `i`, `|i| tail` the product of element `i`. Four accumulators of 8 lanes, then 8-wide
@@ -420,6 +675,24 @@ unsafe fn sum_i8_32(v: __m256i) -> i32 {
     }
 }
 
+/// `quant::fp32_to_fp16` with F16C: the same IEEE round-to-nearest-even conversion
+/// (subnormals kept, overflow to infinity); NaN, where ggml's portable conversion and the
+/// hardware differ in the payload, goes to the portable one.
+///
+/// # Safety
+/// F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp32_to_fp16_f16c(x: f32) -> f16 {
+    if x.is_nan() {
+        return fp32_to_fp16(x);
+    }
+    // SAFETY: register-only intrinsics; F16C is the caller's contract.
+    let bits =
+        unsafe { _mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(x), _MM_FROUND_TO_NEAREST_INT), 0) };
+    f16::from_bits(bits as u16)
+}
+
 /// `quantize_row_q8_0`, byte for byte, 8 lanes at a time.
 ///
 /// # Safety
@@ -441,7 +714,8 @@ pub(super) unsafe fn quantize_row_q8_0_avx2(x: &[f32], y: &mut [BlockQ8_0]) {
         // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
         match unsafe { quantize_block_q8(xa) } {
             Some((d, q)) => {
-                yb.d = fp32_to_fp16(d);
+                // SAFETY: F16C is our contract.
+                yb.d = unsafe { fp32_to_fp16_f16c(d) };
                 // SAFETY: as above.
                 unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q) };
             }
@@ -471,15 +745,52 @@ pub(super) unsafe fn quantize_row_q8_1_avx2(x: &[f32], y: &mut [BlockQ8_1]) {
         // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
         match unsafe { quantize_block_q8(xa) } {
             Some((d, q)) => {
-                yb.d = fp32_to_fp16(d);
+                // SAFETY: F16C is our contract.
+                yb.d = unsafe { fp32_to_fp16_f16c(d) };
                 // SAFETY: as above.
                 let sum = unsafe {
                     _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
                     sum_i8_32(q)
                 };
-                yb.s = fp32_to_fp16(sum as f32 * d);
+                // SAFETY: F16C is our contract.
+                yb.s = unsafe { fp32_to_fp16_f16c(sum as f32 * d) };
             }
             None => quantize_row_q8_1(xb, std::slice::from_mut(yb)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16c_conversion_matches_the_portable_one() {
+        if !super::super::KernelPath::Avx2.is_supported() {
+            return;
+        }
+        // every 251st f32 bit pattern (both signs, all exponents), plus the edges
+        let edges = [
+            0.0f32,
+            -0.0,
+            65504.0,
+            65519.99,
+            65520.0,
+            6.0e-8,
+            2.9e-8,
+            3.0e-8,
+            f32::MAX,
+        ];
+        let strided = (0..u32::MAX / 251).map(|i| f32::from_bits(i * 251));
+        for x in edges.into_iter().chain(strided) {
+            // SAFETY: AVX2/F16C support was checked above.
+            let got = unsafe { fp32_to_fp16_f16c(x) };
+            assert_eq!(
+                got.to_bits(),
+                fp32_to_fp16(x).to_bits(),
+                "{x:e} ({:#010x})",
+                x.to_bits()
+            );
         }
     }
 }

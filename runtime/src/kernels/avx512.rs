@@ -20,8 +20,12 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::avx2::{bytes_from_nibbles_32, hsum_f32_8, load_q8, scale_product, scale_products_q4_1};
-use super::{dot_blocks, row_dot_entry};
+use super::avx2::{
+    dot_block_pairs, hsum_f32_8, int_row_dots, load_q8, nibbles_pair, nibbles_single, q8_pair,
+    scale_product, scale_products_2, scale_products_q4_1_single, scale_products_q4_1_split,
+    scale_products_split, sum_lanes_1_5,
+};
+use super::row_dot_entry;
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
@@ -51,106 +55,49 @@ unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     acc
 }
 
-/// One Q4_0 block's contribution added to `acc`: Σ (q4 - 8)·q8 as Σ q4·q8 - 8·Σ q8, both
-/// unsigned × signed, so no sign trick is needed.
+/// Σ q·y for the pair arrangement (`q` nibbles, unsigned): `lo·ylo + hi·yhi`.
 ///
 /// # Safety
 /// As the module's functions.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_0_q8_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
-    unsafe {
-        let qy = load_q8(&y.qs);
-        let zero = _mm256_setzero_si256();
-        let dot = dpbusd(zero, bytes_from_nibbles_32(&x.qs), qy);
-        let off = dpbusd(zero, _mm256_set1_epi8(8), qy);
-        let q = _mm256_cvtepi32_ps(_mm256_sub_epi32(dot, off));
-        _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
-    }
+unsafe fn dot_q4_pair(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe { dpbusd(dpbusd(_mm256_setzero_si256(), lo, ylo), hi, yhi) }
 }
 
-/// Σ (q4 - 8) · q8 per block, times both scales (twin:
-/// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
-///
-/// # Safety
-/// As the module's functions.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q4_0_q8_0);
-        hsum_f32_8(_mm256_add_ps(a0, a1))
-    }
-}
-
-/// One Q4_1 block's contribution: the scaled int sum added to `acc.0`, `m·s` to lane 1 of
-/// `acc.1`.
+/// Σ (q - 8)·y for the pair arrangement, as Σ q·y - 8·Σ y: both unsigned × signed, so no sign
+/// trick is needed.
 ///
 /// # Safety
 /// As the module's functions.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q4_1_q8_1(x: &BlockQ4_1, y: &BlockQ8_1, acc: (__m256, __m128)) -> (__m256, __m128) {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
+unsafe fn dot_q4_pair_off8(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
     unsafe {
-        let dm = scale_products_q4_1(x, y);
-        let q = dpbusd(
+        let eight = _mm256_set1_epi8(8);
+        let off = dpbusd(dpbusd(_mm256_setzero_si256(), eight, ylo), eight, yhi);
+        _mm256_sub_epi32(dot_q4_pair(lo, hi, ylo, yhi), off)
+    }
+}
+
+/// Σ x·y over each group of 4 signed bytes, with the sign trick `|x| · sign(y, x)` (exact while
+/// `y != -128`, which the activation quantizer guarantees).
+///
+/// # Safety
+/// As the module's functions.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe {
+        dpbusd(
             _mm256_setzero_si256(),
-            bytes_from_nibbles_32(&x.qs),
-            load_q8(&y.qs),
-        );
-        let sum = _mm256_fmadd_ps(_mm256_broadcastss_ps(dm), _mm256_cvtepi32_ps(q), acc.0);
-        (sum, _mm_add_ps(acc.1, dm))
+            _mm256_sign_epi8(x, x),
+            _mm256_sign_epi8(y, x),
+        )
     }
 }
 
-/// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
-/// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
-///
-/// # Safety
-/// As the module's functions.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let zero = (_mm256_setzero_ps(), _mm_setzero_ps());
-        let (a0, a1) = dot_blocks!(x, y, zero, block_q4_1_q8_1);
-        let summs = _mm_add_ps(a0.1, a1.1);
-        hsum_f32_8(_mm256_add_ps(a0.0, a1.0)) + _mm_cvtss_f32(_mm_movehdup_ps(summs))
-    }
-}
-
-/// One Q8_0 block's contribution added to `acc`, with the sign trick `|x| · sign(y, x)` (exact
-/// while `y != -128`, which the activation quantizer guarantees).
-///
-/// # Safety
-/// As the module's functions.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_q8_0_q8_0(x: &BlockQ8_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
-    // SAFETY: the helpers read the blocks' own arrays; the features are the caller's contract.
-    unsafe {
-        let (qx, qy) = (load_q8(&x.qs), load_q8(&y.qs));
-        let q = dpbusd(
-            _mm256_setzero_si256(),
-            _mm256_sign_epi8(qx, qx),
-            _mm256_sign_epi8(qy, qx),
-        );
-        _mm256_fmadd_ps(scale_product(x.d, y.d), _mm256_cvtepi32_ps(q), acc)
-    }
-}
-
-/// Σ q8 · q8 per block, times both scales (twin:
-/// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
-///
-/// # Safety
-/// As the module's functions.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: the per-block helper needs exactly our features.
-    unsafe {
-        let (a0, a1) = dot_blocks!(x, y, _mm256_setzero_ps(), block_q8_0_q8_0);
-        hsum_f32_8(_mm256_add_ps(a0, a1))
-    }
-}
+int_row_dots!("avx2,fma,f16c");

@@ -405,30 +405,6 @@ macro_rules! row_dot_entry {
 #[allow(unused_imports)]
 pub(crate) use row_dot_entry;
 
-/// Runs `$block(&x[i], &y[i], acc)` over the first `min(x.len(), y.len())` block pairs with two
-/// accumulators (even and odd blocks) to hide the latency of the per-block float FMA; returns
-/// both for the caller to combine. `$block` must be a function with the caller's
-/// `#[target_feature]`s (a closure would not inherit them and its intrinsics would not inline).
-macro_rules! dot_blocks {
-    ($x:expr, $y:expr, $zero:expr, $block:path) => {{
-        let n = $x.len().min($y.len());
-        let (x, y) = (&$x[..n], &$y[..n]);
-        let (mut a0, mut a1) = ($zero, $zero);
-        let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
-        let (xr, yr) = (xp.remainder(), yp.remainder());
-        for (xs, ys) in xp.zip(yp) {
-            a0 = $block(&xs[0], &ys[0], a0);
-            a1 = $block(&xs[1], &ys[1], a1);
-        }
-        if let (Some(xb), Some(yb)) = (xr.first(), yr.first()) {
-            a0 = $block(xb, yb, a0);
-        }
-        (a0, a1)
-    }};
-}
-#[allow(unused_imports)]
-pub(crate) use dot_blocks;
-
 /// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
 /// loader validated) yields NaN so it shows in the output instead of passing silently.
 fn cast_pair<'a, W: Block, A: Block>(w: &'a [u8], a: &'a [u8]) -> Option<(&'a [W], &'a [A])> {

@@ -30,7 +30,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::{dot_blocks, row_dot_entry};
+use super::row_dot_entry;
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
@@ -249,6 +249,28 @@ unsafe fn q4_1_values(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
         let (lo, hi) = nibbles(qs);
         (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
     }
+}
+
+/// Runs `$block(&x[i], &y[i], acc)` over the first `min(x.len(), y.len())` block pairs with two
+/// accumulators (even and odd blocks) to hide the latency of the per-block float FMA; returns
+/// both for the caller to combine. `$block` must be a function with the caller's
+/// `#[target_feature]`s (a closure would not inherit them and its intrinsics would not inline).
+macro_rules! dot_blocks {
+    ($x:expr, $y:expr, $zero:expr, $block:path) => {{
+        let n = $x.len().min($y.len());
+        let (x, y) = (&$x[..n], &$y[..n]);
+        let (mut a0, mut a1) = ($zero, $zero);
+        let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
+        let (xr, yr) = (xp.remainder(), yp.remainder());
+        for (xs, ys) in xp.zip(yp) {
+            a0 = $block(&xs[0], &ys[0], a0);
+            a1 = $block(&xs[1], &ys[1], a1);
+        }
+        if let (Some(xb), Some(yb)) = (xr.first(), yr.first()) {
+            a0 = $block(xb, yb, a0);
+        }
+        (a0, a1)
+    }};
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ const SPIN_ITERS: u32 = 1 << 14;
 
 type Job = dyn Fn(usize, usize) + Sync;
 
+/// A per-row job of [`ThreadPool::for_each_row`]: `(row index, row, this worker's scratch)`.
+pub type RowJob<'a, T, S> = dyn Fn(usize, &mut [T], &mut [S]) + Sync + 'a;
+
 struct Shared {
     /// The current job, lifetime-erased; valid while `pending > 0` for this generation.
     job: Mutex<Option<JobPtr>>,
@@ -131,7 +134,7 @@ impl ThreadPool {
         row_len: usize,
         scratch: &mut [S],
         scratch_per_thread: usize,
-        f: &(dyn Fn(usize, &mut [T], &mut [S]) + Sync),
+        f: &RowJob<'_, T, S>,
     ) {
         let n_rows = out.len().checked_div(row_len).unwrap_or(0);
         assert!(scratch.len() >= self.n_threads * scratch_per_thread);

@@ -4,7 +4,7 @@
 
 use super::blocks::{BlockQ8_0, QK8_0};
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::{assert_row, c_f32_to_i8, c_roundf};
+use super::{assert_row, c_f32_to_i8};
 
 /// Quantizes `x` into `y`, bit-exact with ggml's `quantize_row_q8_0_ref`:
 /// `d = amax / 127`, `q = roundf(x / d)` (halves away from zero). Allocation-free and branch-light,
@@ -17,26 +17,51 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     assert_row("quantize_row_q8_0", x.len(), y.len(), QK8_0);
     for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
         let xb: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
-        let (d, id) = scale_q8(xb);
-        yb.d = fp32_to_fp16(d);
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = c_f32_to_i8(c_roundf(v * id));
-        }
+        yb.d = fp32_to_fp16(quantize_block_q8(xb, &mut yb.qs));
     }
 }
 
-/// ggml's Q8 scale of a block: `d = amax / 127` and its inverse (0 for an all-zero block).
+/// ggml's Q8 quants of one block (shared by Q8_0 and Q8_1): `d = amax / 127`,
+/// `q = roundf(x * (1/d))` converted as C converts to `int8_t`. Returns the f32 `d`.
 #[inline(always)]
-pub(super) fn scale_q8(xb: &[f32; 32]) -> (f32, f32) {
-    let mut amax = 0.0f32;
-    for &v in xb {
-        // ggml's MAX(a, b) is `a > b ? a : b`
-        let a = v.abs();
-        amax = if amax > a { amax } else { a };
-    }
+pub(super) fn quantize_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
+    // The largest magnitude, as the largest of the sign-cleared bit patterns: for non-NaN floats
+    // the order of those integers is the order of the values, and an integer max reduces in
+    // SIMD registers where ggml's float `MAX` chain would not.
+    let amax_bits = xb
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+    let amax = f32::from_bits(amax_bits);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    (d, id)
+    if amax.is_finite() && id.is_finite() {
+        // Every |x * id| is at most 127 and an ulp or two (d's reciprocal rounds, but with
+        // d >= 2^-128 its relative error is below 2^-22): `roundf_small` applies and the result
+        // fits in i8.
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = roundf_small(v * id) as i8;
+        }
+    } else {
+        // `1/d` overflowed (amax below ~3.7e-37) or an input is infinite: products are
+        // infinite or NaN and C's conversion is the target CPU's.
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = c_f32_to_i8((v * id).round());
+        }
+    }
+    d
+}
+
+/// `roundf(s)` for |s| < 2^22, branch-free and without float-to-int conversions so the block
+/// loop vectorizes even on baseline x86-64: adding 1.5 * 2^23 rounds to an integer (ties to
+/// even, the FPU's mode) held in the sum's low mantissa bits; the remainder, exact, shows the
+/// ties, which then move one step away from zero where even went toward it.
+#[inline(always)]
+fn roundf_small(s: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: one unit in the last place is 1
+    let biased = s + MAGIC;
+    let even = biased.to_bits() as i32 - MAGIC.to_bits() as i32;
+    let rem = s - (biased - MAGIC);
+    even + i32::from(rem == 0.5 && s > 0.0) - i32::from(rem == -0.5 && s < 0.0)
 }
 
 /// `y = d * q`.
@@ -80,6 +105,37 @@ mod tests {
         assert_eq!(q[0].d, f16::from_f32(1.0));
         assert_eq!(q[0].qs[..6], [-127, 1, -1, 2, 3, 126]);
         assert_eq!(y[0], -127.0);
+    }
+
+    #[test]
+    fn roundf_small_matches_roundf() {
+        let check = |v: f32| assert_eq!(roundf_small(v), v.round() as i32, "{v}");
+        for k in -300..300 {
+            let tie = k as f32 + 0.5;
+            for delta in -2i32..=2 {
+                check(f32::from_bits((tie.to_bits() as i32 + delta) as u32));
+            }
+            check(k as f32);
+        }
+        for v in [
+            0.0,
+            -0.0,
+            0.49999997,
+            -0.49999997,
+            4194303.5,
+            -4194303.5,
+            1e-30,
+            -1e-30,
+        ] {
+            check(v);
+        }
+        // a stride through every float of magnitude up to 2^9
+        let mut bits = 0u32;
+        while f32::from_bits(bits) < 512.0 {
+            check(f32::from_bits(bits));
+            check(-f32::from_bits(bits));
+            bits += 251;
+        }
     }
 
     #[test]

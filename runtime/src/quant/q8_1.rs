@@ -2,10 +2,10 @@
 //! (ggml's `quantize_row_q8_1_ref`). ggml never stores Q8_1 tensors and has no dequantizer for
 //! it; ours is `x = d * q`, like Q8_0.
 
+use super::assert_row;
 use super::blocks::{BlockQ8_1, QK8_1};
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::q8_0::scale_q8;
-use super::{assert_row, c_f32_to_i8, c_roundf};
+use super::q8_0::quantize_block_q8;
 
 /// Quantizes `x` into `y`, bit-exact with ggml's `quantize_row_q8_1_ref`: the quants of Q8_0,
 /// and `s = fp16(sum(q) * d)` with the sum taken over the stored (int8) quants. Allocation-free,
@@ -17,13 +17,9 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     assert_row("quantize_row_q8_1", x.len(), y.len(), QK8_1);
     for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
         let xb: &[f32; QK8_1] = xb.try_into().expect("chunks_exact yields QK8_1 values");
-        let (d, id) = scale_q8(xb);
+        let d = quantize_block_q8(xb, &mut yb.qs);
+        let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
         yb.d = fp32_to_fp16(d);
-        let mut sum = 0i32;
-        for (q, &v) in yb.qs.iter_mut().zip(xb) {
-            *q = c_f32_to_i8(c_roundf(v * id));
-            sum += i32::from(*q);
-        }
         yb.s = fp32_to_fp16(sum as f32 * d);
     }
 }
