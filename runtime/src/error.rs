@@ -12,6 +12,8 @@ pub enum Error {
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
     #[error(transparent)]
+    Kernel(#[from] crate::kernels::KernelError),
+    #[error(transparent)]
     Sampler(#[from] crate::sampler::SamplerError),
     #[error(transparent)]
     TextStream(#[from] crate::text_stream::TextStreamError),

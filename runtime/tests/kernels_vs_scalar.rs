@@ -798,15 +798,16 @@ fn bench_row_dots() {
             GgmlType::F32,
             GgmlType::BF16,
         ] {
-            // ROWS distinct weight rows (about 0.3-3 MB), as a matmul streams them
+            // ROWS distinct weight rows back to back (0.2-3 MB), as a matmul streams them
             let rb = ty.row_bytes(cols as u64).expect("row") as usize;
-            let mut rows = Vec::with_capacity(ROWS);
-            for _ in 0..ROWS {
+            let mut storage = vec![0u8; rb * ROWS + 64];
+            let off = storage.as_ptr().align_offset(64);
+            let matrix = &mut storage[off..off + rb * ROWS];
+            for row in matrix.chunks_exact_mut(rb) {
                 let wf: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
-                let mut r = Row::zeroed(rb, 0);
-                quant::quantize_row(ty, &wf, r.bytes_mut()).expect("quantize");
-                rows.push(r);
+                quant::quantize_row(ty, &wf, row).expect("quantize");
             }
+            let matrix = &*matrix;
             let a = quantized_act(ty, &x);
             let mut line = format!("{ty:>5} x {cols:>4}:");
             for k in all_kernels() {
@@ -816,8 +817,8 @@ fn bench_row_dots() {
                     let start = Instant::now();
                     let mut sink = 0.0f32;
                     for _ in 0..reps {
-                        for r in &rows {
-                            sink += dot(black_box(r.bytes()), black_box(a.bytes()));
+                        for r in matrix.chunks_exact(rb) {
+                            sink += dot(black_box(r), black_box(a.bytes()));
                         }
                     }
                     black_box(sink);

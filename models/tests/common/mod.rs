@@ -71,3 +71,23 @@ pub fn load(path: &Path) -> Model {
     )
     .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
+
+/// The kernels the token-exact tests pin: `EDGELLM_KERNELS` when set, else the scalar
+/// specification (the SIMD paths are held to it kernel by kernel in runtime's tests).
+pub fn reference_kernels() -> Kernels {
+    match std::env::var("EDGELLM_KERNELS") {
+        Ok(_) => Kernels::from_env().expect("EDGELLM_KERNELS"),
+        Err(_) => Kernels::scalar(),
+    }
+}
+
+pub fn load_with(path: &Path, kernels: Kernels) -> Model {
+    Model::load(
+        path,
+        LoadOptions {
+            n_threads: threads(),
+            kernels: Some(kernels),
+        },
+    )
+    .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}

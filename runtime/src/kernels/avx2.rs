@@ -25,7 +25,7 @@ use half::{bf16, f16};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
-use super::row_dot_entry;
+use super::{quantize_q8_groups, row_dot_entry, GROUP};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -591,52 +591,76 @@ pub(super) unsafe fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
     }
 }
 
-/// One block of 32 floats quantized as the scalar `quantize_row_q8_0` does, or `None` if the
-/// block holds a NaN (whose ordering rules for `amax` the caller leaves to the scalar code).
-/// Returns the f32 scale `d` and the 32 quant bytes.
-///
-/// The arithmetic is the scalar one, lane by lane: `amax` (a max, exact in any order),
-/// `d = amax / 127`, `id = 1 / d` (0 for a zero block), `roundf(v * id)` (halves away from
-/// zero, built from a truncation), and C's `(int8_t)` as GCC does it on x86: `cvttps2dq` (which
-/// gives `0x8000_0000` out of range) and the low byte.
+/// `amax = max |x|` of one block of 32 floats, or `None` if it holds a NaN (whose ordering
+/// rules for `amax` are left to the scalar code). A max is exact in any order.
 ///
 /// # Safety
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, __m256i)> {
-    // SAFETY: the loads read `xb`'s own 32 floats (4 × 8); the rest is register arithmetic.
+unsafe fn block_amax(xb: &[f32]) -> Option<f32> {
+    debug_assert_eq!(xb.len(), QK8_0);
+    // SAFETY: `xb` holds 32 floats (the callers pass `chunks_exact(32)` items); 4 loads of 8.
     unsafe {
         let p = xb.as_ptr();
-        let v = [
-            _mm256_loadu_ps(p),
-            _mm256_loadu_ps(p.add(8)),
-            _mm256_loadu_ps(p.add(16)),
-            _mm256_loadu_ps(p.add(24)),
-        ];
         let sign = _mm256_set1_ps(-0.0);
         let mut amax = _mm256_setzero_ps();
         let mut nan = _mm256_setzero_ps();
-        for &vi in &v {
-            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, vi));
-            nan = _mm256_or_ps(nan, _mm256_cmp_ps(vi, vi, _CMP_UNORD_Q));
+        for k in 0..4 {
+            let v = _mm256_loadu_ps(p.add(8 * k));
+            amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v));
+            nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
         }
         if _mm256_movemask_ps(nan) != 0 {
             return None;
         }
         let m = _mm_max_ps(_mm256_extractf128_ps(amax, 1), _mm256_castps256_ps128(amax));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let m = _mm_max_ss(m, _mm_movehdup_ps(m));
-        let amax = _mm_cvtss_f32(m);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        Some(_mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m))))
+    }
+}
+
+/// The scales of up to [`GROUP`] blocks from their `amax`: `d = amax / 127` and
+/// `id = 1 / d` (0 where `d == 0`), lane by lane the scalar operations.
+///
+/// # Safety
+/// AVX must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn group_scales(amax: &[f32; GROUP]) -> ([f32; GROUP], [f32; GROUP]) {
+    let (mut d, mut id) = ([0.0f32; GROUP], [0.0f32; GROUP]);
+    // SAFETY: the loads and stores touch the three arrays' own 8 floats.
+    unsafe {
+        let dv = _mm256_div_ps(_mm256_loadu_ps(amax.as_ptr()), _mm256_set1_ps(127.0));
+        let nonzero = _mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+        let idv = _mm256_and_ps(nonzero, _mm256_div_ps(_mm256_set1_ps(1.0), dv));
+        _mm256_storeu_ps(d.as_mut_ptr(), dv);
+        _mm256_storeu_ps(id.as_mut_ptr(), idv);
+    }
+    (d, id)
+}
+
+/// The 32 quants of one block: `roundf(v * id)` (halves away from zero, built from a
+/// truncation), then C's `(int8_t)` as GCC does it on x86: `cvttps2dq` (which gives
+/// `0x8000_0000` out of range, NaN included) and the low byte.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> __m256i {
+    debug_assert_eq!(xb.len(), QK8_0);
+    // SAFETY: `xb` holds 32 floats (4 loads of 8); the rest is register arithmetic.
+    unsafe {
+        let p = xb.as_ptr();
         let idv = _mm256_set1_ps(id);
+        let sign = _mm256_set1_ps(-0.0);
         let half = _mm256_set1_ps(0.5);
         let one = _mm256_set1_ps(1.0);
         let low_byte = _mm256_set1_epi32(0xff);
         let mut q = [_mm256_setzero_si256(); 4];
-        for (qi, &vi) in q.iter_mut().zip(&v) {
-            let s = _mm256_mul_ps(vi, idv);
+        for (k, qk) in q.iter_mut().enumerate() {
+            let s = _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * k)), idv);
             let t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
             let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(s, t));
             let away = _mm256_and_ps(
@@ -644,14 +668,13 @@ unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, __m256i)> {
                 _mm256_or_ps(one, _mm256_and_ps(sign, s)),
             );
             let r = _mm256_add_ps(t, away);
-            *qi = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
+            *qk = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
         }
         // The packs keep bytes 0..=255 intact; they interleave 4-lane groups, undone by the permute.
         let p01 = _mm256_packus_epi32(q[0], q[1]);
         let p23 = _mm256_packus_epi32(q[2], q[3]);
         let bytes = _mm256_packus_epi16(p01, p23);
-        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        Some((d, bytes))
+        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
     }
 }
 
@@ -696,67 +719,38 @@ unsafe fn fp32_to_fp16_f16c(x: f32) -> f16 {
 /// `quantize_row_q8_0`, byte for byte, 8 lanes at a time.
 ///
 /// # Safety
-/// AVX2 must be available.
+/// AVX2 and F16C must be available.
 ///
 /// # Panics
 /// If `x.len() != y.len() * 32`, as the scalar function.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quantize_row_q8_0_avx2(x: &[f32], y: &mut [BlockQ8_0]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK8_0,
-        "quantize_row_q8_0: {} values for {} blocks",
-        x.len(),
-        y.len()
-    );
-    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
-        // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
-        match unsafe { quantize_block_q8(xa) } {
-            Some((d, q)) => {
-                // SAFETY: F16C is our contract.
-                yb.d = unsafe { fp32_to_fp16_f16c(d) };
-                // SAFETY: as above.
-                unsafe { _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q) };
-            }
-            None => quantize_row_q8_0(xb, std::slice::from_mut(yb)),
-        }
+    // SAFETY: the helpers need our features; the store writes `yb.qs`'s own 32 bytes.
+    unsafe {
+        quantize_q8_groups!(x, y, quantize_row_q8_0, |yb, d, q| {
+            yb.d = fp32_to_fp16_f16c(d);
+            _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
+        })
     }
 }
 
 /// `quantize_row_q8_1`, byte for byte, 8 lanes at a time.
 ///
 /// # Safety
-/// AVX2 must be available.
+/// AVX2 and F16C must be available.
 ///
 /// # Panics
 /// If `x.len() != y.len() * 32`, as the scalar function.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn quantize_row_q8_1_avx2(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK8_0,
-        "quantize_row_q8_1: {} values for {} blocks",
-        x.len(),
-        y.len()
-    );
-    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
-        // SAFETY: AVX2 is our contract; the store below writes `yb.qs`'s own 32 bytes.
-        match unsafe { quantize_block_q8(xa) } {
-            Some((d, q)) => {
-                // SAFETY: F16C is our contract.
-                yb.d = unsafe { fp32_to_fp16_f16c(d) };
-                // SAFETY: as above.
-                let sum = unsafe {
-                    _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
-                    sum_i8_32(q)
-                };
-                // SAFETY: F16C is our contract.
-                yb.s = unsafe { fp32_to_fp16_f16c(sum as f32 * d) };
-            }
-            None => quantize_row_q8_1(xb, std::slice::from_mut(yb)),
-        }
+    // SAFETY: the helpers need our features; the store writes `yb.qs`'s own 32 bytes.
+    unsafe {
+        quantize_q8_groups!(x, y, quantize_row_q8_1, |yb, d, q| {
+            yb.d = fp32_to_fp16_f16c(d);
+            _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
+            // the sum of the stored quants, as the scalar code takes it
+            yb.s = fp32_to_fp16_f16c(sum_i8_32(q) as f32 * d);
+        })
     }
 }
 

@@ -402,8 +402,57 @@ macro_rules! row_dot_entry {
         }
     };
 }
-#[allow(unused_imports)]
+#[allow(unused_imports)] // unused on architectures without SIMD kernels
 pub(crate) use row_dot_entry;
+
+/// Blocks the SIMD activation quantizers handle per group: their scales are computed
+/// together, so the two dependent divisions per block become two vector divisions per group.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const GROUP: usize = 8;
+
+/// The SIMD Q8 activation quantizers' loop, over groups of up to [`GROUP`] blocks: the `amax`
+/// of every block, then the scales of the group together, then each block's quants through
+/// `$store`; a block holding a NaN goes to `$scalar` instead (the specification handles its
+/// `amax` ordering). The ISA module supplies, with its `#[target_feature]`s:
+/// `block_amax(&[f32]) -> Option<f32>` (None on NaN), `group_scales(&[f32; GROUP]) -> (d, id)`
+/// (lane by lane `d = amax / 127`, `id = if d != 0 { 1 / d } else { 0 }`) and
+/// `quantize_block_q8(&[f32], id)` (the quants, in the ISA's register form).
+macro_rules! quantize_q8_groups {
+    ($x:expr, $y:expr, $scalar:path, |$yb:ident, $d:ident, $q:ident| $store:block) => {{
+        let (x, y) = ($x, $y);
+        assert_eq!(
+            x.len(),
+            y.len() * QK8_0,
+            "{}: {} values for {} blocks",
+            stringify!($scalar),
+            x.len(),
+            y.len()
+        );
+        for (xg, yg) in x.chunks(QK8_0 * GROUP).zip(y.chunks_mut(GROUP)) {
+            let mut amax = [0.0f32; GROUP];
+            let mut nan = [false; GROUP];
+            for (k, xb) in xg.chunks_exact(QK8_0).enumerate() {
+                match block_amax(xb) {
+                    Some(a) => amax[k] = a,
+                    None => nan[k] = true,
+                }
+            }
+            let (d, id) = group_scales(&amax);
+            for (k, (xb, $yb)) in xg.chunks_exact(QK8_0).zip(yg.iter_mut()).enumerate() {
+                if nan[k] {
+                    $scalar(xb, std::slice::from_mut($yb));
+                    continue;
+                }
+                let $d = d[k];
+                let $q = quantize_block_q8(xb, id[k]);
+                $store
+            }
+        }
+    }};
+}
+
+#[allow(unused_imports)] // unused on architectures without SIMD kernels
+pub(crate) use quantize_q8_groups;
 
 /// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
 /// loader validated) yields NaN so it shows in the output instead of passing silently.

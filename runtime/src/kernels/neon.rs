@@ -30,7 +30,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::row_dot_entry;
+use super::{quantize_q8_groups, row_dot_entry, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
@@ -503,47 +503,73 @@ pub(super) unsafe fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
 // ---------------------------------------------------------------------------------------------
 // Activation quantizers
 
-/// One block of 32 floats quantized as the scalar `quantize_row_q8_0` does, or `None` if the
-/// block holds a NaN (whose ordering rules for `amax` the caller leaves to the scalar code).
-/// Returns the f32 scale `d` and the 32 quants.
-///
-/// The arithmetic is the scalar one, lane by lane: `amax` (a max, exact in any order),
-/// `d = amax / 127`, `id = 1 / d` (0 for a zero block), then `fcvtas`, which is exactly
-/// `roundf` (halves away from zero) followed by C's saturating float → int32 conversion on Arm,
-/// and the low byte (`xtn`), as GCC's `(int8_t)` does.
+/// `amax = max |x|` of one block of 32 floats, or `None` if it holds a NaN (`fmax` returns NaN
+/// if either input is, so a NaN anywhere shows in the result). A max is exact in any order.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, int8x16_t, int8x16_t)> {
-    // SAFETY: the loads read `xb`'s own 32 floats (8 × 4); the rest is register arithmetic.
+unsafe fn block_amax(xb: &[f32]) -> Option<f32> {
+    debug_assert_eq!(xb.len(), QK8_0);
+    // SAFETY: `xb` holds 32 floats (the callers pass `chunks_exact(32)` items); 8 loads of 4.
+    let amax = unsafe {
+        let p = xb.as_ptr();
+        let mut m = vabsq_f32(vld1q_f32(p));
+        for k in 1..8 {
+            m = vmaxq_f32(m, vabsq_f32(vld1q_f32(p.add(4 * k))));
+        }
+        vmaxvq_f32(m)
+    };
+    (!amax.is_nan()).then_some(amax)
+}
+
+/// The scales of up to [`GROUP`] blocks from their `amax`: `d = amax / 127` and
+/// `id = 1 / d` (0 where `d == 0`), lane by lane the scalar operations.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn group_scales(amax: &[f32; GROUP]) -> ([f32; GROUP], [f32; GROUP]) {
+    let (mut d, mut id) = ([0.0f32; GROUP], [0.0f32; GROUP]);
+    // SAFETY: the loads and stores touch the three arrays' own 8 floats, 4 at a time.
+    unsafe {
+        for k in 0..GROUP / 4 {
+            let dv = vdivq_f32(vld1q_f32(amax.as_ptr().add(4 * k)), vdupq_n_f32(127.0));
+            let zero = vceqzq_f32(dv);
+            let inv = vdivq_f32(vdupq_n_f32(1.0), dv);
+            let idv = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(inv), zero));
+            vst1q_f32(d.as_mut_ptr().add(4 * k), dv);
+            vst1q_f32(id.as_mut_ptr().add(4 * k), idv);
+        }
+    }
+    (d, id)
+}
+
+/// The 32 quants of one block, as two vectors: `fcvtas` is exactly `roundf` (halves away from
+/// zero) followed by C's saturating float → int32 conversion on Arm (NaN → 0), and `xtn` keeps
+/// the low byte, as GCC's `(int8_t)` does.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> (int8x16_t, int8x16_t) {
+    debug_assert_eq!(xb.len(), QK8_0);
+    // SAFETY: `xb` holds 32 floats (8 loads of 4); the rest is register arithmetic.
     unsafe {
         let p = xb.as_ptr();
-        let mut v = [vdupq_n_f32(0.0); 8];
-        for (k, vk) in v.iter_mut().enumerate() {
-            *vk = vld1q_f32(p.add(4 * k));
-        }
-        // `fmax` returns NaN if either input is NaN, so a NaN anywhere shows in `amax`.
-        let mut m = vabsq_f32(v[0]);
-        for vk in &v[1..] {
-            m = vmaxq_f32(m, vabsq_f32(*vk));
-        }
-        let amax = vmaxvq_f32(m);
-        if amax.is_nan() {
-            return None;
-        }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut q16 = [vdupq_n_s16(0); 4];
         for (k, q) in q16.iter_mut().enumerate() {
-            let a = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k], id));
-            let b = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k + 1], id));
+            let a = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k)), id));
+            let b = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k + 4)), id));
             *q = vcombine_s16(vmovn_s32(a), vmovn_s32(b));
         }
-        let lo = vcombine_s8(vmovn_s16(q16[0]), vmovn_s16(q16[1]));
-        let hi = vcombine_s8(vmovn_s16(q16[2]), vmovn_s16(q16[3]));
-        Some((d, lo, hi))
+        (
+            vcombine_s8(vmovn_s16(q16[0]), vmovn_s16(q16[1])),
+            vcombine_s8(vmovn_s16(q16[2]), vmovn_s16(q16[3])),
+        )
     }
 }
 
@@ -556,27 +582,13 @@ unsafe fn quantize_block_q8(xb: &[f32; QK8_0]) -> Option<(f32, int8x16_t, int8x1
 /// If `x.len() != y.len() * 32`, as the scalar function.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK8_0,
-        "quantize_row_q8_0: {} values for {} blocks",
-        x.len(),
-        y.len()
-    );
-    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
-        // SAFETY: NEON is our contract; the stores below write `yb.qs`'s own 32 bytes.
-        match unsafe { quantize_block_q8(xa) } {
-            Some((d, lo, hi)) => {
-                yb.d = fp32_to_fp16(d);
-                // SAFETY: as above.
-                unsafe {
-                    vst1q_s8(yb.qs.as_mut_ptr(), lo);
-                    vst1q_s8(yb.qs.as_mut_ptr().add(16), hi);
-                }
-            }
-            None => quantize_row_q8_0(xb, std::slice::from_mut(yb)),
-        }
+    // SAFETY: the helpers need our features; the stores write `yb.qs`'s own 32 bytes.
+    unsafe {
+        quantize_q8_groups!(x, y, quantize_row_q8_0, |yb, d, q| {
+            yb.d = fp32_to_fp16(d);
+            vst1q_s8(yb.qs.as_mut_ptr(), q.0);
+            vst1q_s8(yb.qs.as_mut_ptr().add(16), q.1);
+        })
     }
 }
 
@@ -589,28 +601,15 @@ pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
 /// If `x.len() != y.len() * 32`, as the scalar function.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn quantize_row_q8_1_neon(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_eq!(
-        x.len(),
-        y.len() * QK8_0,
-        "quantize_row_q8_1: {} values for {} blocks",
-        x.len(),
-        y.len()
-    );
-    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
-        let xa: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
-        // SAFETY: NEON is our contract; the stores below write `yb.qs`'s own 32 bytes.
-        match unsafe { quantize_block_q8(xa) } {
-            Some((d, lo, hi)) => {
-                yb.d = fp32_to_fp16(d);
-                // SAFETY: as above.
-                let sum = unsafe {
-                    vst1q_s8(yb.qs.as_mut_ptr(), lo);
-                    vst1q_s8(yb.qs.as_mut_ptr().add(16), hi);
-                    i32::from(vaddlvq_s8(lo)) + i32::from(vaddlvq_s8(hi))
-                };
-                yb.s = fp32_to_fp16(sum as f32 * d);
-            }
-            None => quantize_row_q8_1(xb, std::slice::from_mut(yb)),
-        }
+    // SAFETY: the helpers need our features; the stores write `yb.qs`'s own 32 bytes.
+    unsafe {
+        quantize_q8_groups!(x, y, quantize_row_q8_1, |yb, d, q| {
+            yb.d = fp32_to_fp16(d);
+            vst1q_s8(yb.qs.as_mut_ptr(), q.0);
+            vst1q_s8(yb.qs.as_mut_ptr().add(16), q.1);
+            // the sum of the stored quants, as the scalar code takes it
+            let sum = i32::from(vaddlvq_s8(q.0)) + i32::from(vaddlvq_s8(q.1));
+            yb.s = fp32_to_fp16(sum as f32 * d);
+        })
     }
 }

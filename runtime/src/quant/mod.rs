@@ -3,7 +3,7 @@
 //! quantizers and dequantizers, bit-exact with ggml's `quantize_row_*_ref` / `dequantize_row_*`.
 //!
 //! Owns: the [`Block`] contract (which types may be viewed in place over file bytes), the casts
-//! [`blocks`], [`blocks_mut`] and [`block_bytes`] (the only `unsafe` here), one module per format,
+//! [`blocks()`], [`blocks_mut`] and [`block_bytes`] (the only `unsafe` here), one module per format,
 //! and the generic row API ([`quantize_row`], [`dequantize_row`]) used by the model loader and
 //! `edgellm quantize`. It must not hold SIMD kernels or dot products (those are `kernels`), nor
 //! allocate: every function writes into a buffer its caller owns.
@@ -168,7 +168,7 @@ pub fn blocks<B: Block>(bytes: &[u8]) -> Result<&[B], QuantError> {
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), bytes.len() / B::BYTES) })
 }
 
-/// Views `bytes` as mutable blocks without copying; same checks as [`blocks`].
+/// Views `bytes` as mutable blocks without copying; same checks as [`blocks()`].
 pub fn blocks_mut<B: Block>(bytes: &mut [u8]) -> Result<&mut [B], QuantError> {
     if bytes.is_empty() {
         return Ok(&mut []);
