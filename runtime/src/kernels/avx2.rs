@@ -7,11 +7,15 @@
 //! built after [`KernelPath::is_supported`](super::KernelPath::is_supported) said yes: that is
 //! what makes calling them sound.
 //!
-//! Int paths: nibbles are unpacked to bytes, then `maddubs` (unsigned × signed bytes) with the
-//! sign trick: `|x| · sign(y, x)`. That trick is exact as long as the activation quants avoid
-//! -128, which the Q8 quantizers guarantee (their range is [-127, 127]); weights may hold any
-//! byte. Each block's int sums become f32 lanes scaled by `dx·dy` with an FMA; two accumulators
-//! hide the FMA latency.
+//! Int paths (the body is [`int_row_dots!`], shared with the AVX-512 module, which swaps in its
+//! own byte-dot primitives): Q4 blocks are taken two at a time, the low nibbles of both in one
+//! register and the high nibbles in another, with the activation halves loaded to match, so one
+//! int-to-float conversion and one FMA serve both blocks (each block's sum lands in its own
+//! 128-bit half). Bytes are multiplied by `maddubs` (unsigned × signed), with the sign trick
+//! `|x| · sign(y, x)` for signed weights: exact as long as the activation quants avoid -128,
+//! which the Q8 quantizers guarantee (their range is [-127, 127]); weights may hold any byte.
+//! The f16 scales of two blocks are converted together; steps alternate between two
+//! accumulators to hide the FMA latency.
 
 // Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
 // pointer-free ones are safe inside `#[target_feature]` functions, where the blocks that hold

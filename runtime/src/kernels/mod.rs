@@ -10,6 +10,15 @@
 //! Q8_0, Q4_1 with Q8_1, F16 with F16, F32 and BF16 with F32. Activations are quantized once per
 //! matmul into a preallocated buffer ([`Kernels::quantize_act`]); the row dots then read them.
 //! The scalar functions in [`scalar`] are the specification.
+//!
+//! One module per instruction set, each with the same table entries: `avx2` (x86_64 AVX2 + FMA
+//! + F16C), `avx512` (its int dots with AVX512-VNNI `vpdpbusd`; floats and quantizers from
+//! `avx2`) and `neon` (aarch64, with and without the dot-product extension). Their int dots are
+//! exact in the integers, so they differ from the scalar ones only in the order of the float
+//! additions; their activation quantizers write exactly the scalar bytes. They rely on one
+//! property of the activations that the quantizers guarantee: quants lie in [-127, 127].
+//! Instructions whose intrinsics are not stable in Rust 1.85 (`vpdpbusd`, `sdot`, `fcvtl`) are
+//! one-line `asm!` blocks.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -183,9 +192,9 @@ pub enum KernelError {
 pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
 
 /// Quantizes one f32 row into Q8_0 activation blocks (`x.len() == 32 * y.len()`).
-pub type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
+type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
 /// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
-pub type QuantizeQ8_1 = fn(x: &[f32], y: &mut [BlockQ8_1]);
+type QuantizeQ8_1 = fn(x: &[f32], y: &mut [BlockQ8_1]);
 
 /// The kernel table for one path. See the module doc for why it can only be built by `new`.
 #[derive(Clone, Copy)]
