@@ -11,8 +11,8 @@
 //! matmul into a preallocated buffer ([`Kernels::quantize_act`]); the row dots then read them.
 //! The scalar functions in [`scalar`] are the specification.
 //!
-//! One module per instruction set, each with the same table entries: `avx2` (x86_64 AVX2 + FMA
-//! + F16C), `avx512` (its int dots with AVX512-VNNI `vpdpbusd`; floats and quantizers from
+//! One module per instruction set, each with the same table entries: `avx2` (x86_64 AVX2, FMA
+//! and F16C), `avx512` (its int dots with AVX512-VNNI `vpdpbusd`; floats and quantizers from
 //! `avx2`) and `neon` (aarch64, with and without the dot-product extension). Their int dots are
 //! exact in the integers, so they differ from the scalar ones only in the order of the float
 //! additions; their activation quantizers write exactly the scalar bytes. They rely on one
