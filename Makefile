@@ -58,6 +58,7 @@ demo: build
 		$(EDGELLM) plan "$(MODEL)"; \
 	fi
 
+# --no-fail-fast: one CI log shows every failing test binary, not just the first.
 test: setup model lint test-host test-aarch64
 
 lint: fmt-check clippy
@@ -73,7 +74,7 @@ clippy:
 test-host:
 	@echo "== host x86_64 tests =="
 	@$(CARGO) --version
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 test-aarch64:
-	tools/aarch64-test.sh --cpu "$(AARCH64_CPUS)" $(AARCH64_TEST_PACKAGES)
+	tools/aarch64-test.sh --cpu "$(AARCH64_CPUS)" --no-fail-fast $(AARCH64_TEST_PACKAGES)

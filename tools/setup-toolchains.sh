@@ -3,7 +3,8 @@
 #   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.85 at /usr/bin) with
 #     the arm64 std (libstd-rust-web-dev:arm64), gcc-aarch64-linux-gnu, libc6-dev-arm64-cross;
 #   - qemu-user, to run the aarch64 tests (tools/aarch64-test.sh);
-#   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (transport tests);
+#   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (transport tests),
+#     time (/usr/bin/time measures peak RSS in the CLI tests);
 #   - the Python packages in tools/requirements-test.txt (the GGUF writer is checked with gguf).
 # The host Rust toolchain (rustup, with rustfmt and clippy) is expected to be on PATH already.
 #
@@ -25,6 +26,7 @@ apt_packages=(
     qemu-user
     libclang-dev
     socat
+    time
     unzip
     ca-certificates
 )

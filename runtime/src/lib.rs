@@ -16,6 +16,7 @@
 //! This crate is the only one with `unsafe`: the map, the byte-to-block casts and the kernels,
 //! each with its `// SAFETY:` justification.
 
+pub mod alloc_count;
 pub mod chat_template;
 pub mod error;
 pub mod ggml_type;

@@ -2,6 +2,7 @@
 //! command line and sets up logging.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli_model;
 mod inspect;
 mod perplexity;
@@ -12,6 +13,11 @@ mod run;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
+use edgellm_runtime::alloc_count::CountingAllocator;
+
+/// Counts heap allocations (one relaxed atomic add each) so `bench` can report them per token.
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +46,8 @@ enum Command {
     Tokenize(tokenize::Args),
     /// Perplexity of a text file (llama.cpp's method).
     Perplexity(perplexity::Args),
+    /// Prompt-processing and generation speed, like llama-bench.
+    Bench(bench::Args),
 }
 
 fn main() {
@@ -55,6 +63,7 @@ fn main() {
         Command::Chat(a) => run::chat_main(a),
         Command::Tokenize(a) => tokenize::main(a),
         Command::Perplexity(a) => perplexity::main(a),
+        Command::Bench(a) => bench::main(a),
     };
     if let Err(e) = result {
         // A reader that went away (`edgellm inspect MODEL | head`) is not an error.

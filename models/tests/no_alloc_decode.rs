@@ -1,0 +1,73 @@
+//! The hot-loop rule: after a warm-up token, 64 decode steps (forward pass, sampling with every
+//! stage on, detokenization and the stop-string window) make zero heap allocations. A counting
+//! global allocator measures the gap between consecutive tokens reaching the sink.
+
+mod common;
+
+use edgellm_models::{GenerateParams, Generator, StateOptions, StopReason, TokenSink};
+use edgellm_runtime::alloc_count::{allocations, CountingAllocator};
+use edgellm_runtime::sampler::SamplerConfig;
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Records the allocation count each time a token arrives; allocates nothing itself.
+struct Probe {
+    marks: [u64; 80],
+    n: usize,
+}
+
+impl TokenSink for Probe {
+    fn on_text(&mut self, _text: &str) -> bool {
+        true
+    }
+    fn on_token(&mut self, _id: u32) -> bool {
+        if self.n < self.marks.len() {
+            self.marks[self.n] = allocations();
+            self.n += 1;
+        }
+        true
+    }
+}
+
+#[test]
+#[cfg_attr(target_arch = "aarch64", ignore = "66 tokens take a minute under QEMU")]
+fn decode_steps_allocate_nothing() {
+    let model = common::load(&common::model_path());
+    let mut state = model
+        .new_state(StateOptions {
+            n_ctx: 256,
+            ..Default::default()
+        })
+        .unwrap();
+    let mut gen = Generator::new(&model).unwrap();
+    let prompt = model
+        .tokenizer
+        .encode("Once upon a time, there was a little robot who", true, true)
+        .unwrap();
+    let params = GenerateParams {
+        max_tokens: 66,
+        sampler: SamplerConfig {
+            repeat_penalty: 1.1,
+            frequency_penalty: 0.2,
+            presence_penalty: 0.1,
+            seed: 42,
+            ..SamplerConfig::default()
+        },
+        stop: vec!["never appears in this story 12345".to_string()],
+        ignore_eos: true,
+        context_shift: None,
+    };
+    let mut probe = Probe {
+        marks: [0; 80],
+        n: 0,
+    };
+    let out = gen
+        .generate(&model, &mut state, &prompt, &params, &mut probe)
+        .unwrap();
+    assert_eq!(out.stop_reason, Some(StopReason::MaxTokens));
+    assert_eq!(probe.n, 66);
+    // Token 1 is the warm-up; between token 2 and token 66 lie 64 full decode steps.
+    let during = probe.marks[65] - probe.marks[1];
+    assert_eq!(during, 0, "{during} heap allocations in 64 decode steps");
+}
