@@ -543,7 +543,7 @@ mod tests {
     use super::*;
 
     /// `tokenizer.chat_template` of SmolLM2-135M-Instruct (from the GGUF; see
-    /// `/work/shared/reference/smollm2_gguf_dump.txt`).
+    /// `shared/reference/smollm2_gguf_dump.txt`).
     const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
 
     /// Meta-Llama-3-8B-Instruct's template.

@@ -1,5 +1,5 @@
 //! The real SmolLM2 file parsed by our GGUF reader, checked against llama.cpp's / gguf-py's
-//! dump of it in `/work/shared/reference/smollm2_gguf_dump.txt`.
+//! dump of it in `shared/reference/smollm2_gguf_dump.txt`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +18,9 @@ fn open_model() -> MappedFile {
 }
 
 fn reference_dump() -> String {
-    let path = Path::new("/work/shared/reference/smollm2_gguf_dump.txt");
-    std::fs::read_to_string(path)
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/smollm2_gguf_dump.txt");
+    std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read the reference dump {}: {e}", path.display()))
 }
 

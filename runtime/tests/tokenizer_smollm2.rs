@@ -1,5 +1,5 @@
 //! The SmolLM2 tokenizer (byte-level BPE, pre-tokenizer `smollm`) against llama.cpp's recorded
-//! token ids in `/work/shared/reference/` (`tokenize_smollm2.json`, the prompts of
+//! token ids in `shared/reference/` (`tokenize_smollm2.json`, the prompts of
 //! `greedy_smollm2.json`) and its token count for the GPL-3 text.
 
 use std::path::Path;
@@ -12,7 +12,8 @@ use edgellm_runtime::tokenizer::{PreTokenizer, Tokenizer, TokenizerKind};
 use proptest::prelude::*;
 use serde_json::Value;
 
-const REFERENCE_DIR: &str = "/work/shared/reference";
+/// `shared/reference/` beside the checkout.
+const REFERENCE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/reference");
 const GPL3: &str = "/usr/share/common-licenses/GPL-3";
 /// llama.cpp c392e50's token count for the GPL-3 text with this vocabulary.
 const GPL3_TOKENS: usize = 7639;
