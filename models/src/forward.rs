@@ -4,10 +4,9 @@
 //! weight row once for the whole batch); decoding is a batch of one. Nothing here allocates.
 
 use edgellm_runtime::kernels::matmul::matmul;
-use edgellm_runtime::ops::{self, HeadCache, KvElem};
+use edgellm_runtime::ops::{self, AttnScratch, KvElem, LayerCache};
 
 use crate::error::ModelError;
-use crate::kv_cache::KvStore;
 use crate::model::Model;
 use crate::state::State;
 
@@ -191,43 +190,38 @@ impl Model {
                     &s.v[t * kv_dim..(t + 1) * kv_dim],
                 );
             }
-            let n_ctx = s.kv.n_ctx;
-            let layer_off = il * n_ctx * kv_dim;
-            let layer_len = n_ctx * kv_dim;
-            let per_thread = s.opts.n_ctx + hd;
             let q = &s.q;
             let n_head = hp.n_head;
-            match &s.kv.store {
-                KvStore::F16 { k, v } => attend(
+            let att = &mut s.att[..nb * q_dim];
+            let dot = kern.row_dot(s.kv.kv_type_ggml())?;
+            if let Some(cache) = s.kv.layer_f16(il) {
+                attend(
                     pool,
-                    &mut s.att[..nb * q_dim],
+                    att,
                     &mut s.att_scratch,
-                    per_thread,
                     q,
-                    &k[layer_off..layer_off + layer_len],
-                    &v[layer_off..layer_off + layer_len],
-                    kv_dim,
+                    &cache,
+                    dot,
                     hd,
                     n_head,
                     group,
                     pos0,
                     scale,
-                ),
-                KvStore::F32 { k, v } => attend(
+                );
+            } else if let Some(cache) = s.kv.layer_f32(il) {
+                attend(
                     pool,
-                    &mut s.att[..nb * q_dim],
+                    att,
                     &mut s.att_scratch,
-                    per_thread,
                     q,
-                    &k[layer_off..layer_off + layer_len],
-                    &v[layer_off..layer_off + layer_len],
-                    kv_dim,
+                    &cache,
+                    dot,
                     hd,
                     n_head,
                     group,
                     pos0,
                     scale,
-                ),
+                );
             }
             matmul(
                 pool,
@@ -331,29 +325,29 @@ enum OutRows {
 fn attend<T: KvElem>(
     pool: &edgellm_runtime::kernels::threadpool::ThreadPool,
     att: &mut [f32],
-    scratch: &mut [f32],
-    per_thread: usize,
+    scratch: &mut [AttnScratch],
     q: &[f32],
-    k: &[T],
-    v: &[T],
-    kv_dim: usize,
+    cache: &LayerCache<'_, T>,
+    dot: edgellm_runtime::kernels::RowDot,
     hd: usize,
     n_head: usize,
     group: usize,
     pos0: usize,
     scale: f32,
 ) {
-    pool.for_each_row(att, hd, scratch, per_thread, &|row, out, scratch| {
+    pool.for_each_row(att, hd, scratch, 1, &|row, out, scratch| {
         let t = row / n_head;
         let h = row % n_head;
-        let cache = HeadCache {
-            k,
-            v,
-            row_stride: kv_dim,
-            offset: (h / group) * hd,
-        };
-        let (scores, qr) = scratch.split_at_mut(per_thread - hd);
         let qh = &q[row * hd..(row + 1) * hd];
-        ops::attention_head(qh, &cache, pos0 + t + 1, 0, scale, scores, qr, out);
+        ops::attention_head(
+            qh,
+            cache,
+            h / group,
+            pos0 + t + 1,
+            scale,
+            dot,
+            &mut scratch[0],
+            out,
+        );
     });
 }

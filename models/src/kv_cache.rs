@@ -2,7 +2,7 @@
 //! once at load for the chosen context length and element type, and the llama.cpp-style
 //! context shift that frees room when it fills.
 
-use edgellm_runtime::ops::{rope_apply, rope_cache, KvElem, RopeParams};
+use edgellm_runtime::ops::{rope_apply, rope_cache, KvElem, LayerCache, RopeParams};
 use half::f16;
 
 /// Element type of the cache.
@@ -37,7 +37,8 @@ impl KvType {
     }
 }
 
-/// `k` and `v` are each `[n_layer][n_ctx][kv_dim]`.
+/// `k` is `[n_layer][n_ctx][kv_dim]`; `v` is stored transposed, `[n_layer][kv_dim][n_ctx]`, so
+/// the probability-weighted sum over positions is a row dot (as llama.cpp stores it).
 pub enum KvStore {
     F16 { k: Vec<f16>, v: Vec<f16> },
     F32 { k: Vec<f32>, v: Vec<f32> },
@@ -83,6 +84,14 @@ impl KvCache {
         }
     }
 
+    /// The ggml type of the elements (which row dot attention uses).
+    pub fn kv_type_ggml(&self) -> edgellm_runtime::GgmlType {
+        match self.store {
+            KvStore::F16 { .. } => edgellm_runtime::GgmlType::F16,
+            KvStore::F32 { .. } => edgellm_runtime::GgmlType::F32,
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         KvCache::bytes_for(self.n_layer, self.n_ctx, self.kv_dim, self.kv_type())
     }
@@ -90,9 +99,37 @@ impl KvCache {
     /// Writes the K and V rows of `layer` at position `pos`.
     pub fn store_row(&mut self, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         let at = (layer * self.n_ctx + pos) * self.kv_dim;
+        let v_at = layer * self.kv_dim * self.n_ctx + pos;
+        let n_ctx = self.n_ctx;
         match &mut self.store {
-            KvStore::F16 { k: kc, v: vc } => store(kc, vc, at, k, v),
-            KvStore::F32 { k: kc, v: vc } => store(kc, vc, at, k, v),
+            KvStore::F16 { k: kc, v: vc } => store(kc, vc, at, v_at, n_ctx, k, v),
+            KvStore::F32 { k: kc, v: vc } => store(kc, vc, at, v_at, n_ctx, k, v),
+        }
+    }
+
+    /// The cache of `layer` as attention reads it.
+    pub fn layer_f16(&self, layer: usize) -> Option<LayerCache<'_, f16>> {
+        match &self.store {
+            KvStore::F16 { k, v } => Some(self.layer(k, v, layer)),
+            KvStore::F32 { .. } => None,
+        }
+    }
+
+    /// The cache of `layer` as attention reads it (F32 caches).
+    pub fn layer_f32(&self, layer: usize) -> Option<LayerCache<'_, f32>> {
+        match &self.store {
+            KvStore::F32 { k, v } => Some(self.layer(k, v, layer)),
+            KvStore::F16 { .. } => None,
+        }
+    }
+
+    fn layer<'a, T: KvElem>(&self, k: &'a [T], v: &'a [T], layer: usize) -> LayerCache<'a, T> {
+        let n = self.n_ctx * self.kv_dim;
+        LayerCache {
+            k: &k[layer * n..(layer + 1) * n],
+            v_t: &v[layer * n..(layer + 1) * n],
+            kv_dim: self.kv_dim,
+            n_ctx: self.n_ctx,
         }
     }
 
@@ -122,12 +159,20 @@ impl KvCache {
     }
 }
 
-fn store<T: KvElem>(kc: &mut [T], vc: &mut [T], at: usize, k: &[f32], v: &[f32]) {
+fn store<T: KvElem>(
+    kc: &mut [T],
+    vc: &mut [T],
+    at: usize,
+    v_at: usize,
+    n_ctx: usize,
+    k: &[f32],
+    v: &[f32],
+) {
     for (d, s) in kc[at..at + k.len()].iter_mut().zip(k) {
         *d = T::from_f32(*s);
     }
-    for (d, s) in vc[at..at + v.len()].iter_mut().zip(v) {
-        *d = T::from_f32(*s);
+    for (c, s) in v.iter().enumerate() {
+        vc[v_at + c * n_ctx] = T::from_f32(*s);
     }
 }
 
@@ -147,11 +192,15 @@ fn shift_store<T: KvElem>(
     let mut head = vec![0.0f32; head_dim];
     for l in 0..n_layer {
         let base = l * n_ctx * kv_dim;
+        // Values: each transposed row moves its positions down.
+        for c in 0..kv_dim {
+            let row = base + c * n_ctx;
+            v.copy_within(row + n_keep + n_discard..row + n_past, row + n_keep);
+        }
         for p in n_keep + n_discard..n_past {
             let src = base + p * kv_dim;
             let dst = base + (p - n_discard) * kv_dim;
             k.copy_within(src..src + kv_dim, dst);
-            v.copy_within(src..src + kv_dim, dst);
             for h in 0..kv_dim / head_dim {
                 let row = &mut k[dst + h * head_dim..dst + (h + 1) * head_dim];
                 for (o, s) in head.iter_mut().zip(row.iter()) {

@@ -3,6 +3,8 @@
 //! sizes; both the allocation and `edgellm plan` use it, so the plan is what is allocated.
 
 use edgellm_runtime::kernels::Kernels;
+use edgellm_runtime::ops::AttnScratch;
+use edgellm_runtime::GgmlType;
 
 use crate::error::ModelError;
 use crate::hparams::HParams;
@@ -49,8 +51,9 @@ pub struct StateLayout {
     pub ff: usize,
     /// Quantized activations for the widest matmul input, `[n_batch][act_row_bytes]`.
     pub act_bytes: usize,
-    /// `[n_threads][n_ctx + head_dim]`: attention scores and rounded query per thread.
-    pub att_scratch: usize,
+    /// Bytes of the per-thread attention scratch (`AttnScratch`: scores, rounded query and
+    /// probabilities), all threads together.
+    pub att_scratch_bytes: usize,
     /// `[n_batch][n_rot / 2]` (cos, sin) pairs.
     pub rope: usize,
     /// `[logit_rows][n_vocab]`.
@@ -80,7 +83,8 @@ impl StateLayout {
             kv: nb * hp.kv_dim(),
             ff: nb * hp.n_ff,
             act_bytes: nb * act_row,
-            att_scratch: opts.n_threads.max(1) * (opts.n_ctx + hp.head_dim),
+            att_scratch_bytes: opts.n_threads.max(1)
+                * AttnScratch::bytes_for(opts.n_ctx, hp.head_dim, opts.kv_type.bytes()),
             rope: nb * (hp.rope.n_dims / 2),
             logits: logit_rows * hp.n_vocab,
             tokens: opts.n_ctx,
@@ -93,11 +97,11 @@ impl StateLayout {
             + 2 * self.q
             + 2 * self.kv
             + 2 * self.ff
-            + self.att_scratch
             + 2 * self.rope
             + self.logits
             + self.tokens)
             + self.act_bytes
+            + self.att_scratch_bytes
     }
 }
 
@@ -117,7 +121,8 @@ pub struct State {
     pub(crate) hb: Vec<f32>,
     pub(crate) hb2: Vec<f32>,
     pub(crate) act: Vec<u8>,
-    pub(crate) att_scratch: Vec<f32>,
+    /// One per thread.
+    pub(crate) att_scratch: Vec<AttnScratch>,
     pub(crate) rope_cs: Vec<(f32, f32)>,
     pub(crate) logits: Vec<f32>,
     /// Rows of `logits` the last forward filled.
@@ -142,7 +147,10 @@ impl State {
             hb: vec![0.0; layout.ff],
             hb2: vec![0.0; layout.ff],
             act: vec![0; layout.act_bytes],
-            att_scratch: vec![0.0; layout.att_scratch],
+            att_scratch: vec![
+                AttnScratch::new(opts.n_ctx, hp.head_dim, kv_elem_type(opts.kv_type));
+                opts.n_threads.max(1)
+            ],
             rope_cs: vec![(0.0, 0.0); layout.rope],
             logits: vec![0.0; layout.logits],
             logit_rows: 0,
@@ -208,5 +216,13 @@ impl State {
     /// Heap bytes this state holds (KV cache + scratch).
     pub fn heap_bytes(&self) -> usize {
         self.kv.bytes() + self.layout.scratch_bytes()
+    }
+}
+
+/// The ggml type of the cache's elements.
+fn kv_elem_type(t: KvType) -> GgmlType {
+    match t {
+        KvType::F16 => GgmlType::F16,
+        KvType::F32 => GgmlType::F32,
     }
 }
