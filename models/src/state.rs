@@ -165,6 +165,11 @@ impl State {
         &self.layout
     }
 
+    /// The KV cache (read-only: tests and tools inspect it).
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
     /// Positions filled in the cache.
     pub fn n_past(&self) -> usize {
         self.tokens.len()
