@@ -38,7 +38,7 @@ row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 /// AVX512-VNNI and AVX512VL must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+pub(super) unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
     let mut acc = acc;
     // SAFETY: the EVEX encoding of `vpdpbusd` on ymm registers exists on every CPU with
     // AVX512-VNNI and AVX512VL (the caller's contract); it reads and writes only the three

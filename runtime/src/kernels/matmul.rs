@@ -30,7 +30,7 @@ impl<'a> WeightMatrix<'a> {
 }
 
 /// Output slice shared by workers that write disjoint elements.
-struct DisjointOut {
+pub(super) struct DisjointOut {
     ptr: *mut f32,
     len: usize,
 }
@@ -42,10 +42,22 @@ impl DisjointOut {
     /// # Safety
     /// No other thread may read or write index `i` during the job.
     #[inline(always)]
-    unsafe fn write(&self, i: usize, v: f32) {
+    pub(super) unsafe fn write(&self, i: usize, v: f32) {
         assert!(i < self.len);
         // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
         unsafe { *self.ptr.add(i) = v }
+    }
+
+    /// Adds `v` to element `i`.
+    ///
+    /// # Safety
+    /// No other thread may read or write index `i` during the job.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub(super) unsafe fn add(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
+        unsafe { *self.ptr.add(i) += v }
     }
 }
 
@@ -83,6 +95,14 @@ pub fn matmul(
         len: nb * rows,
     };
     let shared = &shared;
+    #[cfg(target_arch = "x86_64")]
+    if nb > 1 {
+        if let Some(isa) = super::gemm::GemmIsa::for_path(kernels.path(), w.ty) {
+            if super::gemm::gemm(pool, isa, w, act, arb, nb, shared) {
+                return Ok(());
+            }
+        }
+    }
     pool.run(&|index, n_threads| {
         let (r0, r1) = split_range(rows, index, n_threads, 4);
         for r in r0..r1 {

@@ -24,6 +24,7 @@
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+mod gemm;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
