@@ -19,7 +19,10 @@ impl TokenSink for Quiet {
 }
 
 #[test]
-#[cfg_attr(target_arch = "aarch64", ignore = "slow under QEMU; the shift is arch-independent code")]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "slow under QEMU; the shift is arch-independent code"
+)]
 fn shifted_layer0_cache_matches_fresh_evaluation() {
     let model = common::load_with(&common::model_path(), common::reference_kernels());
     let text = "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a single step. \
@@ -77,7 +80,10 @@ fn shifted_layer0_cache_matches_fresh_evaluation() {
 }
 
 #[test]
-#[cfg_attr(target_arch = "aarch64", ignore = "slow under QEMU; the shift is arch-independent code")]
+#[cfg_attr(
+    target_arch = "aarch64",
+    ignore = "slow under QEMU; the shift is arch-independent code"
+)]
 fn generation_shifts_instead_of_stopping_when_asked() {
     let model = common::load_with(&common::model_path(), common::reference_kernels());
     let prompt = model
