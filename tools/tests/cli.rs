@@ -282,3 +282,34 @@ fn bad_input_is_an_error_not_a_panic() {
     let o = run(bin().args(["run", "--kernels", "sse9", "-n", "1", "-p", "hi"]));
     assert!(!o.status.success());
 }
+
+#[test]
+fn chat_keeps_the_conversation_and_obeys_commands() {
+    use std::io::Write;
+    let mut child = bin()
+        .args(["chat", "--temp", "0", "-n", "24", "--ctx", "512"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"What is the capital of France?\n/reset\n/system You answer in one word.\nName a color.\n/exit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // llama.cpp's greedy answer to this chat (reference prompt 4) starts "L'Étoile, la".
+    assert!(stdout.starts_with("L'Étoile, la"), "first answer: {stdout}");
+    assert!(stderr.contains("(conversation cleared)"), "{stderr}");
+    assert!(stderr.contains("(system message set"), "{stderr}");
+    assert!(
+        stdout.lines().filter(|l| !l.trim().is_empty()).count() >= 2,
+        "two answers: {stdout}"
+    );
+}
