@@ -28,6 +28,9 @@ shift $((OPTIND - 1))
 types=("${@:-Q4_0 Q4_1 Q8_0}")
 read -r -a types <<<"${types[*]}"
 
+for tool in jq awk; do
+    command -v $tool >/dev/null || { echo "bench-vs-llamacpp: needs $tool (apt-get install $tool)" >&2; exit 1; }
+done
 work=.bench
 mkdir -p "$work"
 llama_bench="$work/llama.cpp/build/bin/llama-bench"
