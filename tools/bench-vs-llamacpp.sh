@@ -6,7 +6,8 @@
 # llama.cpp comes from PyPI: the llama-cpp-python 0.3.36 sdist vendors llama.cpp (0c1e570);
 # this script builds its `llama-bench` (not the Python bindings, which add 15-20% to decode
 # time) with GGML_NATIVE=OFF, AMX off (its AMX path is wrong for Q4_0/Q4_1 on CPUs that have
-# it) and AVX/AVX2/FMA/F16C/AVX-512 (F, VBMI, VNNI, BF16)/AVX-VNNI on, into .bench/ (gitignored).
+# it) and AVX/AVX2/FMA/F16C plus whichever of AVX-512 (F, VBMI, VNNI, BF16) and AVX-VNNI this
+# CPU has, into .bench/ (gitignored).
 # TYPES (default Q4_0 Q4_1 Q8_0) are made from the default Q4_1 model with `edgellm quantize`.
 # The two programs run in alternation (ABAB...), ROUNDS rounds (default 3), each round doing
 # llama-bench -r 3 and edgellm bench -r 3; the table gives means and edgellm/llama.cpp ratios.
@@ -43,11 +44,15 @@ if [[ ! -x $llama_bench ]]; then
         mv "$work/llama_cpp_python-0.3.36/vendor/llama.cpp" "$work/llama.cpp"
         rm -rf "$work/llama_cpp_python-0.3.36"
     fi
+    # Each extension on only if this CPU has it (a build with one it lacks dies of SIGILL).
+    has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
     echo "== building llama-bench (about 4 minutes) =="
     cmake -S "$work/llama.cpp" -B "$work/llama.cpp/build" -DCMAKE_BUILD_TYPE=Release \
         -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
-        -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX_VNNI=ON \
-        -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON \
+        -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+        -DGGML_AVX_VNNI="$(has avx_vnni)" -DGGML_AVX512="$(has avx512f)" \
+        -DGGML_AVX512_VBMI="$(has avx512vbmi)" -DGGML_AVX512_VNNI="$(has avx512_vnni)" \
+        -DGGML_AVX512_BF16="$(has avx512_bf16)" \
         -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >/dev/null
     cmake --build "$work/llama.cpp/build" --target llama-bench -j "$(nproc)" >/dev/null
 fi
