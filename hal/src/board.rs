@@ -152,12 +152,7 @@ pub struct ModelConfig {
     pub kv_type: KvType,
 }
 
-/// Element type of the KV cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvType {
-    F16,
-    F32,
-}
+pub use edgellm_models::KvType;
 
 /// CPU features a board config may list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -469,11 +464,12 @@ impl BoardConfig {
     /// Memory the KV cache needs for `context_length` tokens of a model with these shapes:
     /// `2 (K and V) * n_layer * n_kv_heads * head_dim * context_length * element size`.
     pub fn kv_cache_bytes(&self, n_layer: u64, n_kv_heads: u64, head_dim: u64) -> u64 {
-        let elem = match self.model.kv_type {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
-        };
-        2 * n_layer * n_kv_heads * head_dim * u64::from(self.model.context_length) * elem
+        edgellm_models::kv_cache::KvCache::bytes_for(
+            n_layer as usize,
+            self.model.context_length as usize,
+            (n_kv_heads * head_dim) as usize,
+            self.model.kv_type,
+        ) as u64
     }
 }
 
@@ -767,15 +763,15 @@ impl Validator {
         };
         let context_length =
             self.range("model.context_length", md.context_length, 16, 131072)? as u32;
-        let kv_type = match md.kv_type.as_str() {
-            "f16" => KvType::F16,
-            "f32" => KvType::F32,
-            other => {
+        let kv_type = match KvType::from_name(&md.kv_type) {
+            Some(t) => t,
+            None => {
+                let other = &md.kv_type;
                 return Err(self.invalid(
                     "model.kv_type",
                     format!("{other:?}"),
                     "must be \"f16\" or \"f32\"",
-                ))
+                ));
             }
         };
 

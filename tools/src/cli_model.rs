@@ -71,10 +71,7 @@ impl ModelArgs {
     pub fn kv_type(&self, board: Option<&BoardConfig>) -> Result<KvType> {
         let name = match &self.kv_type {
             Some(k) => k.clone(),
-            None => match board.map(|b| b.model.kv_type) {
-                Some(edgellm_hal::board::KvType::F32) => "f32".to_string(),
-                _ => "f16".to_string(),
-            },
+            None => return Ok(board.map_or(KvType::F16, |b| b.model.kv_type)),
         };
         KvType::from_name(&name).with_context(|| format!("--kv-type '{name}': expected f16 or f32"))
     }

@@ -81,17 +81,3 @@ pub fn vec_dot_bf16_f32(x: &[half::bf16], y: &[f32]) -> f32 {
     }
     sum as f32
 }
-
-/// `y += v * x` in f32.
-pub fn axpy_f32(y: &mut [f32], v: f32, x: &[f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += v * xi;
-    }
-}
-
-/// `y += v * x` with f16 `x`.
-pub fn axpy_f16(y: &mut [f32], v: f32, x: &[f16]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += v * xi.to_f32();
-    }
-}
