@@ -20,6 +20,7 @@ pub mod generate;
 pub mod hparams;
 pub mod kv_cache;
 pub mod model;
+pub mod perplexity;
 pub mod quantize;
 pub mod state;
 pub mod weights;

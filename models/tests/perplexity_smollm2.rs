@@ -5,12 +5,13 @@
 
 mod common;
 
-use edgellm_models::{LogitsWanted, StateOptions};
+use edgellm_models::perplexity::perplexity;
+use edgellm_models::StateOptions;
 use edgellm_runtime::GgmlType;
 
 const TEXT: &str = "/usr/share/common-licenses/GPL-3";
 
-fn perplexity(ty: GgmlType, ctx: usize) -> f64 {
+fn edgellm_ppl(ty: GgmlType, ctx: usize) -> f64 {
     let model = common::load(&common::derived_model(ty));
     let text = std::fs::read_to_string(TEXT).expect("GPL-3 text (Debian base-files)");
     let tokens = model.tokenizer.encode(&text, true, false).unwrap();
@@ -27,25 +28,8 @@ fn perplexity(ty: GgmlType, ctx: usize) -> f64 {
             ..Default::default()
         })
         .unwrap();
-    let (mut nll, mut count) = (0.0f64, 0usize);
-    for chunk in tokens.chunks_exact(ctx) {
-        state.reset();
-        model
-            .forward(
-                &mut state,
-                chunk,
-                LogitsWanted::All(&mut |i, logits| {
-                    if i >= ctx / 2 && i + 1 < ctx {
-                        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-                        let z: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-                        nll += -(logits[chunk[i + 1] as usize] as f64 - max - z.ln());
-                        count += 1;
-                    }
-                }),
-            )
-            .unwrap();
-    }
-    (nll / count as f64).exp()
+    let nll = perplexity(&model, &mut state, &tokens, None, &mut |_, _, _| {}).unwrap();
+    nll.ppl().0
 }
 
 fn check(ty: GgmlType, ctx: usize) {
@@ -53,7 +37,7 @@ fn check(ty: GgmlType, ctx: usize) {
     let want = reference["files"][ty.name()][format!("ppl_c{ctx}")]
         .as_f64()
         .unwrap();
-    let got = perplexity(ty, ctx);
+    let got = edgellm_ppl(ty, ctx);
     let rel = (got - want).abs() / want;
     eprintln!(
         "{ty} c={ctx}: edgellm {got:.4}, llama.cpp {want:.4} ({:.3}%)",

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use edgellm_models::LogitsWanted;
+use edgellm_models::perplexity::perplexity;
 use serde_json::json;
 
 use crate::cli_model::ModelArgs;
@@ -21,40 +21,6 @@ pub struct Args {
     /// Print ppl, ppl_pm, chunks, scored_tokens as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Running totals of negative log-likelihoods.
-#[derive(Default)]
-pub struct NllSum {
-    pub sum: f64,
-    pub sum_sq: f64,
-    pub count: usize,
-}
-
-impl NllSum {
-    /// Adds `-log p(target)` under `logits`.
-    pub fn add(&mut self, logits: &[f32], target: u32) {
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let z: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-        let nll = -(logits[target as usize] as f64 - max - z.ln());
-        self.sum += nll;
-        self.sum_sq += nll * nll;
-        self.count += 1;
-    }
-
-    /// Perplexity and llama.cpp's ± estimate.
-    pub fn ppl(&self) -> (f64, f64) {
-        let n = self.count.max(1) as f64;
-        let mean = self.sum / n;
-        let ppl = mean.exp();
-        let var = self.sum_sq / n - mean * mean;
-        let pm = if var > 0.0 && self.count > 1 {
-            (var / (n - 1.0)).sqrt() * ppl
-        } else {
-            0.0
-        };
-        (ppl, pm)
-    }
 }
 
 pub fn main(mut args: Args) -> Result<()> {
@@ -78,34 +44,22 @@ pub fn main(mut args: Args) -> Result<()> {
             tokens.len()
         );
     }
-    let first = n_ctx / 2;
     let bos = if tok.add_bos() { tok.bos() } else { None };
-    let mut nll = NllSum::default();
-    let mut chunk_tokens = vec![0u32; n_ctx];
     let pb = progress::bar(n_chunks as u64, "perplexity");
     let t0 = std::time::Instant::now();
-    for c in 0..n_chunks {
-        chunk_tokens.copy_from_slice(&tokens[c * n_ctx..(c + 1) * n_ctx]);
-        if let Some(b) = bos {
-            chunk_tokens[0] = b;
-        }
-        state.reset();
-        let targets = &tokens[c * n_ctx..(c + 1) * n_ctx];
-        model.forward(
-            &mut state,
-            &chunk_tokens,
-            LogitsWanted::All(&mut |i, logits| {
-                if i >= first && i + 1 < n_ctx {
-                    nll.add(logits, targets[i + 1]);
-                }
-            }),
-        )?;
-        pb.inc(1);
-        if !args.json {
-            let (p, _) = nll.ppl();
-            eprint!("[{}]{p:.4} ", c + 1);
-        }
-    }
+    let json = args.json;
+    let nll = perplexity(
+        &model,
+        &mut state,
+        &tokens,
+        bos,
+        &mut |done, _total, nll| {
+            pb.inc(1);
+            if !json {
+                eprint!("[{done}]{:.4} ", nll.ppl().0);
+            }
+        },
+    )?;
     pb.finish_and_clear();
     let (ppl, pm) = nll.ppl();
     let secs = t0.elapsed().as_secs_f64();
