@@ -14,8 +14,7 @@
 //! says so when it is not. It cross-builds for aarch64 with the cross C compiler and runs
 //! under qemu-aarch64, where the tiny-scale rows check the Arm conversion rules.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use edgellm_runtime::alloc_count::{thread_allocations_during, CountingAllocator};
 use std::sync::Once;
 
 use edgellm_runtime::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -35,34 +34,11 @@ const GGML_TYPES: [GgmlType; 5] = [
 // ---------------------------------------------------------------------------------------------
 // allocation counting, for the per-token quantizers
 
-/// The system allocator, counting allocations made by the current thread.
-struct CountingAlloc;
-
-thread_local! {
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: every call is forwarded unchanged to `System`, which upholds GlobalAlloc's contract;
-// the counter is a const-initialized thread local, so touching it never allocates.
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: same layout contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: CountingAlloc = CountingAlloc;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn allocations_during(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.with(Cell::get);
-    f();
-    ALLOCATIONS.with(Cell::get) - before
+    thread_allocations_during(f) as usize
 }
 
 // ---------------------------------------------------------------------------------------------
