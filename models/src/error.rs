@@ -1,6 +1,7 @@
 //! `ModelError`: everything that can go wrong loading a model or running it, naming the key,
 //! tensor or figure at fault.
 
+use edgellm_runtime::chat_template::TemplateError;
 use edgellm_runtime::gguf::GgufError;
 use edgellm_runtime::kernels::KernelError;
 use edgellm_runtime::tokenizer::TokenizerError;
@@ -18,6 +19,8 @@ pub enum ModelError {
     Gguf(#[from] GgufError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error(transparent)]

@@ -133,6 +133,32 @@ impl KvCache {
         }
     }
 
+    /// Makes positions `0..n` of every layer equal to `src`'s (K rows and the first `n` entries
+    /// of every transposed V row); positions from `n` on are left as they are. Beam search uses
+    /// it to give a beam its parent's history without touching the unused tail of the context.
+    ///
+    /// # Panics
+    /// If the caches differ in shape or element type, or `n > n_ctx`.
+    pub fn copy_prefix_from(&mut self, src: &KvCache, n: usize) {
+        assert!(
+            self.n_layer == src.n_layer
+                && self.n_ctx == src.n_ctx
+                && self.kv_dim == src.kv_dim
+                && n <= self.n_ctx,
+            "KvCache::copy_prefix_from: caches of different shapes"
+        );
+        let (n_layer, n_ctx, kv_dim) = (self.n_layer, self.n_ctx, self.kv_dim);
+        match (&mut self.store, &src.store) {
+            (KvStore::F16 { k, v }, KvStore::F16 { k: sk, v: sv }) => {
+                copy_prefix(k, v, sk, sv, n_layer, n_ctx, kv_dim, n)
+            }
+            (KvStore::F32 { k, v }, KvStore::F32 { k: sk, v: sv }) => {
+                copy_prefix(k, v, sk, sv, n_layer, n_ctx, kv_dim, n)
+            }
+            _ => panic!("KvCache::copy_prefix_from: caches of different element types"),
+        }
+    }
+
     /// Drops positions `[n_keep, n_keep + n_discard)`, moving the `n_past - n_keep - n_discard`
     /// later ones down and re-rotating their keys by `-n_discard` positions.
     pub fn shift(
@@ -173,6 +199,27 @@ fn store<T: KvElem>(
     }
     for (c, s) in v.iter().enumerate() {
         vc[v_at + c * n_ctx] = T::from_f32(*s);
+    }
+}
+
+/// `k` rows `[layer][0..n][kv_dim]` and `v_t` entries `[layer][kv_dim][0..n]` from `sk`/`sv`.
+fn copy_prefix<T: Copy>(
+    k: &mut [T],
+    v: &mut [T],
+    sk: &[T],
+    sv: &[T],
+    n_layer: usize,
+    n_ctx: usize,
+    kv_dim: usize,
+    n: usize,
+) {
+    for l in 0..n_layer {
+        let base = l * n_ctx * kv_dim;
+        k[base..base + n * kv_dim].copy_from_slice(&sk[base..base + n * kv_dim]);
+        for c in 0..kv_dim {
+            let row = base + c * n_ctx;
+            v[row..row + n].copy_from_slice(&sv[row..row + n]);
+        }
     }
 }
 

@@ -14,6 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod arch;
+pub mod beam;
+pub mod chat;
 pub mod error;
 pub mod forward;
 pub mod generate;
@@ -26,6 +28,8 @@ pub mod state;
 pub mod weights;
 
 pub use arch::Arch;
+pub use beam::{Beam, BeamOutcome, BeamParams, BeamSearch};
+pub use chat::ChatFormat;
 pub use error::ModelError;
 pub use forward::LogitsWanted;
 pub use generate::{GenerateOutcome, GenerateParams, Generator, StopReason, TokenSink};

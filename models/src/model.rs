@@ -133,3 +133,19 @@ impl Model {
         self.map.path()
     }
 }
+
+#[cfg(test)]
+mod thread_safety {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    /// The serving engine shares one `Model` between the thread that generates and the threads
+    /// that tokenize requests, and moves a `State` and `Generator` into its thread.
+    #[test]
+    fn model_is_shareable_and_state_movable() {
+        assert_send_sync::<super::Model>();
+        assert_send::<crate::State>();
+        assert_send::<crate::Generator>();
+        assert_send_sync::<crate::ChatFormat>();
+    }
+}

@@ -196,6 +196,23 @@ impl State {
         self.logit_rows = 0;
     }
 
+    /// Makes this state hold `src`'s first `n` positions (their tokens and K/V entries), as if
+    /// it had evaluated them itself; its logits are left stale until the next forward. Copies
+    /// only those positions and allocates nothing (`tokens` has room for the whole context).
+    ///
+    /// # Panics
+    /// If `n > src.n_past()` or the two states' caches differ in shape or element type.
+    pub fn copy_prefix_from(&mut self, src: &State, n: usize) {
+        assert!(
+            n <= src.n_past(),
+            "State::copy_prefix_from: {n} > src.n_past()"
+        );
+        self.kv.copy_prefix_from(&src.kv, n);
+        self.tokens.clear();
+        self.tokens.extend_from_slice(&src.tokens[..n]);
+        self.logit_rows = 0;
+    }
+
     /// Logits of the last token evaluated (`[n_vocab]`).
     pub fn logits(&self) -> &[f32] {
         let n = self.logits.len() / self.logits_capacity_rows().max(1);

@@ -2,8 +2,8 @@
 //! as transformers' `apply_chat_template` and llama.cpp do.
 //!
 //! Owns the sandboxed minijinja environment: the template is compiled once in
-//! [`ChatTemplate::new`]; rendering cannot read files (no loader: `include`/`import` of
-//! anything but the template itself fails), is stopped by a fuel limit (instructions) and a
+//! [`ChatTemplate::new`]; it cannot read files (no loader: `include`/`import`/`extends` of
+//! anything but the template itself fail), rendering is stopped by a fuel limit (instructions) and a
 //! recursion limit, and fails when the output exceeds [`MAX_OUTPUT_BYTES`]. Like transformers
 //! it uses `trim_blocks` + `lstrip_blocks`, no autoescaping, `loopcontrols`, Python string
 //! methods (minijinja-contrib's pycompat), `raise_exception(msg)` (becomes
@@ -92,8 +92,13 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
-        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
-            .map_err(|e| TemplateError::Syntax(e.to_string()))?;
+        // A model file's template is hostile input: a panic inside the template engine
+        // becomes an error, not the end of the process.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            env.add_template_owned(TEMPLATE_NAME, source.to_owned())
+        }))
+        .map_err(|_| TemplateError::Syntax("the template engine failed on this template".into()))?
+        .map_err(|e| TemplateError::Syntax(e.to_string()))?;
         Ok(ChatTemplate { env })
     }
 
@@ -159,7 +164,11 @@ impl ChatTemplate {
             buf: Vec::new(),
             overflowed: false,
         };
-        match template.render_captured_to(ctx, &mut out) {
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            template.render_captured_to(ctx, &mut out)
+        }))
+        .map_err(|_| TemplateError::Render("the template engine failed on this template".into()))?;
+        match rendered {
             Ok(_) => String::from_utf8(out.buf)
                 .map_err(|e| TemplateError::Render(format!("output is not UTF-8: {e}"))),
             Err(_) if out.overflowed => Err(TemplateError::OutputTooLarge),
@@ -820,6 +829,22 @@ For each function call, return a json object with function name and arguments wi
         );
     }
 
+    /// Found by the chat_template fuzzer (a timeout under its instrumentation): an 80 MB string
+    /// repetition inside arithmetic. Not bounded by fuel (one operation), but by minijinja's
+    /// size checks and the output limit: it ends in well under a second without
+    /// instrumentation, with an error.
+    #[test]
+    fn huge_repetition_in_arithmetic_ends_with_an_error() {
+        let src = "{{ 3339*1}}{{ 01989**1}}{{ 01988*1}}499999999*1}{{ 'xnr' * 26666666-----------1\
+                   -----------1-----------------------------6666--------------------66666666666666\
+                   <0* 20** ----------------66666666666666<0* 20** 20*000* 20*00}}o0}}o99_9999";
+        let start = std::time::Instant::now();
+        let r = ChatTemplate::new(src)
+            .and_then(|t| t.render(&[ChatMessage::new("user", "hi")], true, "", ""));
+        assert!(r.is_err(), "{r:?}");
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     #[test]
     fn hostile_templates_fail_cleanly() {
         let render = |src: &str| {
@@ -841,19 +866,27 @@ For each function call, return a json object with function name and arguments wi
             render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
             Err(TemplateError::Render(m)) if m.contains("recursion")
         ));
-        // No loader: other files cannot be included; self-inclusion hits the recursion limit.
-        assert!(matches!(
-            render("{% include '/etc/passwd' %}"),
-            Err(TemplateError::Render(_))
-        ));
-        assert!(matches!(
-            render("{% import 'x.j2' as x %}"),
-            Err(TemplateError::Render(_))
-        ));
-        assert!(matches!(
-            render("{% include 'chat_template' %}"),
-            Err(TemplateError::Render(_))
-        ));
+        // No loader: nothing can be included, imported or extended; self-inclusion hits the
+        // recursion limit.
+        for src in [
+            "{% include '/etc/passwd' %}",
+            "{% import 'x.j2' as x %}",
+            "{% include 'chat_template' %}",
+            "{% extends '/etc/passwd' %}",
+            "{% from '/etc/passwd' import x %}",
+            // Found by the chat_template fuzzer: panicked in minijinja's import compiler.
+            "{% import '/etc/passwd' as -p %}{{ p }}orl",
+        ] {
+            let result = ChatTemplate::new(src)
+                .and_then(|t| t.render(&[ChatMessage::new("user", "hi")], true, "", ""));
+            assert!(
+                matches!(
+                    result,
+                    Err(TemplateError::Syntax(_) | TemplateError::Render(_))
+                ),
+                "{src}: {result:?}"
+            );
+        }
         // 2 MB of output in 20 writes of 100 kB.
         assert_eq!(
             render("{% for i in range(20) %}{{ 'x' * 100000 }}{% endfor %}"),

@@ -8,6 +8,10 @@
 //! - ggml's own `vec_dot` (the C code `ggml-sys-bleedingedge` vendors), on rows with an even
 //!   block count (that ggml's NEON Q4_0 dot asserts one).
 //!
+//! The K-quants (Q4_K, Q5_K, Q6_K against Q8_K activations, whose `bsums` the generators keep
+//! equal to the sums of their quants, as the quantizer does) take 1 to 12 super-blocks; their
+//! Σ|terms| counts the scale part and the minimum part of each weight separately.
+//!
 //! The activation quantizers must write exactly the scalar bytes, ties and specials included.
 //! Also: asking for a path the CPU lacks is an error (never a crash), and `EDGELLM_KERNELS`
 //! parsing. `bench_row_dots` (ignored) prints ns per row for each path.
@@ -15,7 +19,10 @@
 use std::sync::Once;
 
 use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels};
-use edgellm_runtime::quant::{self, Block, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use edgellm_runtime::quant::{
+    self, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
 use edgellm_runtime::GgmlType;
 use ggml_sys_bleedingedge as ggml;
 use half::{bf16, f16};
@@ -79,6 +86,84 @@ fn block_q8_0_act() -> impl Strategy<Value = BlockQ8_0> + Clone {
 fn block_q8_1_act() -> impl Strategy<Value = BlockQ8_1> + Clone {
     (scale(), scale(), act_qs()).prop_map(|(d, s, qs)| BlockQ8_1 { d, s, qs })
 }
+fn block_q5_0() -> impl Strategy<Value = BlockQ5_0> + Clone {
+    (scale(), any::<[u8; 4]>(), any::<[u8; 16]>()).prop_map(|(d, qh, qs)| BlockQ5_0 { d, qh, qs })
+}
+fn block_q5_1() -> impl Strategy<Value = BlockQ5_1> + Clone {
+    (scale(), scale(), any::<[u8; 4]>(), any::<[u8; 16]>()).prop_map(|(d, m, qh, qs)| BlockQ5_1 {
+        d,
+        m,
+        qh,
+        qs,
+    })
+}
+/// Any bytes, any scale and min; `qh` empty for Q4_K.
+fn k_weight_parts() -> impl Strategy<Value = (f16, f16, [u8; 12], [u8; 32], Vec<u8>)> + Clone {
+    (
+        scale(),
+        scale(),
+        any::<[u8; 12]>(),
+        any::<[u8; 32]>(),
+        prop::collection::vec(any::<u8>(), 128),
+    )
+}
+fn block_q4_k() -> impl Strategy<Value = BlockQ4K> + Clone {
+    k_weight_parts().prop_map(|(d, dmin, scales, _, qs)| BlockQ4K {
+        d,
+        dmin,
+        scales,
+        qs: qs.try_into().expect("128 bytes"),
+    })
+}
+fn block_q5_k() -> impl Strategy<Value = BlockQ5K> + Clone {
+    k_weight_parts().prop_map(|(d, dmin, scales, qh, qs)| BlockQ5K {
+        d,
+        dmin,
+        scales,
+        qh,
+        qs: qs.try_into().expect("128 bytes"),
+    })
+}
+fn block_q6_k() -> impl Strategy<Value = BlockQ6K> + Clone {
+    (
+        scale(),
+        prop::collection::vec(any::<u8>(), 128 + 64),
+        any::<[i8; 16]>(),
+    )
+        .prop_map(|(d, q, scales)| BlockQ6K {
+            ql: q[..128].try_into().expect("128 bytes"),
+            qh: q[128..].try_into().expect("64 bytes"),
+            scales,
+            d,
+        })
+}
+/// Q8_K activations: quants in [-127, 127] with their true 16-value sums, an f32 scale.
+fn block_q8_k_act() -> impl Strategy<Value = BlockQ8K> + Clone {
+    (
+        prop_oneof![4 => -2.0f32..2.0, 1 => Just(0.0f32), 1 => -1e-30f32..1e-30],
+        prop::collection::vec(-127i8..=127, 256),
+    )
+        .prop_map(|(d, q)| {
+            let qs: [i8; 256] = q.try_into().expect("256 quants");
+            let mut bsums = [0i16; 16];
+            for (s, c) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+                *s = c.iter().map(|&v| i16::from(v)).sum();
+            }
+            BlockQ8K { d, qs, bsums }
+        })
+}
+/// Super-block counts: real rows (1536 and 2304 columns are 6 and 9) and neighbours.
+fn k_rows<W: std::fmt::Debug>(
+    w: impl Strategy<Value = W> + Clone,
+) -> impl Strategy<Value = (Vec<W>, Vec<BlockQ8K>)> {
+    prop_oneof![prop::sample::select(vec![1usize, 2, 6, 9]), 1usize..12].prop_flat_map(move |n| {
+        (
+            prop::collection::vec(w.clone(), n),
+            prop::collection::vec(block_q8_k_act(), n),
+        )
+    })
+}
+
 fn finite_f16() -> impl Strategy<Value = f16> + Clone {
     prop_oneof![
         4 => (-4.0f32..4.0).prop_map(f16::from_f32),
@@ -169,6 +254,41 @@ fn abs_terms_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f64 {
         .sum()
 }
 
+/// Σ|terms| from the dequantized rows: for the types with a minimum (Q5_1, Q4_K, Q5_K) the
+/// scale part and the minimum part of every weight count separately (the kernels sum them
+/// apart), found by dequantizing copies with the minimum, then the scale, zeroed.
+fn abs_terms_dequantized(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
+    let act = Kernels::act_type(ty).expect("act type");
+    let n = w.len() / ty.type_size() * ty.block_size();
+    let deq = |ty: GgmlType, bytes: &[u8]| {
+        let r = Row::from_bytes(bytes);
+        let mut out = vec![0.0f32; n];
+        quant::dequantize_row(ty, r.bytes(), &mut out).expect("dequantize");
+        out
+    };
+    let af = deq(act, a);
+    // byte offsets of the f16 scale and minimum fields, for the types that have both
+    let split = match ty {
+        GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => Some((0usize, 2usize)),
+        _ => None,
+    };
+    match split {
+        None => abs_terms_float(&deq(ty, w), &af),
+        Some((d_at, m_at)) => {
+            let zeroed = |at: usize| {
+                let mut v = w.to_vec();
+                for b in v.chunks_exact_mut(ty.type_size()) {
+                    b[at] = 0;
+                    b[at + 1] = 0;
+                }
+                v
+            };
+            abs_terms_float(&deq(ty, &zeroed(m_at)), &af)
+                + abs_terms_float(&deq(ty, &zeroed(d_at)), &af)
+        }
+    }
+}
+
 fn abs_terms_float(w: &[f32], a: &[f32]) -> f64 {
     w.iter()
         .zip(a)
@@ -231,6 +351,38 @@ proptest! {
     #[test]
     fn q4_1_q8_1_matches_scalar((w, a) in rows(block_q4_1(), block_q8_1_act(), 1)) {
         check_vs_scalar(GgmlType::Q4_1, &w, &a, abs_terms_q4_1(&w, &a), INT_REL)?;
+    }
+
+    #[test]
+    fn q5_0_q8_0_matches_scalar((w, a) in rows(block_q5_0(), block_q8_0_act(), 1)) {
+        let t = abs_terms_dequantized(GgmlType::Q5_0, quant::block_bytes(&w), quant::block_bytes(&a));
+        check_vs_scalar(GgmlType::Q5_0, &w, &a, t, INT_REL)?;
+    }
+
+    #[test]
+    fn q5_1_q8_1_matches_scalar((w, a) in rows(block_q5_1(), block_q8_1_act(), 1)) {
+        // the kernels use the stored activation sums `s`, not d·Σq: count m·s as a term
+        let t = abs_terms_dequantized(GgmlType::Q5_1, quant::block_bytes(&w), quant::block_bytes(&a))
+            + w.iter().zip(&a).map(|(x, y)| (f64::from(x.m.to_f32()) * f64::from(y.s.to_f32())).abs()).sum::<f64>();
+        check_vs_scalar(GgmlType::Q5_1, &w, &a, t, INT_REL)?;
+    }
+
+    #[test]
+    fn q4_k_q8_k_matches_scalar((w, a) in k_rows(block_q4_k())) {
+        let t = abs_terms_dequantized(GgmlType::Q4_K, quant::block_bytes(&w), quant::block_bytes(&a));
+        check_vs_scalar(GgmlType::Q4_K, &w, &a, t, INT_REL)?;
+    }
+
+    #[test]
+    fn q5_k_q8_k_matches_scalar((w, a) in k_rows(block_q5_k())) {
+        let t = abs_terms_dequantized(GgmlType::Q5_K, quant::block_bytes(&w), quant::block_bytes(&a));
+        check_vs_scalar(GgmlType::Q5_K, &w, &a, t, INT_REL)?;
+    }
+
+    #[test]
+    fn q6_k_q8_k_matches_scalar((w, a) in k_rows(block_q6_k())) {
+        let t = abs_terms_dequantized(GgmlType::Q6_K, quant::block_bytes(&w), quant::block_bytes(&a));
+        check_vs_scalar(GgmlType::Q6_K, &w, &a, t, INT_REL)?;
     }
 
     #[test]
@@ -335,7 +487,12 @@ impl Row {
 
 /// Each path's Q8_0 and Q8_1 activation bytes against the scalar quantizers'.
 fn check_quantize_act(x: &[f32]) -> Result<(), TestCaseError> {
-    for act in [GgmlType::Q8_0, GgmlType::Q8_1] {
+    for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+        // Q8_K takes whole 256-value blocks: the longest such prefix, if any
+        let x = &x[..x.len() / act.block_size() * act.block_size()];
+        if x.is_empty() {
+            continue;
+        }
         let bytes = act.row_bytes(x.len() as u64).expect("whole blocks") as usize;
         let mut want = Row::zeroed(bytes, 0);
         let want = want.bytes_mut();
@@ -358,7 +515,7 @@ fn check_quantize_act(x: &[f32]) -> Result<(), TestCaseError> {
                     k.path(),
                     &got[i * blk..(i + 1) * blk],
                     &want[i * blk..(i + 1) * blk],
-                    &x[i * 32..(i + 1) * 32]
+                    &x[i * act.block_size()..(i + 1) * act.block_size()]
                 );
             }
         }
@@ -430,6 +587,26 @@ fn edge_weights(ty: GgmlType, p: usize, nb: usize) -> Vec<u8> {
                 // bytes as i8: 0 / -1 / alternating 15,-16 / a ramp through -128..127
                 out.extend((0..32).map(|j| edge_bytes(p, j)));
             }
+            GgmlType::Q5_0 => {
+                out.extend(h(b));
+                out.extend((0..20).map(|j| edge_bytes(p, j + 3)));
+            }
+            GgmlType::Q5_1 => {
+                out.extend(h(b));
+                out.extend(h(b + 1));
+                out.extend((0..20).map(|j| edge_bytes(p, j + 3)));
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                out.extend(h(b));
+                out.extend(h(b + 1));
+                // packed scales and mins (all 0 / all 63 / mixed), then qh and the nibbles
+                out.extend((0..ty.type_size() - 4).map(|j| edge_bytes(p, j)));
+            }
+            GgmlType::Q6_K => {
+                // ql, qh, then the i8 scales (0 / -1 / 15,-16 / a ramp through -128..127)
+                out.extend((0..208).map(|j| edge_bytes(p, j)));
+                out.extend(h(b));
+            }
             _ => unreachable!("edge weights are for the int types"),
         }
     }
@@ -457,14 +634,25 @@ fn dequantized_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
         .zip(&af)
         .map(|(&x, &y)| f64::from(x) * f64::from(y))
         .sum();
-    let mut bound = abs_terms_float(&wf, &af);
-    if ty == GgmlType::Q4_1 {
-        let wb = quant::blocks::<BlockQ4_1>(w).expect("q4_1 blocks");
+    let mut bound = abs_terms_dequantized(ty, w, a);
+    if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+        let mins: Vec<f16> = match ty {
+            GgmlType::Q4_1 => quant::blocks::<BlockQ4_1>(w)
+                .expect("q4_1 blocks")
+                .iter()
+                .map(|b| b.m)
+                .collect(),
+            _ => quant::blocks::<BlockQ5_1>(w)
+                .expect("q5_1 blocks")
+                .iter()
+                .map(|b| b.m)
+                .collect(),
+        };
         let ab = quant::blocks::<BlockQ8_1>(a).expect("q8_1 blocks");
-        for (x, y) in wb.iter().zip(ab) {
+        for (m, y) in mins.iter().zip(ab) {
             let sum_q: i32 = y.qs.iter().map(|&q| i32::from(q)).sum();
             let exact = f64::from(y.d.to_f32()) * f64::from(sum_q);
-            bound += 1e5 * (f64::from(x.m.to_f32()) * (f64::from(y.s.to_f32()) - exact)).abs();
+            bound += 1e5 * (f64::from(m.to_f32()) * (f64::from(y.s.to_f32()) - exact)).abs();
         }
     }
     (dot, bound)
@@ -474,10 +662,26 @@ fn dequantized_dot(ty: GgmlType, w: &[u8], a: &[u8], n: usize) -> (f64, f64) {
 fn int_dots_match_dequantized_rows_on_edge_patterns() {
     let kernels = all_kernels();
     let mut checked = 0;
-    for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
-        for nb in [1usize, 3, 17, 18, 48, 49] {
+    let types = [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+    ];
+    for ty in types {
+        // super-blocks: 1, 3 and 9 (2304 values), within `Row::MAX`
+        let counts: &[usize] = if ty.block_size() == 256 {
+            &[1, 3, 9]
+        } else {
+            &[1, 3, 17, 18, 48, 49]
+        };
+        for &nb in counts {
             for p in 0..12 {
-                let n = nb * 32;
+                let n = nb * ty.block_size();
                 let w = Row::from_bytes(&edge_weights(ty, p, nb));
                 let a = quantized_act(ty, &edge_act(p, n));
                 let (want, bound) = dequantized_dot(ty, w.bytes(), a.bytes(), n);
@@ -494,7 +698,7 @@ fn int_dots_match_dequantized_rows_on_edge_patterns() {
             }
         }
     }
-    assert_eq!(checked, 3 * 6 * 12 * kernels.len());
+    assert_eq!(checked, (5 * 6 + 3 * 3) * 12 * kernels.len());
 }
 
 #[test]
@@ -507,16 +711,23 @@ fn row_dots_reject_partial_blocks_with_nan() {
             GgmlType::F16,
             GgmlType::F32,
             GgmlType::BF16,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
         ] {
+            // two blocks (of 32 values for the scalar types)
+            let n = 2 * ty.block_size().max(32);
             let w = Row::zeroed(ty.type_size() * 2 + 1, 0);
-            let a = Row::zeroed(Kernels::act_row_bytes(ty, 64).expect("act"), 0);
+            let a = Row::zeroed(Kernels::act_row_bytes(ty, n).expect("act"), 0);
             let got = k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes());
             assert!(
                 got.is_nan(),
                 "{} {ty}: a partial block gave {got}",
                 k.path()
             );
-            let w = Row::zeroed(ty.row_bytes(64).expect("row") as usize, 0);
+            let w = Row::zeroed(ty.row_bytes(n as u64).expect("row") as usize, 0);
             assert_eq!(
                 k.row_dot(ty).expect("kernel")(w.bytes(), a.bytes()),
                 0.0,
@@ -601,11 +812,21 @@ fn every_path_matches_ggml_vec_dot() {
         GgmlType::Q4_1,
         GgmlType::Q8_0,
         GgmlType::F16,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
     ] {
         // even block counts: ggml b2757's NEON Q4_0 dot asserts one
-        for nb in [2usize, 18, 48] {
+        let counts: &[usize] = if ty.block_size() == 256 {
+            &[1, 6, 9]
+        } else {
+            &[2, 18, 48]
+        };
+        for &nb in counts {
             for _ in 0..20 {
-                let n = nb * 32;
+                let n = nb * ty.block_size().max(32);
                 let scale = [1.0f32, 1e-3, 40.0][(rng.next() % 3) as usize];
                 let wf: Vec<f32> = (0..n).map(|_| rng.unit() * scale).collect();
                 let x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
@@ -797,7 +1018,13 @@ fn bench_row_dots() {
             GgmlType::F16,
             GgmlType::F32,
             GgmlType::BF16,
+            GgmlType::Q5_0,
+            GgmlType::Q4_K,
+            GgmlType::Q6_K,
         ] {
+            if cols % ty.block_size() != 0 {
+                continue; // the K-quants take whole 256-value rows
+            }
             // ROWS distinct weight rows back to back (0.2-3 MB), as a matmul streams them
             let rb = ty.row_bytes(cols as u64).expect("row") as usize;
             let mut storage = vec![0u8; rb * ROWS + 64];
@@ -829,7 +1056,10 @@ fn bench_row_dots() {
             eprintln!("{line}");
         }
         // the activation quantizers, per row
-        for act in [GgmlType::Q8_0, GgmlType::Q8_1] {
+        for act in [GgmlType::Q8_0, GgmlType::Q8_1, GgmlType::Q8_K] {
+            if cols % act.block_size() != 0 {
+                continue;
+            }
             let mut line = format!("quantize {act} x {cols:>4}:");
             let mut dst = Row::zeroed(act.row_bytes(cols as u64).expect("row") as usize, 0);
             for k in all_kernels() {

@@ -5,6 +5,11 @@
 //! magnitudes, subnormals, alternating signs, exact .5 ties, and Q4_0 rows whose rounding
 //! depends on whether `x*id + 8.5` is fused into an FMA). No NaN inputs; no model file needed.
 //!
+//! The K-quants (Q4_K, Q5_K, Q6_K and the Q8_K activations) take whole 256-value super-blocks:
+//! each row is tiled up to a multiple of 256 for them (the same values, repeated). ggml has no
+//! `from_float_reference`/`to_float` trait entry for Q8_K, so its oracle is the exported C
+//! functions `quantize_row_q8_K_reference` and `dequantize_row_q8_K` themselves.
+//!
 //! BF16 is younger than that ggml (it arrived in May 2024), so its oracle is `half`'s
 //! conversion, an independent implementation of the same rule (ties to even, NaN made quiet).
 //!
@@ -17,19 +22,34 @@
 use edgellm_runtime::alloc_count::{thread_allocations_during, CountingAllocator};
 use std::sync::Once;
 
-use edgellm_runtime::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use edgellm_runtime::quant::{
+    self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1,
+};
 use edgellm_runtime::GgmlType;
 use ggml_sys_bleedingedge as ggml;
 use half::{bf16, f16};
 
 /// The types ggml b2757 can check (it predates BF16).
-const GGML_TYPES: [GgmlType; 5] = [
+const GGML_TYPES: [GgmlType; 11] = [
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
     GgmlType::Q8_0,
     GgmlType::Q8_1,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::Q8_K,
 ];
+
+// ggml's Q8_K functions, which its type table does not expose as reference entries.
+extern "C" {
+    fn quantize_row_q8_K_reference(x: *const f32, y: *mut std::ffi::c_void, k: i64);
+    fn dequantize_row_q8_K(x: *const std::ffi::c_void, y: *mut f32, k: i64);
+}
 
 // ---------------------------------------------------------------------------------------------
 // allocation counting, for the per-token quantizers
@@ -78,6 +98,19 @@ fn row_bytes(ty: GgmlType, n: usize) -> usize {
 /// importance matrix), cross-checked against `ggml_quantize_chunk` where that handles the type.
 fn ggml_quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; row_bytes(ty, x.len())];
+    if ty == GgmlType::Q8_K {
+        // SAFETY: `x` holds x.len() floats (whole blocks) and `out` the row's bytes.
+        unsafe { quantize_row_q8_K_reference(x.as_ptr(), out.as_mut_ptr().cast(), x.len() as i64) };
+        let mut via_traits = vec![0u8; out.len()];
+        let from_float = traits(ty).from_float.expect("ggml quantizes Q8_K");
+        // SAFETY: as above.
+        unsafe { from_float(x.as_ptr(), via_traits.as_mut_ptr().cast(), x.len() as i64) };
+        assert_eq!(
+            via_traits, out,
+            "Q8_K: from_float disagrees with the reference"
+        );
+        return out;
+    }
     let from_float = traits(ty)
         .from_float_reference
         .expect("ggml has a reference quantizer");
@@ -106,11 +139,17 @@ fn ggml_quantize(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     out
 }
 
-/// ggml's dequantizer (`to_float`); `None` for Q8_1, which ggml never dequantizes.
+/// ggml's dequantizer (`to_float`, or `dequantize_row_q8_K`); `None` for Q8_1, which ggml
+/// never dequantizes.
 fn ggml_dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Option<Vec<f32>> {
-    let to_float = traits(ty).to_float?;
     assert_eq!(bytes.len(), row_bytes(ty, n));
     let mut out = vec![0.0f32; n];
+    if ty == GgmlType::Q8_K {
+        // SAFETY: `bytes` holds n values of Q8_K, `out` n floats.
+        unsafe { dequantize_row_q8_K(bytes.as_ptr().cast(), out.as_mut_ptr(), n as i64) };
+        return Some(out);
+    }
+    let to_float = traits(ty).to_float?;
     // SAFETY: `bytes` holds n values of `ty`, `out` n floats.
     unsafe { to_float(bytes.as_ptr().cast(), out.as_mut_ptr(), n as i64) };
     Some(out)
@@ -435,10 +474,44 @@ fn quantize_and_dequantize_match_ggml_bit_for_bit() {
     assert_oracle_unfused();
     let rows = all_rows();
     for ty in GGML_TYPES {
+        let (mut checked, mut blocks) = (0, 0);
         for (label, x) in &rows {
-            check_row(ty, label, x);
+            if ty.block_size() == 256 && trips_ggml_assert(x) {
+                continue;
+            }
+            let x = fit_row(ty, x);
+            check_row(ty, label, &x);
+            checked += 1;
+            blocks += x.len() / ty.block_size();
         }
+        eprintln!("{ty}: {checked} rows, {blocks} blocks bit-exact");
     }
+}
+
+/// Whether ggml's K-quant reference code may stop at `assert(fval <= 4194303.f)` in
+/// `nearest_int` on this row: it does when a solver's intermediate becomes infinite or NaN (on
+/// some edge rows), but only in a build of the oracle with assertions. Release builds (and
+/// llama.cpp's) define NDEBUG and quantize every row like ours; cargo's non-release profiles
+/// (the aarch64 script's QEMU runs) keep the asserts, so there the K-quant oracle checks are
+/// skipped altogether (run the script with `--release` to get them on aarch64).
+fn trips_ggml_assert(_x: &[f32]) -> bool {
+    static NOTICE: Once = Once::new();
+    let oracle_asserts = std::env::current_exe()
+        .map(|p| p.components().any(|c| c.as_os_str() == "debug"))
+        .unwrap_or(true);
+    if oracle_asserts {
+        NOTICE.call_once(|| {
+            eprintln!("ggml oracle built with assertions: K-quant oracle checks skipped")
+        });
+    }
+    oracle_asserts
+}
+
+/// `x` tiled up to a whole number of `ty` blocks (the K-quants' 256-value super-blocks).
+fn fit_row(ty: GgmlType, x: &[f32]) -> Vec<f32> {
+    let bs = ty.block_size();
+    let n = x.len().div_ceil(bs) * bs;
+    x.iter().copied().cycle().take(n).collect()
 }
 
 /// How many blocks of the FMA-sensitive rows gave their crafted element (element 2) level 1,
@@ -584,6 +657,23 @@ fn typed_entry_points_equal_the_reference_bytes() {
     // The typed functions the kernels (Q8_0, Q8_1 per token) and tools call directly must give
     // the same bytes as the generic row API checked above.
     for (label, x) in all_rows() {
+        if !trips_ggml_assert(&x) {
+            typed_k_entry_points_equal_the_reference_bytes(&label, &fit_row(GgmlType::Q4_K, &x));
+        }
+        let mut q5_0 = vec![BlockQ5_0::default(); x.len() / 32];
+        quant::quantize_row_q5_0(&x, &mut q5_0);
+        assert_eq!(
+            quant::block_bytes(&q5_0),
+            ggml_quantize(GgmlType::Q5_0, &x),
+            "Q5_0 {label}"
+        );
+        let mut q5_1 = vec![BlockQ5_1::default(); x.len() / 32];
+        quant::quantize_row_q5_1(&x, &mut q5_1);
+        assert_eq!(
+            quant::block_bytes(&q5_1),
+            ggml_quantize(GgmlType::Q5_1, &x),
+            "Q5_1 {label}"
+        );
         let mut q4_0 = vec![BlockQ4_0::default(); x.len() / 32];
         quant::quantize_row_q4_0(&x, &mut q4_0);
         assert_eq!(
@@ -615,17 +705,52 @@ fn typed_entry_points_equal_the_reference_bytes() {
     }
 }
 
+fn typed_k_entry_points_equal_the_reference_bytes(label: &str, x: &[f32]) {
+    let nb = x.len() / 256;
+    let mut q4_k = vec![BlockQ4K::default(); nb];
+    quant::quantize_row_q4_k(x, &mut q4_k);
+    assert_eq!(
+        quant::block_bytes(&q4_k),
+        ggml_quantize(GgmlType::Q4_K, x),
+        "Q4_K {label}"
+    );
+    let mut q5_k = vec![BlockQ5K::default(); nb];
+    quant::quantize_row_q5_k(x, &mut q5_k);
+    assert_eq!(
+        quant::block_bytes(&q5_k),
+        ggml_quantize(GgmlType::Q5_K, x),
+        "Q5_K {label}"
+    );
+    let mut q6_k = vec![BlockQ6K::default(); nb];
+    quant::quantize_row_q6_k(x, &mut q6_k);
+    assert_eq!(
+        quant::block_bytes(&q6_k),
+        ggml_quantize(GgmlType::Q6_K, x),
+        "Q6_K {label}"
+    );
+    let mut q8_k = vec![BlockQ8K::default(); nb];
+    quant::quantize_row_q8_k(x, &mut q8_k);
+    assert_eq!(
+        quant::block_bytes(&q8_k),
+        ggml_quantize(GgmlType::Q8_K, x),
+        "Q8_K {label}"
+    );
+}
+
 #[test]
 fn activation_quantizers_do_not_allocate() {
     let mut rng = Rng(11);
     let x: Vec<f32> = (0..1536).map(|_| rng.normal()).collect();
     let mut q8_0 = vec![BlockQ8_0::default(); 1536 / 32];
     let mut q8_1 = vec![BlockQ8_1::default(); 1536 / 32];
+    let mut q8_k = vec![BlockQ8K::default(); 1536 / 256];
     let mut back = vec![0.0f32; 1536];
     let n = allocations_during(|| {
         for _ in 0..4 {
             quant::quantize_row_q8_0(&x, &mut q8_0);
             quant::quantize_row_q8_1(&x, &mut q8_1);
+            quant::quantize_row_q8_k(&x, &mut q8_k);
+            quant::dequantize_row_q8_k(&q8_k, &mut back);
             quant::dequantize_row_q8_0(&q8_0, &mut back);
             quant::dequantize_row(GgmlType::Q8_1, quant::block_bytes(&q8_1), &mut back)
                 .expect("dequantize_row");

@@ -36,9 +36,11 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn model_path(&self) -> PathBuf {
+    /// `-m`, else the board's `model.path`, else `$EDGELLM_MODEL` or the fetched default.
+    pub fn model_path(&self, board: Option<&BoardConfig>) -> PathBuf {
         self.model
             .clone()
+            .or_else(|| board.and_then(|b| b.model.path.clone()))
             .unwrap_or_else(edgellm_runtime::default_model_path)
     }
 
@@ -85,7 +87,7 @@ impl ModelArgs {
 
     pub fn load(&self) -> Result<(Model, Option<BoardConfig>)> {
         let board = self.board()?;
-        let path = self.model_path();
+        let path = self.model_path(board.as_ref());
         if !path.exists() {
             bail!(
                 "model file {} not found (run `make model`, set EDGELLM_MODEL or pass -m)",

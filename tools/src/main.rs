@@ -10,6 +10,7 @@ mod plan;
 mod progress;
 mod quantize;
 mod run;
+mod serve;
 mod tokenize;
 
 use clap::{Parser, Subcommand};
@@ -48,13 +49,20 @@ enum Command {
     Perplexity(perplexity::Args),
     /// Prompt-processing and generation speed, like llama-bench.
     Bench(bench::Args),
+    /// Serve the model: serial console and Unix-socket OpenAI-compatible API.
+    Serve(serve::Args),
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let cli = Cli::parse();
+    // A service logs what it does (journald keeps it); the one-shot commands only warn.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Plan(a) => plan::main(a),
@@ -64,6 +72,7 @@ fn main() {
         Command::Tokenize(a) => tokenize::main(a),
         Command::Perplexity(a) => perplexity::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::Serve(a) => serve::main(a),
     };
     if let Err(e) = result {
         // A reader that went away (`edgellm inspect MODEL | head`) is not an error.

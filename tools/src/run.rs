@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use edgellm_models::{GenerateParams, Generator, Model, TokenSink};
-use edgellm_runtime::chat_template::{ChatMessage, ChatTemplate};
+use edgellm_models::{
+    Beam, BeamParams, BeamSearch, ChatFormat, GenerateParams, Generator, Model, StateOptions,
+    TokenSink,
+};
+use edgellm_runtime::chat_template::ChatMessage;
 use edgellm_runtime::sampler::SamplerConfig;
 use serde_json::json;
 
@@ -103,6 +106,14 @@ pub struct Args {
     /// Print one JSON object at the end instead of streaming.
     #[arg(long)]
     pub json: bool,
+    /// Beam search with N beams (one KV cache each) instead of sampling: prints the beam with
+    /// the best score (with --json, every beam). Deterministic; the sampling flags do not apply.
+    #[arg(long, value_name = "N")]
+    pub beams: Option<usize>,
+    /// Beam search: beams are ranked by logprob_sum / length^A (0 ranks by the plain sum;
+    /// above 0 favours longer answers).
+    #[arg(long, value_name = "A", default_value_t = 1.0)]
+    pub length_penalty: f32,
 }
 
 #[derive(clap::Args)]
@@ -114,42 +125,6 @@ pub struct ChatArgs {
     /// System message.
     #[arg(long)]
     pub system: Option<String>,
-}
-
-/// The model's chat template, or ChatML when it has none.
-pub fn chat_template(model: &Model) -> Result<ChatTemplate> {
-    match &model.chat_template {
-        Some(src) => ChatTemplate::new(src).context("compiling the model's chat template"),
-        None => Ok(ChatTemplate::chatml()),
-    }
-}
-
-/// Renders `messages` with the generation prompt and tokenizes the result.
-pub fn chat_prompt_ids(
-    model: &Model,
-    tmpl: &ChatTemplate,
-    messages: &[ChatMessage],
-) -> Result<Vec<u32>> {
-    let tok = &model.tokenizer;
-    let bos = tok
-        .bos()
-        .map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned())
-        .unwrap_or_default();
-    let eos = tok
-        .eos()
-        .map(|b| String::from_utf8_lossy(tok.piece_special(b)).into_owned())
-        .unwrap_or_default();
-    let text = tmpl.render(messages, true, &bos, &eos)?;
-    // The template writes the BOS text itself when the model wants one.
-    let add_bos = tok.add_bos() && !(bos.is_empty() || text.starts_with(&bos));
-    let mut ids = Vec::new();
-    if add_bos {
-        if let Some(b) = tok.bos() {
-            ids.push(b);
-        }
-    }
-    ids.extend(tok.encode(&text, false, true)?);
-    Ok(ids)
 }
 
 /// Streams text to stdout; stops when `stop` is raised (Ctrl-C in chat).
@@ -209,7 +184,7 @@ pub fn main(args: Args) -> Result<()> {
             role: "user".into(),
             content: args.prompt.clone(),
         });
-        chat_prompt_ids(&model, &chat_template(&model)?, &messages)?
+        ChatFormat::for_model(&model)?.prompt_ids(&model.tokenizer, &messages)?
     } else {
         tok.encode(&args.prompt, true, !args.no_parse_special)?
     };
@@ -228,6 +203,11 @@ pub fn main(args: Args) -> Result<()> {
         let cut = ids.len() - (n_ctx - 1);
         ids.drain(..cut);
         log::warn!("prompt truncated: dropped its first {cut} tokens");
+    }
+    if let Some(n_beams) = args.beams {
+        let opts = *state.options();
+        drop(state);
+        return beam_main(&args, &model, opts, &ids, n_beams);
     }
     let mut gen = Generator::new(&model)?;
     let mut sink = StdoutSink {
@@ -268,11 +248,106 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `run --beams N`: a beam search over `ids`, printed when it ends (the best beam is only
+/// known then, so nothing streams).
+fn beam_main(
+    args: &Args,
+    model: &Model,
+    opts: StateOptions,
+    ids: &[u32],
+    n_beams: usize,
+) -> Result<()> {
+    if !args.sample.stop.is_empty() {
+        bail!("--stop does not apply to beam search (--beams)");
+    }
+    if args.sample.context_shift.is_some() {
+        bail!("--context-shift does not apply to beam search (--beams)");
+    }
+    let mut search = BeamSearch::new(model, opts, n_beams)?;
+    log::info!(
+        "beam search: {n_beams} beams, {:.1} MiB of state",
+        search.heap_bytes() as f64 / (1024.0 * 1024.0)
+    );
+    let params = BeamParams {
+        max_tokens: args.sample.n_predict,
+        length_penalty: args.length_penalty,
+        ignore_eos: args.sample.ignore_eos,
+    };
+    let progress = !args.json && std::io::stderr().is_terminal();
+    let outcome = search.run(model, ids, &params, &mut |n| {
+        if progress {
+            eprint!("\rbeam search: {n} tokens");
+        }
+        true
+    })?;
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    // The pieces as streaming prints them (control tokens such as the final <|im_end|> give
+    // nothing; a leading space is kept).
+    let text = |b: &Beam| {
+        let bytes: Vec<u8> = b
+            .tokens
+            .iter()
+            .flat_map(|&t| model.tokenizer.piece(t))
+            .copied()
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let best = outcome.best();
+    let best_text = best.map(text).unwrap_or_default();
+    let reason = outcome.stop_reason.name();
+    if args.json {
+        let beams: Vec<_> = outcome
+            .beams
+            .iter()
+            .map(|b| {
+                json!({
+                    "tokens": b.tokens,
+                    "text": text(b),
+                    "logprob_sum": b.logprob_sum,
+                    "score": b.score,
+                    "finished": b.finished,
+                })
+            })
+            .collect();
+        let out = json!({
+            "prompt_ids": ids,
+            "generated_ids": best.map_or(&[][..], |b| &b.tokens[..]),
+            "text": best_text,
+            "stop_reason": reason,
+            "beams": beams,
+            "length_penalty": args.length_penalty,
+            "timings": {
+                "load_ms": model.load_ms,
+                "prompt_ms": outcome.prompt_ms,
+                "gen_ms": outcome.gen_ms,
+                "steps": outcome.steps,
+                "ms_per_step": outcome.ms_per_step(),
+            },
+            "kernels": model.kernels().path().name(),
+            "threads": model.n_threads(),
+        });
+        println!("{out}");
+    } else {
+        println!("{best_text}");
+        eprintln!(
+            "[{} prompt tokens in {:.0} ms, {n_beams} beams x {} steps at {:.1} ms/step, best score {:.4}, stop: {reason}]",
+            ids.len(),
+            outcome.prompt_ms,
+            outcome.steps,
+            outcome.ms_per_step(),
+            best.map_or(f64::NAN, |b| b.score),
+        );
+    }
+    Ok(())
+}
+
 pub fn chat_main(args: ChatArgs) -> Result<()> {
     let params = args.sample.params()?;
     let (model, board) = args.opts.load()?;
     let mut state = args.opts.new_state(&model, board.as_ref(), false)?;
-    let tmpl = chat_template(&model)?;
+    let format = ChatFormat::for_model(&model)?;
     let mut gen = Generator::new(&model)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -334,7 +409,7 @@ pub fn chat_main(args: ChatArgs) -> Result<()> {
             role: "user".into(),
             content: input.to_string(),
         });
-        let ids = chat_prompt_ids(&model, &tmpl, &messages)?;
+        let ids = format.prompt_ids(&model.tokenizer, &messages)?;
         if ids.len() >= state.n_ctx() {
             messages.pop();
             eprintln!("(that would need {} tokens of context, more than the {} there are: /reset or a shorter message)", ids.len(), state.n_ctx());

@@ -6,8 +6,9 @@
 //! them (no SIGILL). The path is chosen once at start-up ([`Kernels::from_env`]: best available,
 //! or `EDGELLM_KERNELS=scalar|avx2|avx512|neon|neon-dotprod`).
 //!
-//! Every weight type pairs with an activation type (ggml's `vec_dot_type`): Q4_0 and Q8_0 with
-//! Q8_0, Q4_1 with Q8_1, F16 with F16, F32 and BF16 with F32. Activations are quantized once per
+//! Every weight type pairs with an activation type (ggml's `vec_dot_type`): Q4_0, Q5_0 and Q8_0
+//! with Q8_0, Q4_1 and Q5_1 with Q8_1, the K-quants (Q4_K, Q5_K, Q6_K) with Q8_K, F16 with F16,
+//! F32 and BF16 with F32. Activations are quantized once per
 //! matmul into a preallocated buffer ([`Kernels::quantize_act`]); the row dots then read them.
 //! The scalar functions in [`scalar`] are the specification.
 //!
@@ -25,6 +26,10 @@ mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod kquant_avx2;
+#[cfg(target_arch = "aarch64")]
+mod kquant_neon;
 pub mod matmul;
 #[cfg(target_arch = "aarch64")]
 mod neon;
@@ -38,7 +43,7 @@ use thiserror::Error;
 
 use crate::ggml_type::GgmlType;
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
-use crate::quant::{self, Block};
+use crate::quant::{self, Block, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K};
 
 /// An instruction-set family the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -196,6 +201,8 @@ pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
 type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
 /// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
 type QuantizeQ8_1 = fn(x: &[f32], y: &mut [BlockQ8_1]);
+/// Quantizes one f32 row into Q8_K activation blocks (`x.len() == 256 * y.len()`).
+type QuantizeQ8K = fn(x: &[f32], y: &mut [BlockQ8K]);
 
 /// The kernel table for one path. See the module doc for why it can only be built by `new`.
 #[derive(Clone, Copy)]
@@ -204,11 +211,17 @@ pub struct Kernels {
     q4_0: RowDot,
     q4_1: RowDot,
     q8_0: RowDot,
+    q5_0: RowDot,
+    q5_1: RowDot,
+    q4_k: RowDot,
+    q5_k: RowDot,
+    q6_k: RowDot,
     f16: RowDot,
     f32: RowDot,
     bf16: RowDot,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
+    quantize_q8_k: QuantizeQ8K,
 }
 
 impl fmt::Debug for Kernels {
@@ -242,6 +255,12 @@ impl Kernels {
                 bf16: avx2::row_dot_bf16,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
+                q4_k: kquant_avx2::row_dot_q4_k,
+                q6_k: kquant_avx2::row_dot_q6_k,
+                q5_0: kquant_avx2::row_dot_q5_0,
+                q5_1: kquant_avx2::row_dot_q5_1,
+                // no SIMD kernels yet: the scalar ones
+                ..scalar
             },
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512 => Kernels {
@@ -255,6 +274,12 @@ impl Kernels {
                 bf16: avx2::row_dot_bf16,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
+                q4_k: kquant_avx2::row_dot_q4_k,
+                q6_k: kquant_avx2::row_dot_q6_k,
+                q5_0: kquant_avx2::row_dot_q5_0,
+                q5_1: kquant_avx2::row_dot_q5_1,
+                // no SIMD kernels yet: the scalar ones
+                ..scalar
             },
             #[cfg(target_arch = "aarch64")]
             KernelPath::Neon => Kernels {
@@ -267,6 +292,12 @@ impl Kernels {
                 bf16: neon::row_dot_bf16,
                 quantize_q8_0: neon::quantize_row_q8_0_entry,
                 quantize_q8_1: neon::quantize_row_q8_1_entry,
+                q4_k: kquant_neon::row_dot_q4_k,
+                q6_k: kquant_neon::row_dot_q6_k,
+                q5_0: kquant_neon::row_dot_q5_0,
+                q5_1: kquant_neon::row_dot_q5_1,
+                // no SIMD kernels yet: the scalar ones
+                ..scalar
             },
             #[cfg(target_arch = "aarch64")]
             KernelPath::NeonDotprod => Kernels {
@@ -274,6 +305,10 @@ impl Kernels {
                 q4_0: neon::row_dot_q4_0_dotprod,
                 q4_1: neon::row_dot_q4_1_dotprod,
                 q8_0: neon::row_dot_q8_0_dotprod,
+                q4_k: kquant_neon::row_dot_q4_k_dotprod,
+                q6_k: kquant_neon::row_dot_q6_k_dotprod,
+                q5_0: kquant_neon::row_dot_q5_0_dotprod,
+                q5_1: kquant_neon::row_dot_q5_1_dotprod,
                 ..Kernels::new(KernelPath::Neon)?
             },
             #[allow(unreachable_patterns)]
@@ -297,11 +332,17 @@ impl Kernels {
             q4_0: row_dot_q4_0_scalar,
             q4_1: row_dot_q4_1_scalar,
             q8_0: row_dot_q8_0_scalar,
+            q5_0: row_dot_q5_0_scalar,
+            q5_1: row_dot_q5_1_scalar,
+            q4_k: row_dot_q4_k_scalar,
+            q5_k: row_dot_q5_k_scalar,
+            q6_k: row_dot_q6_k_scalar,
             f16: row_dot_f16_scalar,
             f32: row_dot_f32_scalar,
             bf16: row_dot_bf16_scalar,
             quantize_q8_0: quant::quantize_row_q8_0,
             quantize_q8_1: quant::quantize_row_q8_1,
+            quantize_q8_k: quant::quantize_row_q8_k,
         }
     }
 
@@ -331,8 +372,9 @@ impl Kernels {
     /// The activation type a weight type's row dot consumes (ggml's `vec_dot_type`).
     pub fn act_type(weight: GgmlType) -> Result<GgmlType, KernelError> {
         match weight {
-            GgmlType::Q4_0 | GgmlType::Q8_0 => Ok(GgmlType::Q8_0),
-            GgmlType::Q4_1 => Ok(GgmlType::Q8_1),
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Ok(GgmlType::Q8_0),
+            GgmlType::Q4_1 | GgmlType::Q5_1 => Ok(GgmlType::Q8_1),
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => Ok(GgmlType::Q8_K),
             GgmlType::F16 => Ok(GgmlType::F16),
             GgmlType::F32 | GgmlType::BF16 => Ok(GgmlType::F32),
             other => Err(KernelError::UnsupportedType(other)),
@@ -349,13 +391,19 @@ impl Kernels {
 
     /// The row-dot function for weights of type `weight`.
     ///
-    /// The int row dots (Q4_0, Q4_1, Q8_0 weights) expect activation quants in [-127, 127], the
-    /// range [`quantize_act`](Kernels::quantize_act) produces; the weights may hold any bytes.
+    /// The int row dots (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and K-quant weights) expect activation
+    /// quants in [-127, 127], the range [`quantize_act`](Kernels::quantize_act) produces, and
+    /// Q8_K `bsums` equal to the sums of their quants; the weights may hold any bytes.
     pub fn row_dot(&self, weight: GgmlType) -> Result<RowDot, KernelError> {
         match weight {
             GgmlType::Q4_0 => Ok(self.q4_0),
             GgmlType::Q4_1 => Ok(self.q4_1),
             GgmlType::Q8_0 => Ok(self.q8_0),
+            GgmlType::Q5_0 => Ok(self.q5_0),
+            GgmlType::Q5_1 => Ok(self.q5_1),
+            GgmlType::Q4_K => Ok(self.q4_k),
+            GgmlType::Q5_K => Ok(self.q5_k),
+            GgmlType::Q6_K => Ok(self.q6_k),
             GgmlType::F16 => Ok(self.f16),
             GgmlType::F32 => Ok(self.f32),
             GgmlType::BF16 => Ok(self.bf16),
@@ -364,7 +412,7 @@ impl Kernels {
     }
 
     /// Quantizes one f32 row into the activation format `act` (`dst` holds exactly its bytes).
-    /// Every path writes the bytes the scalar `quant::quantize_row_q8_0` / `q8_1` write.
+    /// Every path writes the bytes the scalar `quant::quantize_row_q8_0` / `q8_1` / `q8_k` write.
     pub fn quantize_act(&self, act: GgmlType, x: &[f32], dst: &mut [u8]) {
         match act {
             GgmlType::Q8_0 => {
@@ -375,6 +423,11 @@ impl Kernels {
             GgmlType::Q8_1 => {
                 if let Ok(blocks) = quant::blocks_mut::<BlockQ8_1>(dst) {
                     (self.quantize_q8_1)(x, blocks);
+                }
+            }
+            GgmlType::Q8_K => {
+                if let Ok(blocks) = quant::blocks_mut::<BlockQ8K>(dst) {
+                    (self.quantize_q8_k)(x, blocks);
                 }
             }
             GgmlType::F16 => {
@@ -481,6 +534,23 @@ fn row_dot_q4_1_scalar(w: &[u8], a: &[u8]) -> f32 {
 fn row_dot_q8_0_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<BlockQ8_0, BlockQ8_0>(w, a)
         .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q8_0_q8_0(w, a))
+}
+fn row_dot_q5_0_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ5_0, BlockQ8_0>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_0_q8_0(w, a))
+}
+fn row_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ5_1, BlockQ8_1>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_1_q8_1(w, a))
+}
+fn row_dot_q4_k_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ4K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_k_q8_k(w, a))
+}
+fn row_dot_q5_k_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ5K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_k_q8_k(w, a))
+}
+fn row_dot_q6_k_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ6K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q6_k_q8_k(w, a))
 }
 fn row_dot_f16_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<f16, f16>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_f16(w, a))

@@ -1,4 +1,5 @@
-//! `quant`: ggml's tensor element formats (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1) — the byte
+//! `quant`: ggml's tensor element formats (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
+//! and the K-quants Q4_K, Q5_K, Q6_K, Q8_K) — the byte
 //! layouts, the zero-copy casts from mapped bytes to block slices, and the scalar reference
 //! quantizers and dequantizers, bit-exact with ggml's `quantize_row_*_ref` / `dequantize_row_*`.
 //!
@@ -25,8 +26,11 @@
 pub mod bf16;
 pub mod blocks;
 pub mod f16;
+pub mod k_quants;
 pub mod q4_0;
 pub mod q4_1;
+pub mod q5_0;
+pub mod q5_1;
 pub mod q8_0;
 pub mod q8_1;
 
@@ -40,15 +44,22 @@ use crate::ggml_type::GgmlType;
 pub use self::bf16::{bf16_to_fp32, dequantize_row_bf16, fp32_to_bf16, quantize_row_bf16};
 pub use self::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0, QK4_1, QK8_0, QK8_1};
 pub use self::f16::{dequantize_row_f16, fp16_to_fp32, fp32_to_fp16, quantize_row_f16};
+pub use self::k_quants::q4_k::{dequantize_row_q4_k, quantize_row_q4_k, BlockQ4K};
+pub use self::k_quants::q5_k::{dequantize_row_q5_k, quantize_row_q5_k, BlockQ5K};
+pub use self::k_quants::q6_k::{dequantize_row_q6_k, quantize_row_q6_k, BlockQ6K};
+pub use self::k_quants::q8_k::{dequantize_row_q8_k, quantize_row_q8_k, BlockQ8K};
+pub use self::k_quants::{K_SCALE_SIZE, QK_K};
 pub use self::q4_0::{dequantize_row_q4_0, quantize_row_q4_0};
 pub use self::q4_1::{dequantize_row_q4_1, quantize_row_q4_1};
+pub use self::q5_0::{dequantize_row_q5_0, quantize_row_q5_0, BlockQ5_0, QK5_0};
+pub use self::q5_1::{dequantize_row_q5_1, quantize_row_q5_1, BlockQ5_1, QK5_1};
 pub use self::q8_0::{dequantize_row_q8_0, quantize_row_q8_0};
 pub use self::q8_1::{dequantize_row_q8_1, quantize_row_q8_1};
 
 /// What went wrong converting a row, naming the type and the sizes involved.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum QuantError {
-    #[error("{ty}: {op} is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1)")]
+    #[error("{ty}: {op} is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K)")]
     Unsupported { ty: GgmlType, op: &'static str },
     #[error("{ty}: {len} bytes is not a whole number of {block_bytes}-byte blocks")]
     PartialBlock {
@@ -115,6 +126,41 @@ unsafe impl Block for BlockQ8_0 {
 unsafe impl Block for BlockQ8_1 {
     const TYPE: GgmlType = GgmlType::Q8_1;
     const ELEMS: usize = QK8_1;
+}
+// SAFETY: `#[repr(C)]` { f16, [u8; 4], [u8; 16] }: 22 bytes, align 2, no padding (asserted in
+// q5_0.rs); any bits are valid.
+unsafe impl Block for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const ELEMS: usize = QK5_0;
+}
+// SAFETY: `#[repr(C)]` { f16, f16, [u8; 4], [u8; 16] }: 24 bytes, no padding; any bits are valid.
+unsafe impl Block for BlockQ5_1 {
+    const TYPE: GgmlType = GgmlType::Q5_1;
+    const ELEMS: usize = QK5_1;
+}
+// SAFETY: `#[repr(C)]` { f16, f16, [u8; 12], [u8; 128] }: 144 bytes, align 2, no padding
+// (asserted in k_quants/q4_k.rs); any bits are valid.
+unsafe impl Block for BlockQ4K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    const ELEMS: usize = QK_K;
+}
+// SAFETY: `#[repr(C)]` { f16, f16, [u8; 12], [u8; 32], [u8; 128] }: 176 bytes, no padding; any
+// bits are valid.
+unsafe impl Block for BlockQ5K {
+    const TYPE: GgmlType = GgmlType::Q5_K;
+    const ELEMS: usize = QK_K;
+}
+// SAFETY: `#[repr(C)]` { [u8; 128], [u8; 64], [i8; 16], f16 }: 210 bytes, the f16 at offset 208
+// (even), align 2, no padding; any bits are valid.
+unsafe impl Block for BlockQ6K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    const ELEMS: usize = QK_K;
+}
+// SAFETY: `#[repr(C)]` { f32, [i8; 256], [i16; 16] }: 292 bytes, align 4, the i16s at offset 260
+// (even), no padding; any bits are valid (an f32 may be NaN).
+unsafe impl Block for BlockQ8K {
+    const TYPE: GgmlType = GgmlType::Q8_K;
+    const ELEMS: usize = QK_K;
 }
 // SAFETY: a primitive of 4 bytes; every bit pattern is some f32 (possibly NaN).
 unsafe impl Block for f32 {
@@ -199,8 +245,14 @@ pub fn is_supported(ty: GgmlType) -> bool {
             | GgmlType::BF16
             | GgmlType::Q4_0
             | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
             | GgmlType::Q8_0
             | GgmlType::Q8_1
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::Q8_K
     )
 }
 
@@ -215,6 +267,12 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), Q
         GgmlType::Q4_1 => dequantize_with(src, dst, dequantize_row_q4_1),
         GgmlType::Q8_0 => dequantize_with(src, dst, dequantize_row_q8_0),
         GgmlType::Q8_1 => dequantize_with(src, dst, dequantize_row_q8_1),
+        GgmlType::Q5_0 => dequantize_with(src, dst, dequantize_row_q5_0),
+        GgmlType::Q5_1 => dequantize_with(src, dst, dequantize_row_q5_1),
+        GgmlType::Q4_K => dequantize_with(src, dst, dequantize_row_q4_k),
+        GgmlType::Q5_K => dequantize_with(src, dst, dequantize_row_q5_k),
+        GgmlType::Q6_K => dequantize_with(src, dst, dequantize_row_q6_k),
+        GgmlType::Q8_K => dequantize_with(src, dst, dequantize_row_q8_k),
         _ => Err(QuantError::Unsupported {
             ty,
             op: "dequantize",
@@ -233,6 +291,12 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         GgmlType::Q4_1 => quantize_with(src, dst, quantize_row_q4_1),
         GgmlType::Q8_0 => quantize_with(src, dst, quantize_row_q8_0),
         GgmlType::Q8_1 => quantize_with(src, dst, quantize_row_q8_1),
+        GgmlType::Q5_0 => quantize_with(src, dst, quantize_row_q5_0),
+        GgmlType::Q5_1 => quantize_with(src, dst, quantize_row_q5_1),
+        GgmlType::Q4_K => quantize_with(src, dst, quantize_row_q4_k),
+        GgmlType::Q5_K => quantize_with(src, dst, quantize_row_q5_k),
+        GgmlType::Q6_K => quantize_with(src, dst, quantize_row_q6_k),
+        GgmlType::Q8_K => quantize_with(src, dst, quantize_row_q8_k),
         _ => Err(QuantError::Unsupported { ty, op: "quantize" }),
     }
 }
@@ -332,6 +396,12 @@ mod tests {
         check_block::<BlockQ4_1>();
         check_block::<BlockQ8_0>();
         check_block::<BlockQ8_1>();
+        check_block::<BlockQ5_0>();
+        check_block::<BlockQ5_1>();
+        check_block::<BlockQ4K>();
+        check_block::<BlockQ5K>();
+        check_block::<BlockQ6K>();
+        check_block::<BlockQ8K>();
         check_block::<f32>();
         check_block::<F16>();
         check_block::<Bf16>();
@@ -392,10 +462,10 @@ mod tests {
     fn row_api_names_type_and_sizes_in_errors() {
         let mut out = [0.0f32; 32];
         let mut storage = Aligned([0; 80]);
-        let e = dequantize_row(GgmlType::Q5_0, &storage.0[..22], &mut out).unwrap_err();
+        let e = dequantize_row(GgmlType::Q2_K, &storage.0[..0], &mut out).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "Q5_0: dequantize is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q8_1)"
+            "Q2_K: dequantize is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q4_K, Q5_K, Q6_K, Q8_K)"
         );
         let e = dequantize_row(GgmlType::Q4_1, &storage.0[..40], &mut out).unwrap_err();
         assert_eq!(

@@ -1,0 +1,620 @@
+//! The serial console's session against the real model, over an in-memory port: the banner,
+//! questions answered turn after turn with the cache reused, the commands, Ctrl-C, line rules,
+//! json mode, queue-full and shutdown messages, and the port going away.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use edgellm_hal::board::FlowControl;
+use edgellm_hal::engine::{Engine, EngineHandle, Event, Job, Prompt};
+use edgellm_hal::openai;
+use edgellm_hal::serial::{run_console, SerialError, SerialOptions, Session, SessionOptions};
+use edgellm_hal::shutdown::Shutdown;
+use edgellm_models::GenerateParams;
+use edgellm_runtime::chat_template::ChatMessage;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn start_engine(queue: usize) -> (Engine, EngineHandle) {
+    common::engine_ctx(queue, 512)
+}
+
+/// The console's end of an in-memory serial line: reads time out like a real port's.
+struct MemPort {
+    from_terminal: Receiver<Vec<u8>>,
+    unread: VecDeque<u8>,
+    to_terminal: Sender<Vec<u8>>,
+}
+
+impl Read for MemPort {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.unread.is_empty() {
+            match self.from_terminal.recv_timeout(Duration::from_millis(10)) {
+                Ok(bytes) => self.unread.extend(bytes),
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(io::Error::new(ErrorKind::TimedOut, "nothing yet"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(io::Error::new(ErrorKind::BrokenPipe, "unplugged"))
+                }
+            }
+        }
+        let n = buf.len().min(self.unread.len());
+        for (dst, src) in buf.iter_mut().zip(self.unread.drain(..n)) {
+            *dst = src;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for MemPort {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.to_terminal
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::new(ErrorKind::BrokenPipe, "terminal gone"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The person's end: types bytes, reads what the console shows.
+struct Terminal {
+    keys: Option<Sender<Vec<u8>>>,
+    screen: Receiver<Vec<u8>>,
+    /// Everything shown so far.
+    seen: Vec<u8>,
+    /// Where the next `expect` starts looking.
+    mark: usize,
+    session: Option<JoinHandle<io::Result<()>>>,
+    shutdown: Shutdown,
+}
+
+impl Terminal {
+    fn connect(engine: &EngineHandle, line_buffer: usize) -> Terminal {
+        let (keys, from_terminal) = mpsc::channel();
+        let (to_terminal, screen) = mpsc::channel();
+        let shutdown = Shutdown::new();
+        let mut session = Session::new(
+            engine.clone(),
+            shutdown.clone(),
+            &SessionOptions {
+                line_buffer,
+                board: Some("testboard".into()),
+            },
+        );
+        let session = std::thread::spawn(move || {
+            let mut port = MemPort {
+                from_terminal,
+                unread: VecDeque::new(),
+                to_terminal,
+            };
+            session.run(&mut port)
+        });
+        Terminal {
+            keys: Some(keys),
+            screen,
+            seen: Vec::new(),
+            mark: 0,
+            session: Some(session),
+            shutdown,
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.keys
+            .as_ref()
+            .expect("connected")
+            .send(bytes.to_vec())
+            .expect("the session ended");
+    }
+
+    /// Waits until the screen shows `pattern` after the mark; returns what came from the mark
+    /// to the end of the pattern, and moves the mark past it.
+    fn expect(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = find(&self.seen[self.mark..], pattern.as_bytes()) {
+                let end = self.mark + i + pattern.len();
+                let out = String::from_utf8(self.seen[self.mark..end].to_vec())
+                    .expect("the console wrote non-UTF-8");
+                self.mark = end;
+                return out;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.screen.recv_timeout(left) {
+                Ok(bytes) => self.seen.extend(bytes),
+                Err(_) => panic!(
+                    "no {pattern:?} on the console; after the mark it shows:\n{:?}",
+                    String::from_utf8_lossy(&self.seen[self.mark..])
+                ),
+            }
+        }
+    }
+
+    /// Types a line (CR) and returns everything up to the next prompt.
+    fn line(&mut self, text: &str) -> String {
+        self.send(format!("{text}\r").as_bytes());
+        self.expect("\r\n> ")
+    }
+
+    /// Waits until `n` bytes were shown after the mark.
+    fn wait_for_bytes(&mut self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.seen.len() < self.mark + n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let bytes = self
+                .screen
+                .recv_timeout(left)
+                .expect("the console went quiet");
+            self.seen.extend(bytes);
+        }
+    }
+
+    /// Everything shown after the mark within `period`.
+    fn quiet_for(&mut self, period: Duration) -> String {
+        let end = Instant::now() + period;
+        while let Ok(bytes) = self
+            .screen
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            self.seen.extend(bytes);
+        }
+        let out = String::from_utf8_lossy(&self.seen[self.mark..]).into_owned();
+        self.mark = self.seen.len();
+        out
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.session
+            .take()
+            .expect("running")
+            .join()
+            .expect("the session panicked")
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The text of an answer as the console showed it after the echoed `question`: without the
+/// prompt progress indicator, the closing note and the next prompt, CRLF back to LF.
+fn answer_text(shown: &str, question: &str) -> String {
+    let mut body = shown
+        .split_once(&format!("{question}\r\n"))
+        .map_or(shown, |(_, b)| b);
+    body = body.strip_suffix("\r\n> ").unwrap_or(body);
+    if body.starts_with("\r[prompt ") {
+        // "\r[prompt 32/40]\r[prompt 40/40]\r<blanks>\r": the last indicator ends at "]\r ".
+        let cleared = body
+            .find("]\r ")
+            .expect("the progress indicator is cleared");
+        body = body[cleared + 2..].trim_start_matches(' ');
+        body = body.strip_prefix('\r').expect("blanks end with CR");
+    }
+    // A closing note ("[max_tokens reached; ...]") is not part of the answer.
+    if let Some(i) = body.rfind("\r\n[") {
+        if body.ends_with(']') {
+            body = &body[..i];
+        }
+    }
+    body.replace("\r\n", "\n").trim_end().to_string()
+}
+
+/// The text a job gives when run straight on the engine.
+fn reference(engine: &EngineHandle, prompt: &Prompt, params: GenerateParams) -> String {
+    let ids = engine.prompt_ids(prompt).expect("prompt ids");
+    let (tx, rx) = mpsc::channel();
+    engine
+        .submit(Job {
+            prompt: ids,
+            params,
+            sink: Box::new(move |ev| tx.send(ev).is_ok()),
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+        .expect("submit");
+    let mut text = String::new();
+    loop {
+        match rx.recv_timeout(WAIT).expect("engine went quiet") {
+            Event::Text(t) => text.push_str(&t),
+            Event::Done(_) => return text,
+            Event::Failed(m) => panic!("reference job failed: {m}"),
+            _ => {}
+        }
+    }
+}
+
+/// Greedy parameters for `max_tokens`, as the console builds them for a prompt of
+/// `prompt_tokens` in a context of `n_ctx`.
+fn greedy(max_tokens: usize, n_ctx: usize, prompt_tokens: usize) -> GenerateParams {
+    let mut s = openai::parse_completion_request(
+        json!({"prompt": "x", "temperature": 0, "max_tokens": max_tokens})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap()
+    .sampling;
+    s.seed = Some(0);
+    s.generate_params(prompt_tokens, n_ctx, 0)
+}
+
+#[test]
+fn human_mode_converses_turn_after_turn_with_commands() {
+    let (_engine, h) = start_engine(4);
+    let mut t = Terminal::connect(&h, 1024);
+    let banner = t.expect("> ");
+    assert!(banner.contains(&h.info().model_name), "{banner:?}");
+    assert!(
+        banner.contains("/help") && banner.contains("testboard"),
+        "{banner:?}"
+    );
+
+    let help = t.line("/help");
+    for cmd in ["/reset", "/system", "/set", "/stats", "/mode json"] {
+        assert!(help.contains(cmd), "{cmd} missing from {help:?}");
+    }
+    assert!(t.line("/set max_tokens 16").contains("max_tokens = 16"));
+    assert!(t.line("/set temp 0").contains("temp = 0"));
+    // Bad values are refused with a reason, and the settings stay.
+    assert!(t.line("/set temp -1").contains("temperature"));
+    assert!(t.line("/set top_p 1.5").contains("top_p"));
+    assert!(t.line("/set top_k many").contains("not a valid number"));
+    assert!(t.line("/set max_tokens 0").contains("at least 1"));
+    assert!(t.line("/set colour blue").contains("unknown setting"));
+    let settings = t.line("/set");
+    assert!(
+        settings.contains("temp 0 ") && settings.contains("max_tokens 16"),
+        "{settings:?}"
+    );
+    assert!(t.line("/frobnicate").contains("unknown command"));
+
+    // First turn, typed with LF, then the echo and the streamed answer.
+    let q1 = "What is the capital of France?";
+    t.send(format!("{q1}\n").as_bytes());
+    let echoed = t.expect(&format!("{q1}\r\n"));
+    assert!(echoed.ends_with(&format!("{q1}\r\n")));
+    let shown1 = t.expect("\r\n> ");
+    let a1 = answer_text(&shown1, q1);
+    assert!(!a1.is_empty(), "no answer in {shown1:?}");
+    // CRLF line endings only.
+    assert!(
+        !shown1.replace("\r\n", "").contains('\n'),
+        "bare LF in {shown1:?}"
+    );
+    let expected1 = reference(
+        &h,
+        &Prompt::Chat(vec![ChatMessage::new("user", q1)]),
+        greedy(16, h.info().n_ctx, 1),
+    );
+    assert_eq!(a1, expected1.trim_end(), "the console's answer differs");
+
+    // Second turn, typed with CRLF: the earlier turn comes from the cache.
+    let reused_before = h.stats.reused_tokens.load(Ordering::Relaxed);
+    let q2 = "And of Germany?";
+    t.send(format!("{q2}\r\n").as_bytes());
+    let shown2 = t.expect("\r\n> ");
+    let a2 = answer_text(&shown2, q2);
+    assert!(!a2.is_empty(), "{shown2:?}");
+    let expected2 = reference(
+        &h,
+        &Prompt::Chat(vec![
+            ChatMessage::new("user", q1),
+            ChatMessage::new("assistant", expected1.trim_end()),
+            ChatMessage::new("user", q2),
+        ]),
+        greedy(16, h.info().n_ctx, 1),
+    );
+    assert_eq!(a2, expected2.trim_end());
+    assert!(h.stats.reused_tokens.load(Ordering::Relaxed) > reused_before);
+
+    // The reference job ran last, so ask once more to make /stats describe the console's turn.
+    t.line("Thanks!");
+    let stats = t.line("/stats");
+    let cached: usize = stats
+        .split(" cached)")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no cached count in {stats:?}"));
+    assert!(cached > 0, "third turn reused nothing: {stats:?}");
+    assert!(stats.contains("tokens/s"), "{stats:?}");
+    assert!(stats.contains(&format!("/ {} tokens used", h.info().n_ctx)));
+    assert!(stats.contains("SoC temperature: "), "{stats:?}");
+    assert!(!stats.contains("context: 0 /"), "{stats:?}");
+
+    assert!(t.line("/reset").contains("new conversation"));
+    assert!(t.line("/stats").contains("context: 0 /"));
+    assert!(t
+        .line("/system You answer in one word.")
+        .contains("system prompt set"));
+    let shown = t.line("Name a colour.");
+    assert!(!answer_text(&shown, "Name a colour.").is_empty());
+
+    t.shutdown.trigger();
+    assert!(t
+        .quiet_for(Duration::from_millis(500))
+        .contains("shutting down"));
+    t.finish().expect("run ends with Ok on shutdown");
+}
+
+#[test]
+fn ctrl_c_stops_an_answer_and_bad_input_is_rejected_without_loss() {
+    let (_engine, h) = start_engine(4);
+    let mut t = Terminal::connect(&h, 64);
+    t.expect("> ");
+    t.line("/set max_tokens 400");
+
+    // A long answer, interrupted after a few tokens.
+    t.send(b"Write a long story about a dragon and a knight.\r\n");
+    t.expect("knight.\r\n");
+    // The progress indicator and some answer text.
+    t.wait_for_bytes(120);
+    let pressed = Instant::now();
+    t.send(b"\x03");
+    let rest = t.expect("[stopped]\r\n> ");
+    assert!(
+        pressed.elapsed() < Duration::from_secs(2),
+        "Ctrl-C took {:?}",
+        pressed.elapsed()
+    );
+    assert!(rest.contains("^C"), "{rest:?}");
+    assert_eq!(h.stats.jobs_cancelled.load(Ordering::Relaxed), 1);
+    assert!(h.stats.generated_tokens.load(Ordering::Relaxed) < 400);
+
+    // Ctrl-C at the prompt clears the line.
+    t.send(b"half a line\x03");
+    t.expect("^C\r\n> ");
+    assert!(t.line("/set max_tokens 8").contains("max_tokens = 8"));
+
+    // A line over the 64-byte buffer is refused once it ends; the next line works.
+    let long = "x".repeat(100);
+    let refused = t.line(&long);
+    assert!(refused.contains("longer than 64 bytes"), "{refused:?}");
+    assert_eq!(refused.matches('x').count(), 64, "echo went past the limit");
+    assert!(t.line("/help").contains("/reset"));
+
+    // Bytes that are not UTF-8 are dropped with a notice and never echoed.
+    t.send(b"/he\xff\xfe");
+    let notice = t.expect("> /he");
+    assert!(
+        notice.contains("[dropped 2 bytes that are not UTF-8]"),
+        "{notice:?}"
+    );
+    t.send("lp\r".as_bytes());
+    assert!(t.expect("\r\n> ").contains("/reset"));
+    // A multi-byte character typed in pieces is echoed once, whole.
+    t.send(b"/set seed \xe2\x82");
+    t.send(b"\xac\r");
+    let shown = t.expect("\r\n> ");
+    assert!(shown.starts_with("/set seed €\r\n"), "{shown:?}");
+    assert!(shown.contains("not a valid number"));
+
+    // A long prompt shows its evaluation progress ([prompt 32/N] first, n_batch 32).
+    let mut t2 = Terminal::connect(&h, 4096);
+    t2.expect("> ");
+    t2.line("/set max_tokens 4");
+    let long_question = format!(
+        "Please summarise the following: {}",
+        "the quick brown fox jumps over the lazy dog. ".repeat(12)
+    );
+    let shown = t2.line(&long_question);
+    assert!(shown.contains("\r[prompt 64/"), "{shown:?}");
+
+    // Too long for the context: refused with the reason.
+    let huge = "word ".repeat(700);
+    let shown = t2.line(&huge);
+    assert!(shown.contains("the context holds 512"), "{shown:?}");
+
+    // The port goes away: run returns the error (the device layer reopens).
+    t.keys = None;
+    let err = t.finish().expect_err("a vanished port is an error");
+    assert_eq!(err.kind(), ErrorKind::BrokenPipe);
+    t2.shutdown.trigger();
+    t2.finish().unwrap();
+}
+
+#[test]
+fn json_mode_answers_with_json_lines() {
+    let (_engine, h) = start_engine(4);
+    let mut t = Terminal::connect(&h, 1024);
+    t.expect("> ");
+    t.send(b"/mode json\r");
+    t.expect("{\"mode\":\"json\"}\r\n");
+
+    let request = r#"{"prompt": "Once upon a time", "max_tokens": 8, "temperature": 0}"#;
+    t.send(format!("{request}\r\n").as_bytes());
+    let shown = t.expect("}}\r\n");
+    // No echo: only JSON lines, each ending in CRLF.
+    assert!(shown.ends_with("\r\n"));
+    let lines: Vec<serde_json::Value> = shown
+        .split_terminator("\r\n")
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let (done, tokens) = lines.split_last().unwrap();
+    let text: String = tokens
+        .iter()
+        .map(|v| v["token"].as_str().expect("a token line").to_string())
+        .collect();
+    assert_eq!(
+        text,
+        reference(
+            &h,
+            &Prompt::Text("Once upon a time".into()),
+            greedy(8, 512, 1)
+        )
+    );
+    assert_eq!(done["done"], true);
+    assert_eq!(done["stop_reason"], "max_tokens");
+    assert_eq!(done["usage"]["completion_tokens"], 8);
+    let prompt_tokens = h
+        .prompt_ids(&Prompt::Text("Once upon a time".into()))
+        .unwrap()
+        .len();
+    assert_eq!(done["usage"]["prompt_tokens"], prompt_tokens);
+
+    // The same prompt again: all but the last prompt token come from the cache.
+    t.send(format!("{request}\n").as_bytes());
+    let again: serde_json::Value =
+        serde_json::from_str(t.expect("}}\r\n").rsplit("\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(again["usage"]["cached_tokens"], prompt_tokens - 1);
+
+    // A chat request, with a stop string.
+    t.send(
+        br#"{"messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0, "stop": ["zzz"], "seed": 1}"#,
+    );
+    t.send(b"\r");
+    let shown = t.expect("}}\r\n");
+    assert!(shown.contains("\"done\":true"), "{shown:?}");
+
+    // Errors are JSON lines too, and the next request still works.
+    for (bad, says) in [
+        (r#"{"prompt": 5}"#, "'prompt' must be"),
+        ("not json", "not valid JSON"),
+        (r#"{"prompt": "a", "top_p": 2}"#, "top_p"),
+        (r#"{"prompt": ""}"#, "empty"),
+        (r#"{"mode": "loud"}"#, "mode"),
+    ] {
+        t.send(format!("{bad}\r").as_bytes());
+        let line = t.expect("\r\n");
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        let msg = v["error"].as_str().unwrap_or_else(|| panic!("{line:?}"));
+        assert!(msg.contains(says), "{bad}: {msg}");
+    }
+    let long = format!("{{\"prompt\": \"{}\"}}", "y".repeat(1100));
+    t.send(format!("{long}\r").as_bytes());
+    assert!(t.expect("\r\n").contains("longer than 1024 bytes"));
+    t.send(b"{\"prompt\": \"a\xff\"}\r");
+    assert!(t.expect("\r\n").contains("not UTF-8"));
+
+    // Ctrl-C cancels a json answer too.
+    t.send(br#"{"prompt": "The history of Rome", "max_tokens": 400}"#);
+    t.send(b"\r");
+    t.expect("{\"token\"");
+    t.send(b"\x03");
+    let end = t.expect("}}\r\n");
+    assert!(end.contains("\"stop_reason\":\"cancelled\""), "{end:?}");
+
+    // Back to human mode.
+    t.send(b"{\"mode\":\"human\"}\r");
+    let banner = t.expect("> ");
+    assert!(banner.contains("/help"));
+    assert!(t.line("/help").contains("/reset"));
+    t.send(b"/mode json\r");
+    t.expect("{\"mode\":\"json\"}\r\n");
+    t.send(b"/mode human\r");
+    t.expect("/help lists the commands.\r\n> ");
+
+    t.shutdown.trigger();
+    t.finish().unwrap();
+}
+
+#[test]
+fn queue_full_and_shutting_down_are_reported() {
+    let (_engine, h) = start_engine(1);
+    let mut t = Terminal::connect(&h, 1024);
+    t.expect("> ");
+
+    // Occupy the engine (with a job that cannot end early).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    h.submit(Job {
+        prompt: h.prompt_ids(&Prompt::Text("Tell me".into())).unwrap(),
+        params: GenerateParams {
+            ignore_eos: true,
+            ..greedy(500, 512, 3)
+        },
+        sink: Box::new(move |ev| tx.send(ev).is_ok()),
+        cancel: Arc::clone(&cancel),
+    })
+    .expect("submit");
+    while h.stats.busy.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A question waits in the queue (and says so); Ctrl-C gives the prompt back at once.
+    t.send(
+        b"Hello?
+",
+    );
+    t.expect("[waiting for the engine: 1 request ahead]\r\n");
+    let pressed = Instant::now();
+    t.send(b"\x03");
+    assert_eq!(t.expect("\r\n> "), "^C\r\n[stopped]\r\n> ");
+    assert!(pressed.elapsed() < Duration::from_secs(2));
+    // The skipped job still holds the one queue slot until the engine reaches it.
+    let shown = t.line("Hello?");
+    assert!(shown.contains("[the request queue is full"), "{shown:?}");
+    t.send(b"/mode json\r");
+    t.expect("{\"mode\":\"json\"}\r\n");
+    t.send(b"{\"prompt\": \"Hello?\"}\r");
+    let line = t.expect("\r\n");
+    assert!(
+        line.starts_with("{\"error\":\"the request queue is full"),
+        "{line:?}"
+    );
+    cancel.store(true, Ordering::SeqCst);
+    while !matches!(
+        rx.recv_timeout(WAIT).unwrap(),
+        Event::Done(_) | Event::Failed(_)
+    ) {}
+    // The queue drains; the console answers again.
+    let deadline = Instant::now() + WAIT;
+    while h.stats.queue_depth.load(Ordering::SeqCst) + h.stats.busy.load(Ordering::SeqCst) > 0 {
+        assert!(Instant::now() < deadline, "the queue never drained");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    t.send(b"{\"prompt\": \"Hello?\", \"max_tokens\": 2}\r");
+    assert!(t.expect("}}\r\n").contains("\"done\":true"));
+
+    h.shutdown();
+    t.send(b"{\"prompt\": \"Hello?\"}\r");
+    let line = t.expect("\r\n");
+    assert!(line.contains("shutting down"), "{line:?}");
+    t.send(b"/mode human\r");
+    t.expect("> ");
+    assert!(t.line("Hello?").contains("[the server is shutting down]"));
+    t.shutdown.trigger();
+    t.finish().unwrap();
+}
+
+#[test]
+fn run_console_waits_for_a_missing_device_and_returns_on_shutdown() {
+    let (_engine, h) = start_engine(1);
+    let opts = SerialOptions {
+        device: std::env::temp_dir().join(format!("edgellm-no-such-tty-{}", std::process::id())),
+        baud: 115_200,
+        flow_control: FlowControl::None,
+        line_buffer: 1024,
+        board: None,
+    };
+    // Bad options are refused at once.
+    let bad = SerialOptions {
+        line_buffer: 10,
+        ..opts.clone()
+    };
+    assert!(matches!(
+        run_console(bad, h.clone(), Shutdown::new()),
+        Err(SerialError::LineBuffer { bytes: 10 })
+    ));
+    // A missing device is waited for, and shutdown ends the wait promptly.
+    let shutdown = Shutdown::new();
+    let console = {
+        let (h, shutdown) = (h.clone(), shutdown.clone());
+        std::thread::spawn(move || run_console(opts, h, shutdown))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!console.is_finished(), "gave up on a missing device");
+    let triggered = Instant::now();
+    shutdown.trigger();
+    console.join().unwrap().expect("Ok on shutdown");
+    assert!(triggered.elapsed() < Duration::from_millis(400));
+}

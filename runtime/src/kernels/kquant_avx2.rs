@@ -1,0 +1,310 @@
+//! AVX2 row dots for the weight types of K-quant files beyond Q4_0/Q4_1/Q8_0, for the
+//! [`Avx2`](super::KernelPath::Avx2) and [`Avx512`](super::KernelPath::Avx512) paths: Q4_K and
+//! Q6_K against Q8_K activations, and the 32-block types llama-quantize falls back to when rows
+//! are not a multiple of 256 (Q5_0 against Q8_0, Q5_1 against Q8_1; SmolLM2's Q4_K_M file is
+//! mostly Q5_0). Same shape as ggml's AVX2 kernels: unsigned levels times signed activations
+//! with `maddubs` (exact: at most 2 · 63 · 127 per pair), the sub-block scales applied with
+//! `madd`, and the minimum (Q4_K) or the offset 32 (Q6_K) taken from the activation `bsums` in
+//! the integers. One int-to-float conversion and one FMA per (super-)block; they differ from
+//! [`scalar`](super::scalar) only in the order of float additions.
+//!
+//! Every `unsafe fn` here requires AVX2, FMA and F16C; the safe entries are `pub(super)` and only
+//! stored in a [`Kernels`](super::Kernels) table built after the CPU check.
+
+// Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
+// pointer-free ones are safe inside `#[target_feature]` functions.
+#![allow(unused_unsafe)]
+
+use std::arch::x86_64::*;
+
+use crate::quant::k_quants::scale_min_k4;
+use crate::quant::{
+    fp16_to_fp32, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+};
+
+use super::row_dot_entry;
+
+row_dot_entry!(row_dot_q4_k, vec_dot_q4_k_q8_k, BlockQ4K, BlockQ8K);
+row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
+row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
+
+/// The sum of the eight f32 lanes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_f32x8(v: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; AVX is the caller's contract.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+}
+
+/// Loads 32 bytes from a 32-byte chunk of a block.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32<T>(bytes: &[T; 32]) -> __m256i {
+    // SAFETY: reads exactly the array's 32 one-byte elements (callers pass u8 or i8 arrays).
+    unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) }
+}
+
+/// The 32-byte chunk `k` of a byte array.
+#[inline(always)]
+fn chunk32<T, const N: usize>(a: &[T; N], k: usize) -> &[T; 32] {
+    a[32 * k..32 * k + 32]
+        .try_into()
+        .expect("chunk inside the block")
+}
+
+/// ggml's `vec_dot_q4_K_q8_K` with AVX2.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays owned by the
+    // blocks; AVX2/FMA are the caller's contract.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut acc = _mm256_setzero_ps();
+        let mut acc_m = _mm_setzero_ps();
+        for (xb, yb) in x.iter().zip(y) {
+            let mut scales = [0i16; 8];
+            let mut mins = [0i16; 8];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &xb.scales);
+                scales[j] = i16::from(sc);
+                mins[j] = i16::from(m);
+            }
+            // Σ_j m_j · (activation sum of sub-block j): the 16 bsums paired into 8 sub-block
+            // sums, times the mins.
+            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            );
+            let mins_v = _mm_loadu_si128(mins.as_ptr().cast());
+            let prod = _mm_madd_epi16(mins_v, q8s);
+
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q4bits = load32(chunk32(&xb.qs, j));
+                let q4l = _mm256_and_si256(q4bits, m4);
+                let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+                let q8l = load32(chunk32(&yb.qs, 2 * j));
+                let q8h = load32(chunk32(&yb.qs, 2 * j + 1));
+                let p16l = _mm256_madd_epi16(
+                    _mm256_set1_epi16(scales[2 * j]),
+                    _mm256_maddubs_epi16(q4l, q8l),
+                );
+                let p16h = _mm256_madd_epi16(
+                    _mm256_set1_epi16(scales[2 * j + 1]),
+                    _mm256_maddubs_epi16(q4h, q8h),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            let d = yb.d * fp16_to_fp32(xb.d);
+            let dmin = -yb.d * fp16_to_fp32(xb.dmin);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+        }
+        let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum_f32x8(acc) + _mm_cvtss_f32(m)
+    }
+}
+
+/// ggml's `vec_dot_q6_K_q8_K` with AVX2: the unsigned 6-bit levels times the activations, minus
+/// 32 times the activation sums (from `bsums`), each 16-value sub-block times its scale.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: as in `vec_dot_q4_k_q8_k`; the scale load reads the block's 16 `scales` bytes.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        let mut acc = _mm256_setzero_ps();
+        for (xb, yb) in x.iter().zip(y) {
+            let scales8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
+            let scales16 = _mm256_cvtepi8_epi16(scales8);
+            // Σ_j sc_j · (activation sum of sub-block j), times 32
+            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+            let mins = _mm256_slli_epi32(_mm256_madd_epi16(scales16, bsums), 5);
+
+            let mut sumi = _mm256_setzero_si256();
+            for n in 0..2 {
+                let ql1 = load32(chunk32(&xb.ql, 2 * n));
+                let ql2 = load32(chunk32(&xb.ql, 2 * n + 1));
+                let qh = load32(chunk32(&xb.qh, n));
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql2, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                        _mm256_and_si256(qh, m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+                    ),
+                ];
+                for (k, &qk) in q.iter().enumerate() {
+                    let q8 = load32(chunk32(&yb.qs, 4 * n + k));
+                    let p16 = _mm256_maddubs_epi16(qk, q8);
+                    // lanes 0..8 hold values 0..16 of the chunk (sub-block 8n + 2k), lanes
+                    // 8..16 values 16..32 (sub-block 8n + 2k + 1)
+                    let s = 8 * n + 2 * k;
+                    let sc = _mm256_set_m128i(
+                        _mm_set1_epi16(i16::from(xb.scales[s + 1])),
+                        _mm_set1_epi16(i16::from(xb.scales[s])),
+                    );
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+                }
+            }
+            let d = yb.d * fp16_to_fp32(xb.d);
+            acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(d),
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, mins)),
+                acc,
+            );
+        }
+        hsum_f32x8(acc)
+    }
+}
+
+/// The 32 five-bit levels (0..=31) of a Q5_0 / Q5_1 block as bytes in element order: the low
+/// nibbles (elements 0..16) in the low half, the high nibbles (16..32) in the high half, and
+/// bit 4 of element j from bit j of `qh` (ggml's `bytes_from_bits_32`: each byte of `qh`
+/// broadcast to 8 lanes, all bits but the lane's own set, compared with all ones).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    // SAFETY: the load reads the 16 bytes of `qs`; the rest is register-only.
+    unsafe {
+        let v = _mm_loadu_si128(qs.as_ptr().cast());
+        let nibbles = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(v, 4), v),
+            _mm256_set1_epi8(0x0F),
+        );
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(i32::from_le_bytes(qh)),
+            _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            ),
+        );
+        let own_bit_clear = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        let bit_set = _mm256_cmpeq_epi8(
+            _mm256_or_si256(spread, own_bit_clear),
+            _mm256_set1_epi64x(-1),
+        );
+        _mm256_or_si256(nibbles, _mm256_and_si256(bit_set, _mm256_set1_epi8(0x10)))
+    }
+}
+
+/// The 32 quants of a Q8 block.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_q8(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: reads exactly the 32 bytes of `qs`.
+    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+}
+
+/// Four f16 values (as bits, lane order) converted exactly to f32 (F16C).
+///
+/// # Safety
+/// F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x4(h: [u16; 4]) -> __m128 {
+    let bits = u64::from(h[0])
+        | (u64::from(h[1]) << 16)
+        | (u64::from(h[2]) << 32)
+        | (u64::from(h[3]) << 48);
+    // SAFETY: register-only intrinsics; F16C is the caller's contract.
+    unsafe { _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)) }
+}
+
+/// ggml's `vec_dot_q5_0_q8_0` with AVX2: levels minus 16 (signed -16..=15) times the
+/// activations with `maddubs` and the sign trick (exact while the activations avoid -128),
+/// one FMA per block (twin: [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
+    // caller's contract.
+    unsafe {
+        let sixteen = _mm256_set1_epi8(16);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        for (i, (xb, yb)) in x.iter().zip(y).enumerate() {
+            let q = _mm256_sub_epi8(q5_levels(&xb.qs, xb.qh), sixteen);
+            let a = load_q8(&yb.qs);
+            let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q));
+            let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+            let s = f16x4([xb.d.to_bits(), yb.d.to_bits(), 0, 0]); // [xd, yd, 0, 0]
+            let d = _mm256_broadcastss_ps(_mm_mul_ss(s, _mm_movehdup_ps(s)));
+            acc[i % 2] = _mm256_fmadd_ps(d, sumi, acc[i % 2]);
+        }
+        hsum_f32x8(_mm256_add_ps(acc[0], acc[1]))
+    }
+}
+
+/// ggml's `vec_dot_q5_1_q8_1` with AVX2: levels 0..=31 times the activations with `maddubs`
+/// (at most 2 · 31 · 128 per pair), one FMA per block, plus `m · s` per block (twin:
+/// [`scalar::vec_dot_q5_1_q8_1`](super::scalar::vec_dot_q5_1_q8_1)).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as in `vec_dot_q5_0_q8_0`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); 2];
+        // lane 1 collects Σ m·s
+        let mut acc_m = _mm_setzero_ps();
+        for (i, (xb, yb)) in x.iter().zip(y).enumerate() {
+            let q = q5_levels(&xb.qs, xb.qh);
+            let a = load_q8(&yb.qs);
+            let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, a), ones));
+            // [xd, xm, yd, ys] → [xd·yd, xm·ys, ..]
+            let s = f16x4([
+                xb.d.to_bits(),
+                xb.m.to_bits(),
+                yb.d.to_bits(),
+                yb.s.to_bits(),
+            ]);
+            let p = _mm_mul_ps(s, _mm_movehl_ps(s, s));
+            acc[i % 2] = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), sumi, acc[i % 2]);
+            acc_m = _mm_add_ps(acc_m, p);
+        }
+        hsum_f32x8(_mm256_add_ps(acc[0], acc[1])) + _mm_cvtss_f32(_mm_movehdup_ps(acc_m))
+    }
+}
