@@ -3,9 +3,10 @@
 #   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.85 at /usr/bin) with
 #     the arm64 std (libstd-rust-web-dev:arm64), gcc-aarch64-linux-gnu, libc6-dev-arm64-cross;
 #   - qemu-user, to run the aarch64 tests (tools/aarch64-test.sh);
-#   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (transport tests),
-#     time (/usr/bin/time measures peak RSS in the CLI tests);
-#   - the Python packages in tools/requirements-test.txt (the GGUF writer is checked with gguf).
+#   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (serial pseudo-terminal
+#     pairs), curl (socket API tests), time (/usr/bin/time measures peak RSS in the CLI tests);
+#   - the Python packages in tools/requirements-test.txt (gguf checks the GGUF writer; openai,
+#     httpx and pyserial are the real clients of `edgellm serve`).
 # The host Rust toolchain (rustup, with rustfmt and clippy) is expected to be on PATH already.
 #
 # Idempotent: when everything is installed it only asks dpkg-query and Python's package metadata
@@ -26,6 +27,7 @@ apt_packages=(
     qemu-user
     libclang-dev
     socat
+    curl
     time
     unzip
     ca-certificates
