@@ -9,7 +9,7 @@ use edgellm_models::{
     BeamParams, BeamSearch, GenerateParams, Generator, LoadOptions, LogitsWanted, Model,
     StateOptions, StopReason, TokenSink,
 };
-use edgellm_runtime::alloc_count::{allocations, CountingAllocator};
+use edgellm_runtime::alloc_count::{thread_allocations, CountingAllocator};
 use edgellm_runtime::chat_template::ChatMessage;
 use edgellm_runtime::kernels::Kernels;
 use edgellm_runtime::sampler::{log_softmax_in_place, SamplerConfig};
@@ -249,6 +249,8 @@ fn four_beams_equal_a_naive_reference() {
 
 /// After the first step (whose copies share the prompt), ten decode steps of four beams -
 /// proposals, ranking, cache copies, forward passes, finished hypotheses - allocate nothing.
+/// Counted on this thread, which runs the search: the other tests of this binary run in
+/// parallel and allocate (the forward pass's worker threads are covered by no_alloc_decode.rs).
 #[test]
 fn beam_steps_allocate_nothing() {
     let model = load(Kernels::from_env().expect("EDGELLM_KERNELS"));
@@ -269,7 +271,7 @@ fn beam_steps_allocate_nothing() {
                 ignore_eos: false,
             },
             &mut |_| {
-                marks[n_marks] = allocations();
+                marks[n_marks] = thread_allocations();
                 n_marks += 1;
                 true
             },
