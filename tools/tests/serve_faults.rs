@@ -17,6 +17,10 @@ use serde_json::Value;
 
 const ASK: &str = r#"{"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 6, "temperature": 0}"#;
 
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 fn health(sock: &Path) -> Value {
     let (status, body) = curl(sock, &["http://localhost/health"]);
     assert_eq!(status, 200, "{body}");
@@ -55,7 +59,7 @@ fn a_model_replaced_on_disk_serves_on_until_sighup_maps_the_new_file() {
     let model = dir.join("model.gguf");
     std::fs::copy(Serve::model_path(), &model).unwrap();
     let socket = dir.join("edgellm.sock");
-    let args: Vec<String> = [
+    let args = strings(&[
         "-m",
         model.to_str().unwrap(),
         "-t",
@@ -65,10 +69,7 @@ fn a_model_replaced_on_disk_serves_on_until_sighup_maps_the_new_file() {
         "--socket",
         socket.to_str().unwrap(),
         "--no-serial",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut serve = Serve::start_args(&args, Some(&socket));
     // Asked twice: the second answer comes through the prefix cache (the prompt's last token
     // evaluated alone rather than in a batch, which can round differently), the path every
@@ -127,7 +128,7 @@ fn after_sigkill_a_restart_replaces_the_stale_socket() {
         "a killed server cannot remove its socket file"
     );
 
-    let args: Vec<String> = [
+    let args = strings(&[
         "-t",
         "1",
         "--ctx",
@@ -135,10 +136,7 @@ fn after_sigkill_a_restart_replaces_the_stale_socket() {
         "--socket",
         socket.to_str().unwrap(),
         "--no-serial",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ]);
     let mut again = Serve::start_args(&args, Some(&socket));
     assert!(!answer(&socket).is_empty());
     assert!(again.sigterm().success());
