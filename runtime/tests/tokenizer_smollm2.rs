@@ -221,3 +221,17 @@ proptest! {
         prop_assert_eq!(render_special(tok, &ids), s);
     }
 }
+
+/// Found by the tokenizer fuzzer: SmolLM2's vocabulary has no token for 21 of the 256 byte-level
+/// characters (0x04 and 0x06 among them). Such a byte is dropped, as llama.cpp's BPE tokenizer
+/// drops a byte it cannot find; everything around it survives the round trip.
+#[test]
+fn bytes_without_a_token_are_dropped_like_llama_cpp() {
+    let tok = tokenizer();
+    let ids = tok.encode("pi\u{6}\0tal \u{4}ran", false, false).unwrap();
+    assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
+    assert_eq!(tok.decode(&ids), "pi\0tal ran");
+    // A byte the vocabulary has is kept.
+    let ids = tok.encode("pi\u{5}tal", false, false).unwrap();
+    assert_eq!(tok.decode(&ids), "pi\u{5}tal");
+}
