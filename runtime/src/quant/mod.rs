@@ -344,6 +344,35 @@ fn quantize_with<B: Block>(
     Ok(())
 }
 
+/// The smallest and largest value of a block, scanned as ggml's reference quantizers scan it
+/// (Q4_1, Q5_1), so ties and signed zeros resolve the same way.
+fn block_min_max(xb: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in xb {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// The value of largest magnitude in a block, sign kept, first one on ties (Q4_0, Q5_0).
+fn block_signed_absmax(xb: &[f32]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in xb {
+        if amax < v.abs() {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    max
+}
+
 /// Panics unless `x` holds exactly `n_blocks` blocks of `qk` values: the typed row functions'
 /// precondition, a programming error (callers size both buffers from the same row length).
 #[inline]

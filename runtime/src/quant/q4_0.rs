@@ -3,7 +3,7 @@
 
 use super::blocks::{BlockQ4_0, QK4_0};
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::{assert_row, c_f32_to_i8};
+use super::{assert_row, block_signed_absmax, c_f32_to_i8};
 
 /// Quantizes `x` into `y` exactly as ggml's reference: the scale comes from the value of largest
 /// magnitude, sign included (the first one on ties), so that value maps to -8 and the other
@@ -15,14 +15,7 @@ use super::{assert_row, c_f32_to_i8};
 pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0]) {
     assert_row("quantize_row_q4_0", x.len(), y.len(), QK4_0);
     for (xb, yb) in x.chunks_exact(QK4_0).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = block_signed_absmax(xb);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);

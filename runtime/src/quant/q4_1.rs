@@ -3,7 +3,7 @@
 
 use super::blocks::{BlockQ4_1, QK4_1};
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::{assert_row, c_f32_to_i8};
+use super::{assert_row, block_min_max, c_f32_to_i8};
 
 /// Quantizes `x` into `y` exactly as ggml's reference: `m = min`, `d = (max - min) / 15`,
 /// `q = min(15, (int8)((x - min) / d + 0.5))`.
@@ -13,16 +13,7 @@ use super::{assert_row, c_f32_to_i8};
 pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1]) {
     assert_row("quantize_row_q4_1", x.len(), y.len(), QK4_1);
     for (xb, yb) in x.chunks_exact(QK4_1).zip(y.iter_mut()) {
-        let mut min = f32::MAX;
-        let mut max = -f32::MAX;
-        for &v in xb {
-            if v < min {
-                min = v;
-            }
-            if v > max {
-                max = v;
-            }
-        }
+        let (min, max) = block_min_max(xb);
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);

@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::{assert_row, c_f32_to_i8};
+use super::{assert_row, block_signed_absmax, c_f32_to_i8};
 
 /// Elements per Q5_0 block.
 pub const QK5_0: usize = 32;
@@ -30,14 +30,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0]) {
     assert_row("quantize_row_q5_0", x.len(), y.len(), QK5_0);
     for (xb, yb) in x.chunks_exact(QK5_0).zip(y.iter_mut()) {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in xb {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let max = block_signed_absmax(xb);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);

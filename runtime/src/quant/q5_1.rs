@@ -4,7 +4,7 @@
 use half::f16;
 
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::{assert_row, c_f32_to_i8};
+use super::{assert_row, block_min_max, c_f32_to_i8};
 
 /// Elements per Q5_1 block.
 pub const QK5_1: usize = 32;
@@ -28,16 +28,7 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1]) {
     assert_row("quantize_row_q5_1", x.len(), y.len(), QK5_1);
     for (xb, yb) in x.chunks_exact(QK5_1).zip(y.iter_mut()) {
-        let mut min = f32::MAX;
-        let mut max = -f32::MAX;
-        for &v in xb {
-            if v < min {
-                min = v;
-            }
-            if v > max {
-                max = v;
-            }
-        }
+        let (min, max) = block_min_max(xb);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb.d = fp32_to_fp16(d);
