@@ -5,31 +5,10 @@
 
 mod common;
 
-use edgellm_models::perplexity::perplexity;
-use edgellm_models::StateOptions;
 use edgellm_runtime::GgmlType;
 
-const TEXT: &str = "/usr/share/common-licenses/GPL-3";
-
 fn edgellm_ppl(ty: GgmlType, ctx: usize) -> f64 {
-    let model = common::load(&common::derived_model(ty));
-    let text = std::fs::read_to_string(TEXT).expect("GPL-3 text (Debian base-files)");
-    let tokens = model.tokenizer.encode(&text, true, false).unwrap();
-    assert_eq!(
-        tokens.len(),
-        7639,
-        "llama.cpp tokenizes GPL-3 into 7639 tokens"
-    );
-    let mut state = model
-        .new_state(StateOptions {
-            n_ctx: ctx,
-            n_batch: ctx,
-            all_logits: true,
-            ..Default::default()
-        })
-        .unwrap();
-    let nll = perplexity(&model, &mut state, &tokens, None, &mut |_, _, _| {}).unwrap();
-    nll.ppl().0
+    common::gpl3_perplexity(&common::load(&common::derived_model(ty)), ctx)
 }
 
 fn check(ty: GgmlType, ctx: usize) {

@@ -11,14 +11,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use edgellm_models::perplexity::perplexity;
 use edgellm_models::quantize::{quantize_file, QuantizeTarget};
-use edgellm_models::StateOptions;
 use edgellm_runtime::gguf::Gguf;
 use edgellm_runtime::mmap::MappedFile;
 
 const TARGETS: [&str; 3] = ["Q4_K_M", "Q5_K_M", "Q6_K"];
-const TEXT: &str = "/usr/share/common-licenses/GPL-3";
 
 fn fixture() -> serde_json::Value {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kquant_tensor_sha256.json");
@@ -75,19 +72,7 @@ fn kquant_files_equal_llama_quantize_tensor_for_tensor() {
 }
 
 fn edgellm_ppl(path: &Path, ctx: usize) -> f64 {
-    let model = common::load(path);
-    let text = std::fs::read_to_string(TEXT).expect("GPL-3 text (Debian base-files)");
-    let tokens = model.tokenizer.encode(&text, true, false).unwrap();
-    let mut state = model
-        .new_state(StateOptions {
-            n_ctx: ctx,
-            n_batch: ctx,
-            all_logits: true,
-            ..Default::default()
-        })
-        .unwrap();
-    let nll = perplexity(&model, &mut state, &tokens, None, &mut |_, _, _| {}).unwrap();
-    nll.ppl().0
+    common::gpl3_perplexity(&common::load(path), ctx)
 }
 
 fn check_ppl(name: &'static str, ctx: usize) {

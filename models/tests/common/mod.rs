@@ -91,3 +91,30 @@ pub fn load_with(path: &Path, kernels: Kernels) -> Model {
     )
     .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
+
+/// The text both perplexity tests score (Debian's base-files ships it; llama.cpp's figures in
+/// shared/reference were computed on it).
+pub const GPL3: &str = "/usr/share/common-licenses/GPL-3";
+
+/// The GPL-3 text's perplexity under `model` at context `ctx`, llama.cpp's method.
+pub fn gpl3_perplexity(model: &Model, ctx: usize) -> f64 {
+    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (Debian base-files)");
+    let tokens = model.tokenizer.encode(&text, true, false).unwrap();
+    assert_eq!(
+        tokens.len(),
+        7639,
+        "llama.cpp tokenizes GPL-3 into 7639 tokens"
+    );
+    let mut state = model
+        .new_state(edgellm_models::StateOptions {
+            n_ctx: ctx,
+            n_batch: ctx,
+            all_logits: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let nll =
+        edgellm_models::perplexity::perplexity(model, &mut state, &tokens, None, &mut |_, _, _| {})
+            .unwrap();
+    nll.ppl().0
+}
