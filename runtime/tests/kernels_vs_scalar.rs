@@ -202,6 +202,20 @@ fn rows<W: std::fmt::Debug, A: std::fmt::Debug>(
     })
 }
 
+/// Two weight rows of `n` blocks and one activation row of `n` blocks.
+fn two_rows<W: std::fmt::Debug, A: std::fmt::Debug>(
+    w: impl Strategy<Value = W> + Clone,
+    a: impl Strategy<Value = A> + Clone,
+) -> impl Strategy<Value = (Vec<W>, Vec<W>, Vec<A>)> {
+    n_blocks().prop_flat_map(move |n| {
+        (
+            prop::collection::vec(w.clone(), n),
+            prop::collection::vec(w.clone(), n),
+            prop::collection::vec(a.clone(), n),
+        )
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Σ|terms|: the scale of the rounding error any summation order may make
 
@@ -328,6 +342,34 @@ fn check_vs_scalar<W: Block, A: Block>(
     Ok(())
 }
 
+/// Every path's two-row `ty` dot (where it has one) equals its one-row dot on each row, bit
+/// for bit; the one-row dots are checked against the scalar ones above.
+fn check_two_rows<W: Block, A: Block>(
+    ty: GgmlType,
+    w0: &[W],
+    w1: &[W],
+    a: &[A],
+) -> Result<(), TestCaseError> {
+    let (b0, b1, ab) = (
+        quant::block_bytes(w0),
+        quant::block_bytes(w1),
+        quant::block_bytes(a),
+    );
+    for k in all_kernels() {
+        let Some(dot2) = k.row_dot2(ty) else { continue };
+        let dot = k.row_dot(ty).expect("kernel");
+        let got = dot2(b0, b1, ab);
+        let want = [dot(b0, ab), dot(b1, ab)];
+        prop_assert!(
+            got[0].to_bits() == want[0].to_bits() && got[1].to_bits() == want[1].to_bits(),
+            "{} {ty} two rows over {} blocks: {got:?}, one by one {want:?}",
+            k.path(),
+            w0.len() * W::ELEMS / 32,
+        );
+    }
+    Ok(())
+}
+
 /// Integer sums are exact, so only float rounding of at most ~50 per-block terms differs.
 const INT_REL: f64 = 1e-5;
 /// Float dots: f32 lanes against the scalar f64 sum.
@@ -346,6 +388,17 @@ proptest! {
     #[test]
     fn q4_0_q8_0_matches_scalar((w, a) in rows(block_q4_0(), block_q8_0_act(), 1)) {
         check_vs_scalar(GgmlType::Q4_0, &w, &a, abs_terms_q4_0(&w, &a), INT_REL)?;
+    }
+
+    #[test]
+    fn two_row_dots_equal_one_row_dots(
+        (w0, w1, a) in two_rows(block_q4_0(), block_q8_0_act()),
+        (v0, v1, b) in two_rows(block_q4_1(), block_q8_1_act()),
+        (u0, u1, c) in two_rows(block_q8_0_weight(), block_q8_0_act()),
+    ) {
+        check_two_rows(GgmlType::Q4_0, &w0, &w1, &a)?;
+        check_two_rows(GgmlType::Q4_1, &v0, &v1, &b)?;
+        check_two_rows(GgmlType::Q8_0, &u0, &u1, &c)?;
     }
 
     #[test]

@@ -103,16 +103,40 @@ pub fn matmul(
             }
         }
     }
+    let rb = w.row_bytes();
+    if rb == 0 || arb == 0 {
+        return Err(KernelError::UnsupportedType(w.ty));
+    }
+    let dot2 = kernels.row_dot2(w.ty);
     pool.run(&|index, n_threads| {
         let (r0, r1) = split_range(rows, index, n_threads, 4);
-        for r in r0..r1 {
-            let wrow = w.row(r);
-            for t in 0..nb {
-                let v = dot(wrow, &act[t * arb..(t + 1) * arb]);
+        let slab = &w.data[r0 * rb..r1 * rb];
+        // Pairs of rows through the two-row kernel where the path has one, then the rest one
+        // by one; the weight rows outermost so they are read once for the whole batch.
+        let mut r = r0;
+        if let Some(dot2) = dot2 {
+            for pair in slab.chunks_exact(2 * rb) {
+                let (w0, w1) = pair.split_at(rb);
+                for (t, a) in act.chunks_exact(arb).take(nb).enumerate() {
+                    let [v0, v1] = dot2(w0, w1, a);
+                    // SAFETY: rows `r` and `r + 1` belong to this worker alone, so these
+                    // elements are written by no other thread.
+                    unsafe {
+                        shared.write(t * rows + r, v0);
+                        shared.write(t * rows + r + 1, v1);
+                    }
+                }
+                r += 2;
+            }
+        }
+        for wrow in slab[(r - r0) * rb..].chunks_exact(rb) {
+            for (t, a) in act.chunks_exact(arb).take(nb).enumerate() {
+                let v = dot(wrow, a);
                 // SAFETY: row `r` belongs to this worker alone, so `t * rows + r` is written by
                 // no other thread.
                 unsafe { shared.write(t * rows + r, v) };
             }
+            r += 1;
         }
     });
     Ok(())

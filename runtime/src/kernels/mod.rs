@@ -197,6 +197,11 @@ pub enum KernelError {
 /// One weight row (bytes of its blocks) dotted with one activation row (bytes of its blocks).
 pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
 
+/// Two weight rows dotted with one activation row: `[w0 · a, w1 · a]`, each equal to the
+/// path's [`RowDot`] bit for bit (same per-row order of operations), with the activation's
+/// loads and scale conversions shared by both rows.
+pub type RowDot2 = fn(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2];
+
 /// Quantizes one f32 row into Q8_0 activation blocks (`x.len() == 32 * y.len()`).
 type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
 /// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
@@ -219,6 +224,10 @@ pub struct Kernels {
     f16: RowDot,
     f32: RowDot,
     bf16: RowDot,
+    /// Two-row dots where a path has them (decode is bound by per-row work on small cores).
+    q4_0x2: Option<RowDot2>,
+    q4_1x2: Option<RowDot2>,
+    q8_0x2: Option<RowDot2>,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
     quantize_q8_k: QuantizeQ8K,
@@ -296,6 +305,9 @@ impl Kernels {
                 q6_k: kquant_neon::row_dot_q6_k,
                 q5_0: kquant_neon::row_dot_q5_0,
                 q5_1: kquant_neon::row_dot_q5_1,
+                q4_0x2: Some(neon::row_dot2_q4_0),
+                q4_1x2: Some(neon::row_dot2_q4_1),
+                q8_0x2: Some(neon::row_dot2_q8_0),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -309,6 +321,9 @@ impl Kernels {
                 q6_k: kquant_neon::row_dot_q6_k_dotprod,
                 q5_0: kquant_neon::row_dot_q5_0_dotprod,
                 q5_1: kquant_neon::row_dot_q5_1_dotprod,
+                q4_0x2: Some(neon::row_dot2_q4_0_dotprod),
+                q4_1x2: Some(neon::row_dot2_q4_1_dotprod),
+                q8_0x2: Some(neon::row_dot2_q8_0_dotprod),
                 ..Kernels::new(KernelPath::Neon)?
             },
             #[allow(unreachable_patterns)]
@@ -340,6 +355,9 @@ impl Kernels {
             f16: row_dot_f16_scalar,
             f32: row_dot_f32_scalar,
             bf16: row_dot_bf16_scalar,
+            q4_0x2: None,
+            q4_1x2: None,
+            q8_0x2: None,
             quantize_q8_0: quant::quantize_row_q8_0,
             quantize_q8_1: quant::quantize_row_q8_1,
             quantize_q8_k: quant::quantize_row_q8_k,
@@ -387,6 +405,17 @@ impl Kernels {
         act.row_bytes(n as u64)
             .map(|b| b as usize)
             .ok_or(KernelError::UnsupportedType(weight))
+    }
+
+    /// The two-row dot for weights of type `weight`, where this path has one (same input
+    /// rules as [`row_dot`](Kernels::row_dot), same results bit for bit).
+    pub fn row_dot2(&self, weight: GgmlType) -> Option<RowDot2> {
+        match weight {
+            GgmlType::Q4_0 => self.q4_0x2,
+            GgmlType::Q4_1 => self.q4_1x2,
+            GgmlType::Q8_0 => self.q8_0x2,
+            _ => None,
+        }
     }
 
     /// The row-dot function for weights of type `weight`.
@@ -452,6 +481,23 @@ impl Kernels {
 /// The entry is `pub(super)` in its ISA module and stored only by [`Kernels::new`], after
 /// [`KernelPath::is_supported`] confirmed the features the kernel enables: holding the table is
 /// the proof that calling it is sound.
+/// Like [`row_dot_entry`], for a two-row kernel `$kernel(w0, w1, a) -> [f32; 2]`.
+#[cfg_attr(not(target_arch = "aarch64"), allow(unused_macros))]
+macro_rules! row_dot2_entry {
+    ($name:ident, $kernel:path, $w:ty, $a:ty) => {
+        #[doc = concat!("`", stringify!($kernel), "` over the bytes of three rows (NaN if they are not whole, aligned blocks).")]
+        pub(super) fn $name(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2] {
+            match (super::cast_pair::<$w, $a>(w0, a), crate::quant::blocks::<$w>(w1)) {
+                // SAFETY: as for `row_dot_entry`.
+                (Some((w0, a)), Ok(w1)) => unsafe { $kernel(w0, w1, a) },
+                _ => [f32::NAN; 2],
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // unused on architectures without two-row kernels
+pub(crate) use row_dot2_entry;
+
 macro_rules! row_dot_entry {
     ($name:ident, $kernel:path, $w:ty, $a:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` over the bytes of two rows (NaN if they are not whole, aligned blocks).")]

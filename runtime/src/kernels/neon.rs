@@ -30,7 +30,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::{quantize_q8_groups, row_dot_entry, GROUP};
+use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
@@ -52,6 +52,27 @@ row_dot_entry!(
 row_dot_entry!(
     row_dot_q8_0_dotprod,
     vec_dot_q8_0_q8_0_dotprod,
+    BlockQ8_0,
+    BlockQ8_0
+);
+row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+row_dot2_entry!(row_dot2_q4_1, vec_dot2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+row_dot2_entry!(row_dot2_q8_0, vec_dot2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+row_dot2_entry!(
+    row_dot2_q4_0_dotprod,
+    vec_dot2_q4_0_q8_0_dotprod,
+    BlockQ4_0,
+    BlockQ8_0
+);
+row_dot2_entry!(
+    row_dot2_q4_1_dotprod,
+    vec_dot2_q4_1_q8_1_dotprod,
+    BlockQ4_1,
+    BlockQ8_1
+);
+row_dot2_entry!(
+    row_dot2_q8_0_dotprod,
+    vec_dot2_q8_0_q8_0_dotprod,
     BlockQ8_0,
     BlockQ8_0
 );
@@ -273,6 +294,31 @@ macro_rules! dot_blocks {
     }};
 }
 
+/// [`dot_blocks!`] for two weight rows `$x0`, `$x1` against one activation row: each row's
+/// blocks go through exactly the accumulators and order `dot_blocks!` gives them (so the
+/// results equal two single-row calls bit for bit), interleaved so that the activation block
+/// is loaded once for both.
+macro_rules! dot_blocks2 {
+    ($x0:expr, $x1:expr, $y:expr, $zero:expr, $block:path) => {{
+        let n = $x0.len().min($x1.len()).min($y.len());
+        let (x0, x1, y) = (&$x0[..n], &$x1[..n], &$y[..n]);
+        let (mut a0, mut a1, mut b0, mut b1) = ($zero, $zero, $zero, $zero);
+        let pairs = n / 2;
+        for i in 0..pairs {
+            let (j, k) = (2 * i, 2 * i + 1);
+            a0 = $block(&x0[j], &y[j], a0);
+            b0 = $block(&x1[j], &y[j], b0);
+            a1 = $block(&x0[k], &y[k], a1);
+            b1 = $block(&x1[k], &y[k], b1);
+        }
+        if n % 2 == 1 {
+            a0 = $block(&x0[n - 1], &y[n - 1], a0);
+            b0 = $block(&x1[n - 1], &y[n - 1], b0);
+        }
+        ((a0, a1), (b0, b1))
+    }};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Int dots: one generic body per pair, instantiated with and without dot product
 
@@ -284,6 +330,7 @@ macro_rules! int_dot_pair {
     (
         $(#[$doc:meta])*
         $plain:ident / $dotprod:ident, $block_plain:ident / $block_dotprod:ident,
+        x2: $plain2:ident / $dotprod2:ident,
         $w:ty, $a:ty, $acc:ty, zero: $zero:expr, finish: $finish:path, plain: $dot_plain:ident,
         |$x:ident, $y:ident, $acc_in:ident, $dot:ident| $body:block
     ) => {
@@ -337,6 +384,32 @@ macro_rules! int_dot_pair {
                 $finish(a0, a1)
             }
         }
+
+        /// Two rows at once (see [`dot_blocks2!`]), NEON only.
+        ///
+        /// # Safety
+        /// NEON must be available.
+        #[target_feature(enable = "neon")]
+        pub(super) unsafe fn $plain2(x0: &[$w], x1: &[$w], y: &[$a]) -> [f32; 2] {
+            // SAFETY: the per-block helper needs exactly our features.
+            unsafe {
+                let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, $zero, $block_plain);
+                [$finish(a0, a1), $finish(b0, b1)]
+            }
+        }
+
+        /// Two rows at once (see [`dot_blocks2!`]), with dot product.
+        ///
+        /// # Safety
+        /// NEON and the dot-product extension must be available.
+        #[target_feature(enable = "neon,dotprod")]
+        pub(super) unsafe fn $dotprod2(x0: &[$w], x1: &[$w], y: &[$a]) -> [f32; 2] {
+            // SAFETY: the per-block helper needs exactly our features.
+            unsafe {
+                let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, $zero, $block_dotprod);
+                [$finish(a0, a1), $finish(b0, b1)]
+            }
+        }
     };
 }
 
@@ -366,6 +439,7 @@ int_dot_pair! {
     /// Σ (q4 - 8) · q8 per block, times both scales (twin:
     /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
     vec_dot_q4_0_q8_0 / vec_dot_q4_0_q8_0_dotprod, block_q4_0_q8_0 / block_q4_0_q8_0_dotprod,
+    x2: vec_dot2_q4_0_q8_0 / vec_dot2_q4_0_q8_0_dotprod,
     BlockQ4_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_small,
     |x, y, acc, dot| {
@@ -378,6 +452,7 @@ int_dot_pair! {
     /// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
     /// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
     vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_dotprod, block_q4_1_q8_1 / block_q4_1_q8_1_dotprod,
+    x2: vec_dot2_q4_1_q8_1 / vec_dot2_q4_1_q8_1_dotprod,
     BlockQ4_1, BlockQ8_1, (float32x4_t, float32x2_t),
     zero: (vdupq_n_f32(0.0), vdup_n_f32(0.0)), finish: finish_q4_1, plain: dot_small,
     |x, y, acc, dot| {
@@ -391,6 +466,7 @@ int_dot_pair! {
     /// Σ q8 · q8 per block, times both scales (twin:
     /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
     vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_dotprod, block_q8_0_q8_0 / block_q8_0_q8_0_dotprod,
+    x2: vec_dot2_q8_0_q8_0 / vec_dot2_q8_0_q8_0_dotprod,
     BlockQ8_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_i8,
     |x, y, acc, dot| {
