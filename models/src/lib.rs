@@ -15,6 +15,7 @@
 
 pub mod arch;
 pub mod beam;
+pub mod cards;
 pub mod chat;
 pub mod error;
 pub mod forward;
@@ -29,6 +30,7 @@ pub mod weights;
 
 pub use arch::Arch;
 pub use beam::{Beam, BeamOutcome, BeamParams, BeamSearch};
+pub use cards::{CardError, ModelCard};
 pub use chat::ChatFormat;
 pub use error::ModelError;
 pub use forward::LogitsWanted;

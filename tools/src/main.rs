@@ -5,9 +5,11 @@
 mod bench;
 mod cli_model;
 mod inspect;
+mod list;
 mod perplexity;
 mod plan;
 mod progress;
+mod pull;
 mod quantize;
 mod run;
 mod serve;
@@ -37,6 +39,10 @@ enum Command {
     Inspect(inspect::Args),
     /// The memory a model will take at a context length, and whether it fits a board.
     Plan(plan::Args),
+    /// Fetch a known model (see `list`) into the models folder, sha256-checked.
+    Pull(pull::Args),
+    /// The known models and which of them are in the models folder.
+    List(list::Args),
     /// Convert a GGUF file to another weight type (F32, F16, Q8_0, Q4_0, Q4_1).
     Quantize(quantize::Args),
     /// Generate text from a prompt.
@@ -66,6 +72,8 @@ fn main() {
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Plan(a) => plan::main(a),
+        Command::Pull(a) => pull::main(a),
+        Command::List(a) => list::main(a),
         Command::Quantize(a) => quantize::main(a),
         Command::Run(a) => run::main(a),
         Command::Chat(a) => run::chat_main(a),

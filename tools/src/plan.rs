@@ -1,19 +1,32 @@
 //! `edgellm plan`: the memory a model will take at a context length, computed by the same
 //! `StateLayout` the runtime allocates from, and whether it fits a board's budget.
+//!
+//! The model is a GGUF file, or a model card name (the pulled file when present, else the
+//! card's shape and size); with `--board` and no model, every card is planned for that board.
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use edgellm_models::StateLayout;
+use edgellm_hal::board::BoardConfig;
+use edgellm_models::cards::{self, ModelCard, CARDS};
+use edgellm_models::{KvType, LoadOptions, Model, StateLayout, StateOptions};
 use serde_json::json;
 
 use crate::cli_model::ModelArgs;
+use crate::pull::models_dir;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF model file (or `-m`).
+    /// GGUF model file (or `-m`), or a model card name (see `edgellm list`). With `--board` and
+    /// no model: every card, at its recommended context, on that board.
     #[arg(value_name = "MODEL")]
-    pub model_file: Option<std::path::PathBuf>,
+    pub model_file: Option<String>,
     #[command(flatten)]
     pub opts: ModelArgs,
+    /// Models folder where pulled cards are looked for (default: $EDGELLM_MODELS, else
+    /// ./models/gguf).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// One JSON object: weights_bytes, kv_bytes, scratch_bytes, total_bytes, budget_bytes, fits.
     #[arg(long)]
     pub json: bool,
@@ -31,58 +44,210 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
 }
 
-pub fn main(mut args: Args) -> Result<()> {
-    if args.model_file.is_some() {
-        args.opts.model = args.model_file.clone();
+/// Where a plan's figures come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Basis {
+    /// The GGUF file: exact.
+    File,
+    /// A card without its file: weights from the card's size (unknown when not pinned),
+    /// scratch estimated without the tokenizer tables.
+    Card,
+}
+
+/// The memory figures of one model at one context.
+struct Figures {
+    weights: Option<u64>,
+    kv: u64,
+    /// Activations, logits and (from a file) the tokenizer tables.
+    scratch: u64,
+    /// Tokenizer tables, included in `scratch`; known only from a file.
+    vocab: Option<u64>,
+    basis: Basis,
+}
+
+impl Figures {
+    fn from_model(model: &Model, sopts: &StateOptions) -> Result<Figures> {
+        let layout = StateLayout::new(&model.hparams, &model.weights, sopts)?;
+        let vocab = model.tokenizer.heap_bytes() as u64;
+        Ok(Figures {
+            weights: Some(model.mapped_bytes() as u64),
+            kv: layout.kv_bytes as u64,
+            scratch: layout.scratch_bytes() as u64 + vocab,
+            vocab: Some(vocab),
+            basis: Basis::File,
+        })
     }
+
+    fn from_card(card: &ModelCard, sopts: &StateOptions) -> Result<Figures> {
+        let layout = card.shape.state_layout(sopts)?;
+        Ok(Figures {
+            weights: card.size_bytes,
+            kv: layout.kv_bytes as u64,
+            scratch: layout.scratch_bytes() as u64,
+            vocab: None,
+            basis: Basis::Card,
+        })
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.weights.map(|w| w + self.kv + self.scratch)
+    }
+
+    /// Known when the total is, or when the KV cache and scratch alone exceed the budget.
+    fn fits(&self, budget: Option<u64>) -> Option<bool> {
+        let b = budget?;
+        match self.total() {
+            Some(t) => Some(t <= b),
+            None if self.kv + self.scratch > b => Some(false),
+            None => None,
+        }
+    }
+}
+
+/// A file path given as the model, else the card it names.
+enum Target {
+    File(PathBuf),
+    Card(&'static ModelCard),
+}
+
+fn resolve(name: &str) -> Result<Target> {
+    let path = Path::new(name);
+    if path.exists() {
+        return Ok(Target::File(path.to_path_buf()));
+    }
+    match cards::find(name) {
+        Ok(card) => Ok(Target::Card(card)),
+        // Something that looks like a path: let the loader say the file is missing.
+        Err(_) if name.contains('/') || name.ends_with(".gguf") => {
+            Ok(Target::File(path.to_path_buf()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn main(mut args: Args) -> Result<()> {
+    match args.model_file.clone() {
+        Some(name) => match resolve(&name)? {
+            Target::File(path) => {
+                args.opts.model = Some(path);
+                plan_file(&args, None)
+            }
+            Target::Card(card) => plan_card(&mut args, card),
+        },
+        None if args.opts.model.is_none() && args.opts.board.is_some() => plan_board(&args),
+        None => plan_file(&args, None),
+    }
+}
+
+/// A card: its pulled file when present and runnable, else the card's own figures.
+fn plan_card(args: &mut Args, card: &'static ModelCard) -> Result<()> {
+    let board = args.opts.board()?;
+    let path = models_dir(args.dir.as_deref()).join(card.file_name);
+    if args.opts.ctx.is_none() {
+        let board_ctx = board.as_ref().map(|b| b.model.context_length as usize);
+        args.opts.ctx = Some(card.context_for(board_ctx));
+    }
+    if path.is_file() && card.runs_here() {
+        args.opts.model = Some(path);
+        return plan_file(args, Some(card));
+    }
+    let n_ctx = args
+        .opts
+        .ctx
+        .unwrap_or(card.context)
+        .min(card.shape.n_ctx_train);
+    // The same thread count a plan from the file gets (the flag, else the board's, at most
+    // this machine's cores).
+    let threads = args.opts.threads(board.as_ref())?;
+    let sopts = StateOptions {
+        n_ctx,
+        n_batch: args.opts.batch.max(1),
+        kv_type: args.opts.kv_type(board.as_ref())?,
+        all_logits: false,
+        n_threads: threads,
+    };
+    let figures = Figures::from_card(card, &sopts)?;
+    let label = format!("{} (card; {} not present)", card.name, path.display());
+    report(
+        args.json,
+        &label,
+        Some(card),
+        &sopts,
+        &figures,
+        board.as_ref(),
+    )
+}
+
+/// A GGUF file: load it (mapped, not read) and size the state exactly.
+fn plan_file(args: &Args, card: Option<&ModelCard>) -> Result<()> {
     let (model, board) = args.opts.load()?;
     let sopts = args.opts.state_options(&model, board.as_ref(), false)?;
-    let layout = StateLayout::new(&model.hparams, &model.weights, &sopts)?;
-    let weights = model.mapped_bytes() as u64;
-    let kv = layout.kv_bytes as u64;
-    let vocab = model.tokenizer.heap_bytes() as u64;
-    let scratch = layout.scratch_bytes() as u64 + vocab;
-    let total = weights + kv + scratch;
-    let (budget, budget_source) = match &board {
+    let figures = Figures::from_model(&model, &sopts)?;
+    let label = format!("{} ({})", model.name, model.path().display());
+    report(args.json, &label, card, &sopts, &figures, board.as_ref())
+}
+
+fn budget_of(board: Option<&BoardConfig>) -> (Option<u64>, String) {
+    match board {
         Some(b) => (Some(b.memory.budget_bytes), format!("board {}", b.name)),
         None => (
             host_available_bytes(),
             "this machine's available memory".to_string(),
         ),
-    };
-    let fits = budget.map(|b| total <= b);
+    }
+}
+
+fn report(
+    as_json: bool,
+    label: &str,
+    card: Option<&ModelCard>,
+    sopts: &StateOptions,
+    f: &Figures,
+    board: Option<&BoardConfig>,
+) -> Result<()> {
+    let (budget, budget_source) = budget_of(board);
+    let fits = f.fits(budget);
     let reason = match (fits, budget) {
         (Some(false), Some(b)) => {
-            let over = total - b;
-            let kv_per_tok = kv / sopts.n_ctx.max(1) as u64;
-            let ctx_fit = if weights + scratch < b && kv_per_tok > 0 {
-                (b - weights - scratch) / kv_per_tok
+            let needed = f.kv + f.scratch + f.weights.unwrap_or(0);
+            let kv_per_tok = f.kv / sopts.n_ctx.max(1) as u64;
+            let fixed = f.weights.unwrap_or(0) + f.scratch;
+            let ctx_fit = if fixed < b && kv_per_tok > 0 {
+                (b - fixed) / kv_per_tok
             } else {
                 0
             };
             Some(format!(
-                "needs {} but the budget of {budget_source} is {} ({} over); weights alone are {}{}",
-                mib(total),
+                "needs {}{} but the budget of {budget_source} is {} ({} over){}{}",
+                if f.weights.is_none() { "at least " } else { "" },
+                mib(needed),
                 mib(b),
-                mib(over),
-                mib(weights),
-                if ctx_fit > 0 { format!("; a context of at most {ctx_fit} tokens would fit") } else { String::new() }
+                mib(needed - b),
+                f.weights
+                    .map_or(String::new(), |w| format!("; weights alone are {}", mib(w))),
+                if ctx_fit > 0 {
+                    format!("; a context of at most {ctx_fit} tokens would fit")
+                } else {
+                    String::new()
+                }
             ))
         }
         _ => None,
     };
-    if args.json {
+    if as_json {
         let out = json!({
-            "model": model.path().display().to_string(),
+            "model": label,
+            "card": card.map(|c| c.name),
+            "basis": if f.basis == Basis::File { "file" } else { "card" },
             "n_ctx": sopts.n_ctx,
             "n_batch": sopts.n_batch,
             "kv_type": sopts.kv_type.name(),
-            "threads": model.n_threads(),
-            "weights_bytes": weights,
-            "kv_bytes": kv,
-            "scratch_bytes": scratch,
-            "vocab_bytes": vocab,
-            "total_bytes": total,
+            "threads": sopts.n_threads,
+            "weights_bytes": f.weights,
+            "kv_bytes": f.kv,
+            "scratch_bytes": f.scratch,
+            "vocab_bytes": f.vocab,
+            "total_bytes": f.total(),
             "budget_bytes": budget,
             "budget_source": budget_source,
             "fits": fits,
@@ -91,34 +256,49 @@ pub fn main(mut args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("model:       {} ({})", model.name, model.path().display());
+    println!("model:       {label}");
     println!(
         "context:     {} tokens, KV {} , batch {}, {} threads",
         sopts.n_ctx,
         sopts.kv_type.name(),
         sopts.n_batch,
-        model.n_threads()
+        sopts.n_threads
     );
-    println!(
-        "weights:     {:>12} bytes  {:>10}  (memory-mapped, shared with the page cache)",
-        weights,
-        mib(weights)
-    );
-    println!("kv cache:    {:>12} bytes  {:>10}", kv, mib(kv));
-    println!(
-        "scratch:     {:>12} bytes  {:>10}  (activations, logits, vocab tables {})",
-        scratch,
-        mib(scratch),
-        mib(vocab)
-    );
-    println!("total:       {:>12} bytes  {:>10}", total, mib(total));
+    match f.weights {
+        Some(w) => println!(
+            "weights:     {:>12} bytes  {:>10}  (memory-mapped, shared with the page cache)",
+            w,
+            mib(w)
+        ),
+        None => println!(
+            "weights:     unknown (the card pins no size: `edgellm pull` it, then plan again)"
+        ),
+    }
+    println!("kv cache:    {:>12} bytes  {:>10}", f.kv, mib(f.kv));
+    match f.vocab {
+        Some(v) => println!(
+            "scratch:     {:>12} bytes  {:>10}  (activations, logits, vocab tables {})",
+            f.scratch,
+            mib(f.scratch),
+            mib(v)
+        ),
+        None => println!(
+            "scratch:     {:>12} bytes  {:>10}  (activations and logits, from the card; vocab tables need the file)",
+            f.scratch,
+            mib(f.scratch)
+        ),
+    }
+    match f.total() {
+        Some(t) => println!("total:       {:>12} bytes  {:>10}", t, mib(t)),
+        None => println!("total:       unknown (weights unknown)"),
+    }
     match (budget, fits) {
         (Some(b), Some(true)) => println!(
             "budget:      {:>12} bytes  {:>10}  ({budget_source}): fits",
             b,
             mib(b)
         ),
-        (Some(b), _) => {
+        (Some(b), Some(false)) => {
             println!(
                 "budget:      {:>12} bytes  {:>10}  ({budget_source}): DOES NOT FIT",
                 b,
@@ -128,7 +308,146 @@ pub fn main(mut args: Args) -> Result<()> {
                 println!("reason:      {r}");
             }
         }
+        (Some(b), None) => println!(
+            "budget:      {:>12} bytes  {:>10}  ({budget_source}): unknown until the weights' size is",
+            b,
+            mib(b)
+        ),
         (None, _) => println!("budget:      unknown (no board given and /proc/meminfo unreadable)"),
     }
+    if let Some(c) = card {
+        if !c.runs_here() {
+            println!(
+                "note:        {} is a {} model, which this build of edgellm cannot run yet",
+                c.name, c.architecture
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One row of `plan --board`.
+struct BoardRow {
+    card: &'static ModelCard,
+    sopts: StateOptions,
+    figures: Figures,
+}
+
+/// Every card on one board, each at its recommended context capped by the board's.
+fn plan_board(args: &Args) -> Result<()> {
+    let Some(board) = args.opts.board()? else {
+        anyhow::bail!("plan without a model needs --board");
+    };
+    let dir = models_dir(args.dir.as_deref());
+    let threads = args.opts.threads(Some(&board))?;
+    let kv_type: KvType = args.opts.kv_type(Some(&board))?;
+    let mut rows = Vec::with_capacity(CARDS.len());
+    for card in CARDS {
+        let n_ctx = args
+            .opts
+            .ctx
+            .unwrap_or_else(|| card.context_for(Some(board.model.context_length as usize)))
+            .min(card.shape.n_ctx_train);
+        let sopts = StateOptions {
+            n_ctx,
+            n_batch: args.opts.batch.max(1),
+            kv_type,
+            all_logits: false,
+            n_threads: threads,
+        };
+        let path = dir.join(card.file_name);
+        let figures = if path.is_file() && card.runs_here() {
+            let model = Model::load(
+                &path,
+                LoadOptions {
+                    n_threads: 1,
+                    kernels: None,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", path.display()))?;
+            Figures::from_model(&model, &sopts)?
+        } else {
+            Figures::from_card(card, &sopts)?
+        };
+        rows.push(BoardRow {
+            card,
+            sopts,
+            figures,
+        });
+    }
+    let budget = board.memory.budget_bytes;
+    if args.json {
+        let models: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "name": r.card.name,
+                    "architecture": r.card.architecture,
+                    "runs_here": r.card.runs_here(),
+                    "recommended": r.card.boards.contains(&board.name.as_str()),
+                    "basis": if r.figures.basis == Basis::File { "file" } else { "card" },
+                    "n_ctx": r.sopts.n_ctx,
+                    "weights_bytes": r.figures.weights,
+                    "kv_bytes": r.figures.kv,
+                    "scratch_bytes": r.figures.scratch,
+                    "total_bytes": r.figures.total(),
+                    "fits": r.figures.fits(Some(budget)),
+                })
+            })
+            .collect();
+        let out = json!({
+            "board": board.name,
+            "budget_bytes": budget,
+            "kv_type": kv_type.name(),
+            "threads": threads,
+            "models": models,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "board {}: budget {}, KV {}, {} threads ({})",
+        board.name,
+        mib(budget),
+        kv_type.name(),
+        threads,
+        board.description
+    );
+    println!(
+        "{:<30} {:>6} {:>11} {:>11} {:>11} {:>11}  {:<5} {:<11} BASIS",
+        "NAME", "CTX", "WEIGHTS", "KV", "SCRATCH", "TOTAL", "FITS", "RECOMMENDED"
+    );
+    let opt_mib = |b: Option<u64>| b.map_or("?".to_string(), mib);
+    for r in &rows {
+        let f = &r.figures;
+        println!(
+            "{:<30} {:>6} {:>11} {:>11} {:>11} {:>11}  {:<5} {:<11} {}",
+            r.card.name,
+            r.sopts.n_ctx,
+            opt_mib(f.weights),
+            mib(f.kv),
+            mib(f.scratch),
+            opt_mib(f.total()),
+            match f.fits(Some(budget)) {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "?",
+            },
+            if r.card.boards.contains(&board.name.as_str()) {
+                "yes"
+            } else {
+                "no"
+            },
+            match (f.basis, r.card.runs_here()) {
+                (Basis::File, _) => "file",
+                (Basis::Card, true) => "card",
+                (Basis::Card, false) => "card (arch not in this build)",
+            }
+        );
+    }
+    println!(
+        "? = the card pins no size: `edgellm pull NAME` then `edgellm plan NAME --board {}`",
+        board.name
+    );
     Ok(())
 }
