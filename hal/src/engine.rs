@@ -13,6 +13,13 @@
 //! [`EngineHandle::reload`] (SIGHUP in `edgellm serve`) maps the model file again at the next
 //! request boundary: a file replaced on disk by rename keeps serving from its old mapping until
 //! then, and a reload that fails (a broken new file) keeps the old model.
+//!
+//! Beam search ([`EngineHandle::submit_beams`]) is off unless the engine was started with room
+//! for it ([`Engine::start_with_beams`]): then the KV caches of `max_beams` beams are allocated
+//! at start, and the first beam's state is also the state ordinary jobs decode in (so beams
+//! cost `max_beams - 1` extra caches, and the prompt prefix a beam job leaves is reused by the
+//! next job like any other). Beam jobs share the queue with ordinary ones, report their result
+//! only when the search ends ([`Event::Beams`]), and stop between decode steps when cancelled.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -22,15 +29,16 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use edgellm_models::{
-    ChatFormat, GenerateParams, Generator, LoadOptions, Model, ModelError, State, StateOptions,
-    StopReason, TokenSink,
+    BeamParams, BeamSearch, ChatFormat, GenerateParams, Generator, LoadOptions, Model, ModelError,
+    State, StateOptions, StopReason, TokenSink,
 };
 use edgellm_runtime::chat_template::ChatMessage;
 use thiserror::Error;
 
 /// What the engine reports about one job, in this order: `Started`, `Progress`* (one per
 /// prompt batch), `Text`* (final text: complete UTF-8, never part of a stop string), then
-/// exactly one of `Done` or `Failed`.
+/// exactly one of `Done` or `Failed`. A beam job sends `Started`, one `Beams` (unless it
+/// fails) and then `Done` or `Failed`: no `Progress` and no `Text`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The engine took the job from the queue.
@@ -39,6 +47,8 @@ pub enum Event {
     Progress { done: usize, total: usize },
     /// Generated text.
     Text(String),
+    /// A beam job's results, best score first (at most the choices it asked for).
+    Beams(Vec<BeamChoice>),
     /// Generation ended.
     Done(Summary),
     /// The job could not run or broke off (the message says why).
@@ -59,6 +69,22 @@ pub struct Summary {
     pub gen_tokens_per_s: f64,
 }
 
+/// One result of a beam job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamChoice {
+    /// The beam's text as streaming would print it (the end-of-generation token gives none).
+    pub text: String,
+    /// Generated tokens (a finished beam's end-of-generation token included).
+    pub completion_tokens: usize,
+    /// `Eos` for a beam that ended with an end-of-generation token; otherwise why the search
+    /// stopped (`MaxTokens`, `ContextFull`, `Cancelled`).
+    pub stop_reason: StopReason,
+    /// Sum of the natural-log probabilities of its tokens.
+    pub logprob_sum: f64,
+    /// `logprob_sum / completion_tokens^length_penalty`: what the beams are ranked by.
+    pub score: f64,
+}
+
 /// Receives a job's events; returning `false` cancels the job (the client is gone).
 pub type EventSink = Box<dyn FnMut(Event) -> bool + Send>;
 
@@ -69,6 +95,25 @@ pub struct Job {
     pub sink: EventSink,
     /// Raised by the submitter to stop the job (Ctrl-C); checked at every token.
     pub cancel: Arc<AtomicBool>,
+}
+
+/// A queued beam search.
+pub struct BeamJob {
+    pub prompt: Vec<u32>,
+    /// Beams to search with, `2..=EngineInfo::max_beams` (1 is ordinary decoding: a [`Job`]).
+    pub beams: usize,
+    /// Best beams to report, `1..=beams`.
+    pub choices: usize,
+    pub params: BeamParams,
+    pub sink: EventSink,
+    /// Raised by the submitter to stop the job; checked between decode steps.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What the queue holds.
+enum Queued {
+    Generate(Job),
+    Beams(BeamJob),
 }
 
 /// A request's prompt before tokenization.
@@ -101,6 +146,17 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("{asked} beams asked for; {}", beams_allowed(*max_beams))]
+    TooManyBeams { asked: usize, max_beams: usize },
+}
+
+/// What a server started with `max_beams` allows, and how to allow more.
+fn beams_allowed(max_beams: usize) -> String {
+    if max_beams < 2 {
+        "beam search is off on this server (start `edgellm serve --max-beams N` to allow up to N beams)".into()
+    } else {
+        format!("this server allows at most {max_beams} (`edgellm serve --max-beams N` sets it)")
+    }
 }
 
 /// Facts about the loaded model and engine, fixed at start.
@@ -116,6 +172,8 @@ pub struct EngineInfo {
     pub n_threads: usize,
     pub kernels: &'static str,
     pub queue_capacity: usize,
+    /// Most beams a beam job may use; 0 when beam search is off.
+    pub max_beams: usize,
     /// Milliseconds the model took to load.
     pub load_ms: f64,
     /// Size of the mapped model file.
@@ -128,10 +186,11 @@ impl EngineInfo {
     fn new(
         model: &Model,
         model_path: PathBuf,
-        state: &State,
+        caches: &Caches,
         queue_capacity: usize,
         reloads: u64,
     ) -> EngineInfo {
+        let state = caches.main();
         EngineInfo {
             model_name: model.name.clone(),
             model_path,
@@ -142,6 +201,7 @@ impl EngineInfo {
             n_threads: model.n_threads(),
             kernels: model.kernels().path().name(),
             queue_capacity,
+            max_beams: caches.max_beams(),
             load_ms: model.load_ms,
             file_bytes: model.mapped_bytes() as u64,
             reloads,
@@ -189,7 +249,7 @@ impl EngineStats {
 /// The cloneable side of the engine that front ends hold.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Queued>,
     loaded: Arc<RwLock<Loaded>>,
     pub stats: Arc<EngineStats>,
     shutdown: Arc<AtomicBool>,
@@ -213,17 +273,29 @@ pub struct Engine {
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 impl Engine {
-    /// Allocates the KV cache and generator and starts the engine thread.
+    /// Allocates the KV cache and generator and starts the engine thread; beam search is off.
     pub fn start(
         model: Model,
         model_path: PathBuf,
         state_options: StateOptions,
         queue_capacity: usize,
     ) -> Result<(Engine, EngineHandle), ModelError> {
-        let state = model.new_state(state_options)?;
+        Engine::start_with_beams(model, model_path, state_options, queue_capacity, 0)
+    }
+
+    /// [`Engine::start`] with room for beam jobs of up to `max_beams` beams (below 2: off): the
+    /// states of `max_beams` beams, the first also serving ordinary jobs.
+    pub fn start_with_beams(
+        model: Model,
+        model_path: PathBuf,
+        state_options: StateOptions,
+        queue_capacity: usize,
+        max_beams: usize,
+    ) -> Result<(Engine, EngineHandle), ModelError> {
+        let caches = Caches::new(&model, state_options, max_beams)?;
         let generator = Generator::new(&model)?;
         let chat = ChatFormat::for_model(&model)?;
-        let info = EngineInfo::new(&model, model_path, &state, queue_capacity, 0);
+        let info = EngineInfo::new(&model, model_path, &caches, queue_capacity, 0);
         let model = Arc::new(model);
         let (tx, rx) = mpsc::sync_channel(queue_capacity);
         let handle = EngineHandle {
@@ -239,7 +311,7 @@ impl Engine {
         };
         let worker = Worker {
             model,
-            state,
+            caches,
             generator,
             rx,
             loaded: Arc::clone(&handle.loaded),
@@ -365,6 +437,23 @@ impl EngineHandle {
 
     /// Queues a job; fails at once when the queue is full or the engine is shutting down.
     pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        self.enqueue(Queued::Generate(job))
+    }
+
+    /// Queues a beam job; fails at once when it asks for more beams than the engine has room
+    /// for, when the queue is full or when the engine is shutting down.
+    pub fn submit_beams(&self, job: BeamJob) -> Result<(), SubmitError> {
+        let max_beams = self.info().max_beams;
+        if job.beams > max_beams {
+            return Err(SubmitError::TooManyBeams {
+                asked: job.beams,
+                max_beams,
+            });
+        }
+        self.enqueue(Queued::Beams(job))
+    }
+
+    fn enqueue(&self, job: Queued) -> Result<(), SubmitError> {
         if self.is_shutting_down() {
             return Err(SubmitError::ShuttingDown);
         }
@@ -392,11 +481,64 @@ impl EngineHandle {
     }
 }
 
+/// The KV caches the engine decodes into: one state, or the beam search's states, whose first
+/// is also the state of ordinary jobs.
+// The engine holds exactly one, for its whole life: a few hundred bytes of size do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Caches {
+    Single(State),
+    Beams(BeamSearch),
+}
+
+impl Caches {
+    fn new(model: &Model, opts: StateOptions, max_beams: usize) -> Result<Caches, ModelError> {
+        Ok(if max_beams < 2 {
+            Caches::Single(model.new_state(opts)?)
+        } else {
+            let search = BeamSearch::new(model, opts, max_beams)?;
+            log::info!(
+                "beam search: up to {max_beams} beams, {:.1} MiB of state in all",
+                search.heap_bytes() as f64 / 1048576.0
+            );
+            Caches::Beams(search)
+        })
+    }
+
+    /// The state ordinary jobs use.
+    fn main(&self) -> &State {
+        match self {
+            Caches::Single(s) => s,
+            Caches::Beams(b) => b.first_state(),
+        }
+    }
+
+    fn main_mut(&mut self) -> &mut State {
+        match self {
+            Caches::Single(s) => s,
+            Caches::Beams(b) => b.first_state_mut(),
+        }
+    }
+
+    fn max_beams(&self) -> usize {
+        match self {
+            Caches::Single(_) => 0,
+            Caches::Beams(b) => b.n_beams(),
+        }
+    }
+
+    fn reset(&mut self) {
+        match self {
+            Caches::Single(s) => s.reset(),
+            Caches::Beams(b) => b.reset(),
+        }
+    }
+}
+
 struct Worker {
     model: Arc<Model>,
-    state: State,
+    caches: Caches,
     generator: Generator,
-    rx: Receiver<Job>,
+    rx: Receiver<Queued>,
     loaded: Arc<RwLock<Loaded>>,
     stats: Arc<EngineStats>,
     shutdown: Arc<AtomicBool>,
@@ -416,10 +558,10 @@ impl Worker {
                     if self.reload.swap(false, Ordering::SeqCst) {
                         self.reload_model();
                     }
-                    if self.shutdown.load(Ordering::SeqCst) {
-                        refuse(job);
-                    } else {
-                        self.run_job(job);
+                    match job {
+                        job if self.shutdown.load(Ordering::SeqCst) => refuse(job),
+                        Queued::Generate(job) => self.run_job(job),
+                        Queued::Beams(job) => self.run_beam_job(job),
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -454,15 +596,15 @@ impl Worker {
             kernels: Some(*self.model.kernels()),
         };
         let result = Model::load(&path, opts).and_then(|model| {
-            // Same shapes: the KV cache and scratch are reused (no second allocation at peak).
-            let state_options = *self.state.options();
+            // Same shapes: the KV caches and scratch are reused (no second allocation at peak).
+            let state_options = *self.caches.main().options();
             let same_layout =
                 edgellm_models::StateLayout::new(&model.hparams, &model.weights, &state_options)?
-                    == *self.state.layout();
+                    == *self.caches.main().layout();
             let state = if same_layout {
                 None
             } else {
-                Some(model.new_state(state_options)?)
+                Some(Caches::new(&model, state_options, self.caches.max_beams())?)
             };
             let generator = Generator::new(&model)?;
             let chat = ChatFormat::for_model(&model)?;
@@ -471,14 +613,14 @@ impl Worker {
         match result {
             Ok((model, state, generator, chat)) => {
                 match state {
-                    Some(s) => self.state = s,
-                    None => self.state.reset(),
+                    Some(c) => self.caches = c,
+                    None => self.caches.reset(),
                 }
                 self.generator = generator;
                 let info = EngineInfo::new(
                     &model,
                     path,
-                    &self.state,
+                    &self.caches,
                     old.queue_capacity,
                     old.reloads + 1,
                 );
@@ -528,7 +670,7 @@ impl Worker {
         }) {
             self.generator.generate(
                 &self.model,
-                &mut self.state,
+                self.caches.main_mut(),
                 &job.prompt,
                 &job.params,
                 &mut sink,
@@ -589,18 +731,180 @@ impl Worker {
             Err(e) => {
                 log::error!("generation failed: {e}");
                 // The cache may hold a half-written batch: start the next job from scratch.
-                self.state.reset();
+                self.caches.main_mut().reset();
                 stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
                 (job.sink)(Event::Failed(e.to_string()));
             }
         }
-        stats.ctx_used.store(self.state.n_past(), Ordering::Relaxed);
+        stats
+            .ctx_used
+            .store(self.caches.main().n_past(), Ordering::Relaxed);
+        stats.busy.store(0, Ordering::SeqCst);
+    }
+
+    fn run_beam_job(&mut self, mut job: BeamJob) {
+        let n_vocab = self.model.hparams.n_vocab;
+        let refused = if let Some(&id) = job.prompt.iter().find(|&&id| id as usize >= n_vocab) {
+            Some(PromptError::BadToken { id, n_vocab }.to_string())
+        } else if job.beams == 0 || job.beams > self.caches.max_beams() {
+            Some(
+                SubmitError::TooManyBeams {
+                    asked: job.beams,
+                    max_beams: self.caches.max_beams(),
+                }
+                .to_string(),
+            )
+        } else if job.choices == 0 || job.choices > job.beams {
+            Some(format!(
+                "{} choices asked of {} beams",
+                job.choices, job.beams
+            ))
+        } else {
+            None
+        };
+        let search = match (&mut self.caches, refused) {
+            (Caches::Beams(search), None) => search,
+            (_, refused) => {
+                (job.sink)(Event::Failed(refused.unwrap_or_else(|| beams_allowed(0))));
+                return;
+            }
+        };
+        let stats = &self.stats;
+        stats.busy.store(1, Ordering::SeqCst);
+        stats.jobs_started.fetch_add(1, Ordering::Relaxed);
+        let (cancel, shutdown) = (&job.cancel, &self.shutdown);
+        let live = || !cancel.load(Ordering::Relaxed) && !shutdown.load(Ordering::Relaxed);
+        let started = (job.sink)(Event::Started {
+            prompt_tokens: job.prompt.len(),
+        }) && live();
+        let result = if started {
+            search
+                .run_with_beams(
+                    &self.model,
+                    &job.prompt,
+                    job.beams,
+                    &job.params,
+                    &mut |_| live(),
+                )
+                .map(Some)
+        } else {
+            // The client left while queued: nothing to evaluate.
+            Ok(None)
+        };
+        match result {
+            Ok(out) => {
+                let (choices, summary) = match &out {
+                    Some(out) => beam_results(&self.model, out, job.prompt.len(), job.choices),
+                    None => (Vec::new(), cancelled_summary(job.prompt.len())),
+                };
+                if let Some(out) = &out {
+                    stats.prompt_tokens.fetch_add(
+                        (job.prompt.len() - out.reused_tokens) as u64,
+                        Ordering::Relaxed,
+                    );
+                    stats
+                        .reused_tokens
+                        .fetch_add(out.reused_tokens as u64, Ordering::Relaxed);
+                    stats
+                        .generated_tokens
+                        .fetch_add(summary.completion_tokens as u64, Ordering::Relaxed);
+                    stats
+                        .prompt_ms_total
+                        .fetch_add(out.prompt_ms as u64, Ordering::Relaxed);
+                    stats
+                        .gen_ms_total
+                        .fetch_add(out.gen_ms as u64, Ordering::Relaxed);
+                }
+                if summary.stop_reason == StopReason::Cancelled {
+                    stats.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.jobs_completed.fetch_add(1, Ordering::Relaxed);
+                }
+                if out.is_some() {
+                    (job.sink)(Event::Beams(choices));
+                }
+                (job.sink)(Event::Done(summary));
+            }
+            Err(e) => {
+                log::error!("beam search failed: {e}");
+                // A beam's cache may hold a half-written batch: start the next job from scratch.
+                search.reset();
+                stats.jobs_failed.fetch_add(1, Ordering::Relaxed);
+                (job.sink)(Event::Failed(e.to_string()));
+            }
+        }
+        stats
+            .ctx_used
+            .store(self.caches.main().n_past(), Ordering::Relaxed);
         stats.busy.store(0, Ordering::SeqCst);
     }
 }
 
-fn refuse(mut job: Job) {
-    (job.sink)(Event::Failed(SubmitError::ShuttingDown.to_string()));
+/// The best `choices` beams of `out` and the job's summary (its completion tokens are the best
+/// beam's; its generation speed counts decode steps, each a token for every beam).
+fn beam_results(
+    model: &Model,
+    out: &edgellm_models::BeamOutcome,
+    prompt_tokens: usize,
+    choices: usize,
+) -> (Vec<BeamChoice>, Summary) {
+    let choices: Vec<BeamChoice> = out
+        .beams
+        .iter()
+        .take(choices)
+        .map(|b| BeamChoice {
+            text: b.text(&model.tokenizer),
+            completion_tokens: b.tokens.len(),
+            stop_reason: if b.finished {
+                StopReason::Eos
+            } else {
+                out.stop_reason
+            },
+            logprob_sum: b.logprob_sum,
+            score: b.score,
+        })
+        .collect();
+    let evaluated = prompt_tokens - out.reused_tokens;
+    let per_s = |n: usize, ms: f64| {
+        if ms > 0.0 {
+            n as f64 * 1000.0 / ms
+        } else {
+            0.0
+        }
+    };
+    let summary = Summary {
+        stop_reason: out.stop_reason,
+        prompt_tokens,
+        reused_tokens: out.reused_tokens,
+        completion_tokens: choices.first().map_or(0, |c| c.completion_tokens),
+        prompt_ms: out.prompt_ms,
+        gen_ms: out.gen_ms,
+        prompt_tokens_per_s: per_s(evaluated, out.prompt_ms),
+        gen_tokens_per_s: per_s(out.steps, out.gen_ms),
+    };
+    (choices, summary)
+}
+
+/// The summary of a job cancelled before it ran.
+fn cancelled_summary(prompt_tokens: usize) -> Summary {
+    Summary {
+        stop_reason: StopReason::Cancelled,
+        prompt_tokens,
+        reused_tokens: 0,
+        completion_tokens: 0,
+        prompt_ms: 0.0,
+        gen_ms: 0.0,
+        prompt_tokens_per_s: 0.0,
+        gen_tokens_per_s: 0.0,
+    }
+}
+
+fn refuse(job: Queued) {
+    let mut sink = match job {
+        Queued::Generate(j) => j.sink,
+        Queued::Beams(j) => j.sink,
+    };
+    sink(Event::Failed(SubmitError::ShuttingDown.to_string()));
 }
 
 /// Adapts a job's event sink to the generator, folding in the cancel and shutdown flags.

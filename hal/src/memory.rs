@@ -18,6 +18,9 @@ pub struct MemoryNeed {
     pub weights: u64,
     /// KV cache.
     pub kv: u64,
+    /// KV caches of the beams beyond the first (`serve --max-beams`; their one-row scratch
+    /// counts in `scratch`).
+    pub beam_kv: u64,
     /// Activations, logits, tokenizer tables and the rest allocated once at load.
     pub scratch: u64,
     /// Threads' stacks, the server's buffers, allocator slack.
@@ -26,11 +29,23 @@ pub struct MemoryNeed {
 
 impl MemoryNeed {
     pub fn total(&self) -> u64 {
-        self.weights + self.kv + self.scratch + self.overhead
+        self.weights + self.anonymous()
     }
     /// What is not mapped from the file (anonymous memory).
     pub fn anonymous(&self) -> u64 {
-        self.kv + self.scratch + self.overhead
+        self.kv + self.beam_kv + self.scratch + self.overhead
+    }
+    /// Every KV cache: what grows with the context.
+    fn all_kv(&self) -> u64 {
+        self.kv + self.beam_kv
+    }
+    /// `, beam KV caches X` when there are any.
+    fn beam_part(&self) -> String {
+        if self.beam_kv > 0 {
+            format!(", beam KV caches {}", mib(self.beam_kv))
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -43,8 +58,8 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
 }
 
-/// Checks `need` against the cgroup limit and RLIMIT_AS. `kv_per_token` lets the error say
-/// which context would fit.
+/// Checks `need` against the cgroup limit and RLIMIT_AS. `kv_per_token` (of every KV cache,
+/// the beams' included) lets the error say which context would fit.
 pub fn check(need: MemoryNeed, kv_per_token: u64) -> Result<(), MemoryShortfall> {
     check_with(need, kv_per_token, cgroup_limit(), address_space_room())
 }
@@ -65,13 +80,14 @@ fn check_with(
     };
     if let Some((limit, name)) = cgroup {
         if need.total() > limit {
-            let fixed = need.total() - need.kv;
+            let fixed = need.total() - need.all_kv();
             return Err(MemoryShortfall(format!(
-                "the cgroup limit ({name}) is {} but the model needs {} (weights {}, KV cache {}, scratch {}, overhead {}){}",
+                "the cgroup limit ({name}) is {} but the model needs {} (weights {}, KV cache {}{}, scratch {}, overhead {}){}",
                 mib(limit),
                 mib(need.total()),
                 mib(need.weights),
                 mib(need.kv),
+                need.beam_part(),
                 mib(need.scratch),
                 mib(need.overhead),
                 hint(limit.saturating_sub(fixed))
@@ -84,15 +100,16 @@ fn check_with(
         let room = limit.saturating_sub(used);
         if need.anonymous() > room {
             return Err(MemoryShortfall(format!(
-                "RLIMIT_AS leaves {} of address space ({} limit, {} in use with the weights mapped) but the model needs {} more (KV cache {}, scratch {}, overhead {}){}",
+                "RLIMIT_AS leaves {} of address space ({} limit, {} in use with the weights mapped) but the model needs {} more (KV cache {}{}, scratch {}, overhead {}){}",
                 mib(room),
                 mib(limit),
                 mib(used),
                 mib(need.anonymous()),
                 mib(need.kv),
+                need.beam_part(),
                 mib(need.scratch),
                 mib(need.overhead),
-                hint(room.saturating_sub(need.anonymous() - need.kv))
+                hint(room.saturating_sub(need.anonymous() - need.all_kv()))
             )));
         }
     }
@@ -172,6 +189,7 @@ mod tests {
     const NEED: MemoryNeed = MemoryNeed {
         weights: 100 << 20,
         kv: 48 << 20,
+        beam_kv: 0,
         scratch: 10 << 20,
         overhead: 32 << 20,
     };
@@ -189,6 +207,32 @@ mod tests {
         assert!(msg.contains("needs 190.0 MiB"), "{msg}");
         // 170 - 142 = 28 MiB of room for KV at 24 KiB a token.
         assert!(msg.contains("at most 1194"), "{msg}");
+    }
+
+    #[test]
+    fn beam_caches_count_and_shrink_the_context_that_fits() {
+        // Three more caches of 48 MiB: 334 MiB in all; at 4 x 24 KiB a token, the 190 MiB limit
+        // leaves 190 - 142 = 48 MiB of KV room: 512 tokens.
+        let need = MemoryNeed {
+            beam_kv: 3 * (48 << 20),
+            ..NEED
+        };
+        assert_eq!(need.total(), 334 << 20);
+        let e = check_with(
+            need,
+            4 * 24576,
+            Some((190 << 20, "memory.max".into())),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs 334.0 MiB"), "{e}");
+        assert!(e.contains("beam KV caches 144.0 MiB"), "{e}");
+        assert!(e.contains("at most 512"), "{e}");
+        assert_eq!(
+            check_with(NEED, 24576, Some((190 << 20, "m".into())), None),
+            Ok(())
+        );
     }
 
     #[test]

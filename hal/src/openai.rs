@@ -8,15 +8,20 @@
 //!
 //! Fields are read one by one from the JSON object so a wrong type names its field; unknown
 //! fields are ignored (clients send `user`, `logprobs: false`, `tools: []` and the like).
+//!
+//! Beam search is an extension ([`BeamRequest`]): `beams` (1, the default, is ordinary
+//! decoding), `length_penalty`, and OpenAI's `n` choosing how many of the final beams come
+//! back. Like `edgellm run --beams`, a beam search is deterministic: the sampling fields
+//! (`temperature`, `top_p`, `seed`, ...) are accepted and ignored, and `stop` is refused.
 
-use edgellm_models::{GenerateParams, StopReason};
+use edgellm_models::{BeamParams, GenerateParams, StopReason};
 use edgellm_runtime::chat_template::ChatMessage;
 use edgellm_runtime::sampler::{SamplerConfig, SamplerError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::engine::{Prompt, Summary};
+use crate::engine::{BeamChoice, Prompt, Summary};
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp more).
 pub const MAX_STOP_STRINGS: usize = 16;
@@ -163,6 +168,47 @@ impl Sampling {
     }
 }
 
+/// The beam-search fields both completion endpoints share, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeamRequest {
+    /// `beams`: beams to search with; 1 (the default) is ordinary decoding.
+    pub beams: usize,
+    /// `length_penalty`: beams rank by `logprob_sum / len^length_penalty` (default as
+    /// `edgellm run --beams`: 1).
+    pub length_penalty: f32,
+    /// `n`: the best `n` beams come back as `choices` (`1..=beams`, default 1).
+    pub n: usize,
+}
+
+impl Default for BeamRequest {
+    fn default() -> Self {
+        BeamRequest {
+            beams: 1,
+            length_penalty: BeamParams::default().length_penalty,
+            n: 1,
+        }
+    }
+}
+
+impl BeamRequest {
+    /// A beam search, not ordinary decoding.
+    pub fn is_beam_search(&self) -> bool {
+        self.beams > 1
+    }
+
+    /// The search's parameters for a prompt of `prompt_len` tokens in a context of `n_ctx`
+    /// (`max_tokens` as [`Sampling::generate_params`] reads it).
+    pub fn beam_params(&self, sampling: &Sampling, prompt_len: usize, n_ctx: usize) -> BeamParams {
+        BeamParams {
+            max_tokens: sampling
+                .max_tokens
+                .unwrap_or_else(|| n_ctx.saturating_sub(prompt_len)),
+            length_penalty: self.length_penalty,
+            ignore_eos: false,
+        }
+    }
+}
+
 /// A checked `POST /v1/chat/completions` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -170,6 +216,7 @@ pub struct ChatRequest {
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     pub sampling: Sampling,
+    pub beams: BeamRequest,
     pub stream: bool,
     /// `stream_options.include_usage`: a last chunk with the usage and no choices.
     pub include_usage: bool,
@@ -194,6 +241,7 @@ pub struct CompletionRequest {
     pub model: Option<String>,
     pub prompt: CompletionPrompt,
     pub sampling: Sampling,
+    pub beams: BeamRequest,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -275,15 +323,8 @@ fn number(obj: &Map<String, Value>, name: &str) -> Result<Option<f32>, ApiError>
 }
 
 /// Reads the fields both completion endpoints (and the serial console's json mode) share.
+/// `n` is read by [`parse_beams`].
 pub fn parse_sampling(obj: &Map<String, Value>) -> Result<Sampling, ApiError> {
-    if let Some(n) = field::<i64>(obj, "n", "an integer")? {
-        if n != 1 {
-            return Err(ApiError::invalid(
-                "n",
-                format!("n = {n}: only one choice per request is supported (n must be 1)"),
-            ));
-        }
-    }
     let max_completion = non_negative_int(obj, "max_completion_tokens")?;
     let max_tokens = non_negative_int(obj, "max_tokens")?;
     let (max_name, max) = match (max_completion, max_tokens) {
@@ -364,6 +405,57 @@ pub fn parse_sampling(obj: &Map<String, Value>) -> Result<Sampling, ApiError> {
         sampler,
         seed,
         stop,
+    })
+}
+
+/// Reads `beams`, `length_penalty` and `n`, checked against each other and against the
+/// sampling fields already read (`stop` does not apply to a beam search).
+pub fn parse_beams(obj: &Map<String, Value>, sampling: &Sampling) -> Result<BeamRequest, ApiError> {
+    let defaults = BeamRequest::default();
+    let beams = field::<u64>(obj, "beams", "a positive integer")?.map_or(defaults.beams, saturate);
+    if beams == 0 {
+        return Err(ApiError::invalid(
+            "beams",
+            "beams = 0: must be at least 1 (1 is ordinary decoding)",
+        ));
+    }
+    let length_penalty = number(obj, "length_penalty")?.unwrap_or(defaults.length_penalty);
+    if !length_penalty.is_finite() {
+        return Err(ApiError::invalid(
+            "length_penalty",
+            format!("length_penalty = {length_penalty}: must be a finite number"),
+        ));
+    }
+    let n = match field::<i64>(obj, "n", "an integer")? {
+        None => defaults.n,
+        Some(n) if n < 1 => {
+            return Err(ApiError::invalid(
+                "n",
+                format!("n = {n}: must be at least 1"),
+            ))
+        }
+        Some(n) if n as u64 > beams as u64 => {
+            return Err(ApiError::invalid(
+                "n",
+                if beams == 1 {
+                    format!("n = {n}: more than one choice needs beam search (`beams`: N with N >= n; the choices are the N best beams)")
+                } else {
+                    format!("n = {n}: at most beams ({beams}) choices")
+                },
+            ))
+        }
+        Some(n) => n as usize,
+    };
+    if beams > 1 && !sampling.stop.is_empty() {
+        return Err(ApiError::invalid(
+            "stop",
+            "stop strings do not apply to beam search (beams > 1)",
+        ));
+    }
+    Ok(BeamRequest {
+        beams,
+        length_penalty,
+        n,
     })
 }
 
@@ -506,11 +598,13 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         ));
     }
     let sampling = parse_sampling(&obj)?;
+    let beams = parse_beams(&obj, &sampling)?;
     let (stream, include_usage) = streaming(&obj)?;
     Ok(ChatRequest {
         model: model_name(&obj)?,
         messages,
         sampling,
+        beams,
         stream,
         include_usage,
     })
@@ -537,11 +631,13 @@ pub fn parse_completion_request(body: &[u8]) -> Result<CompletionRequest, ApiErr
         return Err(ApiError::invalid("echo", "echo is not supported"));
     }
     let sampling = parse_sampling(&obj)?;
+    let beams = parse_beams(&obj, &sampling)?;
     let (stream, include_usage) = streaming(&obj)?;
     Ok(CompletionRequest {
         model: model_name(&obj)?,
         prompt,
         sampling,
+        beams,
         stream,
         include_usage,
     })
@@ -703,12 +799,46 @@ struct AssistantMessage<'a> {
     content: &'a str,
 }
 
+/// One answer of a response: the text, why it ended and, for a beam, its score.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub text: &'a str,
+    pub stop_reason: StopReason,
+    /// The beam's length-penalized log-probability (`beam_score`, an extension).
+    pub beam_score: Option<f64>,
+}
+
+impl<'a> Answer<'a> {
+    /// The answer of an ordinary job.
+    pub fn single(text: &'a str, s: &Summary) -> [Answer<'a>; 1] {
+        [Answer {
+            text,
+            stop_reason: s.stop_reason,
+            beam_score: None,
+        }]
+    }
+
+    /// The answers of a beam job, best first.
+    pub fn of_beams(beams: &'a [BeamChoice]) -> Vec<Answer<'a>> {
+        beams
+            .iter()
+            .map(|b| Answer {
+                text: &b.text,
+                stop_reason: b.stop_reason,
+                beam_score: Some(b.score),
+            })
+            .collect()
+    }
+}
+
 #[derive(Serialize)]
 struct ChatChoice<'a> {
     index: u32,
     message: AssistantMessage<'a>,
     logprobs: Option<()>,
     finish_reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beam_score: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -717,27 +847,32 @@ struct ChatCompletion<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [ChatChoice<'a>; 1],
+    choices: Vec<ChatChoice<'a>>,
     usage: Usage,
     timings: Timings,
 }
 
-/// A `chat.completion` object.
-pub fn chat_completion(meta: &ResponseMeta, text: &str, s: &Summary) -> Value {
+/// A `chat.completion` object with one choice per answer (in order).
+pub fn chat_completion(meta: &ResponseMeta, answers: &[Answer<'_>], s: &Summary) -> Value {
     json_value(&ChatCompletion {
         id: &meta.id,
         object: "chat.completion",
         created: meta.created,
         model: &meta.model,
-        choices: [ChatChoice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content: text,
-            },
-            logprobs: None,
-            finish_reason: finish_reason(s.stop_reason),
-        }],
+        choices: answers
+            .iter()
+            .zip(0..)
+            .map(|(a, index)| ChatChoice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: a.text,
+                },
+                logprobs: None,
+                finish_reason: finish_reason(a.stop_reason),
+                beam_score: a.beam_score,
+            })
+            .collect(),
         usage: Usage::of(s),
         timings: Timings::of(s),
     })
@@ -749,6 +884,8 @@ struct TextChoice<'a> {
     index: u32,
     logprobs: Option<()>,
     finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beam_score: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -764,19 +901,24 @@ struct TextCompletion<'a> {
     timings: Option<Timings>,
 }
 
-/// A `text_completion` object.
-pub fn text_completion(meta: &ResponseMeta, text: &str, s: &Summary) -> Value {
+/// A `text_completion` object with one choice per answer (in order).
+pub fn text_completion(meta: &ResponseMeta, answers: &[Answer<'_>], s: &Summary) -> Value {
     json_value(&TextCompletion {
         id: &meta.id,
         object: "text_completion",
         created: meta.created,
         model: &meta.model,
-        choices: vec![TextChoice {
-            text,
-            index: 0,
-            logprobs: None,
-            finish_reason: Some(finish_reason(s.stop_reason)),
-        }],
+        choices: answers
+            .iter()
+            .zip(0..)
+            .map(|(a, index)| TextChoice {
+                text: a.text,
+                index,
+                logprobs: None,
+                finish_reason: Some(finish_reason(a.stop_reason)),
+                beam_score: a.beam_score,
+            })
+            .collect(),
         usage: Some(Some(Usage::of(s))),
         timings: Some(Timings::of(s)),
     })
@@ -804,6 +946,15 @@ pub enum ChunkPart<'a> {
     Content(&'a str),
     /// The last chunk with choices: `finish_reason`, empty delta.
     Finish(StopReason),
+    /// A streamed beam job's choice `index`: its whole text (and, past the first choice, its
+    /// role) with its `beam_score`.
+    BeamContent {
+        index: u32,
+        text: &'a str,
+        beam_score: f64,
+    },
+    /// A streamed beam job's choice `index` ended.
+    BeamFinish { index: u32, reason: StopReason },
     /// `stream_options.include_usage`: no choices, the usage.
     Usage(&'a Summary),
 }
@@ -822,6 +973,8 @@ struct ChunkChoice<'a> {
     delta: Delta<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beam_score: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -850,17 +1003,38 @@ pub fn stream_chunk(
         StreamKind::Chat => {
             let (choices, usage, timings) = match part {
                 ChunkPart::Role => (
-                    vec![chunk_choice(Some("assistant"), Some(""), None)],
+                    vec![chunk_choice(0, Some("assistant"), Some(""), None)],
                     usage_field(None),
                     None,
                 ),
                 ChunkPart::Content(t) => (
-                    vec![chunk_choice(None, Some(t), None)],
+                    vec![chunk_choice(0, None, Some(t), None)],
                     usage_field(None),
                     None,
                 ),
                 ChunkPart::Finish(r) => (
-                    vec![chunk_choice(None, None, Some(finish_reason(*r)))],
+                    vec![chunk_choice(0, None, None, Some(finish_reason(*r)))],
+                    usage_field(None),
+                    None,
+                ),
+                ChunkPart::BeamContent {
+                    index,
+                    text,
+                    beam_score,
+                } => {
+                    // The first chunk gave choice 0 its role; the others get theirs here.
+                    let role = (*index > 0).then_some("assistant");
+                    let mut c = chunk_choice(*index, role, Some(text), None);
+                    c.beam_score = Some(*beam_score);
+                    (vec![c], usage_field(None), None)
+                }
+                ChunkPart::BeamFinish { index, reason } => (
+                    vec![chunk_choice(
+                        *index,
+                        None,
+                        None,
+                        Some(finish_reason(*reason)),
+                    )],
                     usage_field(None),
                     None,
                 ),
@@ -885,6 +1059,7 @@ pub fn stream_chunk(
                         index: 0,
                         logprobs: None,
                         finish_reason: None,
+                        beam_score: None,
                     }],
                     usage_field(None),
                     None,
@@ -895,6 +1070,33 @@ pub fn stream_chunk(
                         index: 0,
                         logprobs: None,
                         finish_reason: Some(finish_reason(*r)),
+                        beam_score: None,
+                    }],
+                    usage_field(None),
+                    None,
+                ),
+                ChunkPart::BeamContent {
+                    index,
+                    text,
+                    beam_score,
+                } => (
+                    vec![TextChoice {
+                        text,
+                        index: *index,
+                        logprobs: None,
+                        finish_reason: None,
+                        beam_score: Some(*beam_score),
+                    }],
+                    usage_field(None),
+                    None,
+                ),
+                ChunkPart::BeamFinish { index, reason } => (
+                    vec![TextChoice {
+                        text: "",
+                        index: *index,
+                        logprobs: None,
+                        finish_reason: Some(finish_reason(*reason)),
+                        beam_score: None,
                     }],
                     usage_field(None),
                     None,
@@ -915,15 +1117,17 @@ pub fn stream_chunk(
 }
 
 fn chunk_choice<'a>(
+    index: u32,
     role: Option<&'static str>,
     content: Option<&'a str>,
     finish: Option<&'static str>,
 ) -> ChunkChoice<'a> {
     ChunkChoice {
-        index: 0,
+        index,
         delta: Delta { role, content },
         logprobs: None,
         finish_reason: finish,
+        beam_score: None,
     }
 }
 
@@ -1011,6 +1215,125 @@ mod tests {
             assert_eq!(e.status, 400, "{extra}");
             assert_eq!(e.param.as_deref(), Some(param), "{extra}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn beam_fields() {
+        let r = chat("").unwrap();
+        assert_eq!(r.beams, BeamRequest::default());
+        assert!(!r.beams.is_beam_search());
+        let r = chat(r#","beams":4,"length_penalty":0.5,"n":2,"max_tokens":7,"temperature":1.5"#)
+            .unwrap();
+        assert_eq!(
+            r.beams,
+            BeamRequest {
+                beams: 4,
+                length_penalty: 0.5,
+                n: 2
+            }
+        );
+        let p = r.beams.beam_params(&r.sampling, 10, 100);
+        assert_eq!(
+            (p.max_tokens, p.length_penalty, p.ignore_eos),
+            (7, 0.5, false)
+        );
+        // No max_tokens: what the context leaves, as for ordinary decoding.
+        let r = chat(r#","beams":3,"length_penalty":-1,"n":3"#).unwrap();
+        assert_eq!(r.beams.beam_params(&r.sampling, 10, 100).max_tokens, 90);
+        assert_eq!(r.beams.length_penalty, -1.0);
+        // One beam is ordinary decoding, stop strings and all.
+        assert_eq!(
+            chat(r#","beams":1,"stop":"x""#).unwrap().sampling.stop,
+            ["x"]
+        );
+        for (extra, param, says) in [
+            (r#","beams":0"#, "beams", "at least 1"),
+            (r#","beams":-2"#, "beams", "positive integer"),
+            (r#","beams":2.5"#, "beams", "positive integer"),
+            (r#","beams":"4""#, "beams", "not a string"),
+            (r#","beams":1e30"#, "beams", "positive integer"),
+            (
+                r#","beams":4,"length_penalty":1e300"#,
+                "length_penalty",
+                "finite",
+            ),
+            (
+                r#","beams":4,"length_penalty":"x""#,
+                "length_penalty",
+                "a number",
+            ),
+            (r#","beams":4,"n":5"#, "n", "at most beams (4)"),
+            (r#","n":2"#, "n", "beam search"),
+            (r#","beams":4,"n":0"#, "n", "at least 1"),
+            (r#","beams":4,"stop":["x"]"#, "stop", "beam search"),
+        ] {
+            let e = chat(extra).expect_err(extra);
+            assert_eq!(e.status, 400, "{extra}");
+            assert_eq!(e.param.as_deref(), Some(param), "{extra}: {}", e.message);
+            assert!(e.message.contains(says), "{extra}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn beam_answers_are_choices_with_scores() {
+        let meta = ResponseMeta {
+            id: "cmpl-1".into(),
+            created: 5,
+            model: "m".into(),
+        };
+        let beams = [
+            BeamChoice {
+                text: "Paris.".into(),
+                completion_tokens: 3,
+                stop_reason: StopReason::Eos,
+                logprob_sum: -0.9,
+                score: -0.3,
+            },
+            BeamChoice {
+                text: "The capital".into(),
+                completion_tokens: 2,
+                stop_reason: StopReason::MaxTokens,
+                logprob_sum: -1.0,
+                score: -0.5,
+            },
+        ];
+        let answers = Answer::of_beams(&beams);
+        let v = chat_completion(&meta, &answers, &summary());
+        assert_eq!(v["choices"][1]["index"], 1);
+        assert_eq!(v["choices"][0]["message"]["content"], "Paris.");
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+        assert_eq!(v["choices"][1]["finish_reason"], "length");
+        assert_eq!(v["choices"][1]["beam_score"], -0.5);
+        let t = text_completion(&meta, &answers, &summary());
+        assert_eq!(t["choices"][1]["text"], "The capital");
+        assert_eq!(t["choices"][0]["beam_score"], -0.3);
+        // Ordinary answers carry no beam_score.
+        let one = chat_completion(&meta, &Answer::single("x", &summary()), &summary());
+        assert!(one["choices"][0].get("beam_score").is_none());
+
+        let part = ChunkPart::BeamContent {
+            index: 1,
+            text: "The capital",
+            beam_score: -0.5,
+        };
+        let c = stream_chunk(StreamKind::Chat, &meta, &part, false);
+        assert_eq!(c["choices"][0]["index"], 1);
+        assert_eq!(
+            c["choices"][0]["delta"],
+            serde_json::json!({"role": "assistant", "content": "The capital"})
+        );
+        assert_eq!(c["choices"][0]["beam_score"], -0.5);
+        let f = stream_chunk(
+            StreamKind::Text,
+            &meta,
+            &ChunkPart::BeamFinish {
+                index: 1,
+                reason: StopReason::MaxTokens,
+            },
+            false,
+        );
+        assert_eq!(f["choices"][0]["index"], 1);
+        assert_eq!(f["choices"][0]["finish_reason"], "length");
     }
 
     #[test]
@@ -1124,7 +1447,7 @@ mod tests {
             created: 5,
             model: "m".into(),
         };
-        let v = chat_completion(&meta, "hello", &summary());
+        let v = chat_completion(&meta, &Answer::single("hello", &summary()), &summary());
         assert_eq!(v["object"], "chat.completion");
         assert_eq!(v["choices"][0]["message"]["role"], "assistant");
         assert_eq!(v["choices"][0]["message"]["content"], "hello");
@@ -1155,7 +1478,7 @@ mod tests {
         assert_eq!(usage["choices"], serde_json::json!([]));
         assert_eq!(usage["usage"]["completion_tokens"], 3);
 
-        let t = text_completion(&meta, "x", &summary());
+        let t = text_completion(&meta, &Answer::single("x", &summary()), &summary());
         assert_eq!(t["object"], "text_completion");
         assert_eq!(t["choices"][0]["text"], "x");
         let tc = stream_chunk(StreamKind::Text, &meta, &ChunkPart::Content("y"), false);

@@ -176,6 +176,20 @@ fn corpus() -> Vec<Case> {
             ("stream_options", json!(5)),
             ("stream_options", json!({"include_usage": "x"})),
             ("model", json!(5)),
+            // Beam search: bad values, and beams this server (started without
+            // --max-beams) does not allow.
+            ("beams", json!(0)),
+            ("beams", json!(-1)),
+            ("beams", json!(2.5)),
+            ("beams", json!("4")),
+            ("beams", json!([4])),
+            ("beams", json!(true)),
+            ("beams", json!(2)),
+            ("beams", json!(u64::MAX)),
+            ("beams", json!(null)),
+            ("length_penalty", json!("1")),
+            ("length_penalty", json!(1e300)),
+            ("length_penalty", json!({"a": 1})),
         ];
         for (field, v) in &bad_values {
             // `null` means absent: valid.
@@ -195,6 +209,12 @@ fn corpus() -> Vec<Case> {
             ("top_k", "99999999999999999999999"),
             ("seed", "18446744073709551616"),
             ("temperature", "1e999"),
+            ("beams", "1e30"),
+            ("beams", "18446744073709551616"),
+            ("beams", "-0"),
+            ("length_penalty", "NaN"),
+            ("length_penalty", "-1e999"),
+            ("length_penalty", "Infinity"),
         ] {
             let body = String::from_utf8(with_field(path, field, json!(0)))
                 .unwrap()
@@ -212,6 +232,8 @@ fn corpus() -> Vec<Case> {
         let odd: Vec<(&str, Value)> = vec![
             ("logprobs", json!(true)),
             ("user", json!("someone")),
+            ("beams", json!(1)),
+            ("length_penalty", json!(-3)),
             ("x-unknown", json!({"deep": [1, 2, {"x": null}]})),
             ("model", json!("../../../../etc/passwd")),
             ("model", json!("/dev/sda")),

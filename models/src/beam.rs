@@ -6,8 +6,11 @@
 //! Every buffer is allocated by [`BeamSearch::new`] (one state per beam, the candidate lists)
 //! or at the start of [`BeamSearch::run`] (room for `max_tokens` in the finished hypotheses);
 //! a decode step allocates nothing. The prompt is evaluated once, batched, in the first beam's
-//! state; beams get their parent's history by copying the positions in use
-//! ([`State::copy_prefix_from`]), never the whole context.
+//! state (after the prefix that state already holds, as [`crate::generate::Generator`] reuses
+//! it); beams get their parent's history by copying the positions in use
+//! ([`State::copy_prefix_from`]), never the whole context. A search may use fewer beams than
+//! were allocated ([`BeamSearch::run_with_beams`]): a server allocates for the most it allows
+//! and serves smaller requests from the same states.
 //!
 //! One step, as Hugging Face's `BeamSearchScorer` with `early_stopping=True` does it:
 //! 1. every live beam proposes its `N + n_eog` most probable next tokens (ranked by raw logit,
@@ -76,9 +79,25 @@ pub struct BeamOutcome {
     pub stop_reason: StopReason,
     /// Decode steps run (tokens each beam generated).
     pub steps: usize,
+    /// Prompt tokens the first state already held and were not evaluated again.
+    pub reused_tokens: usize,
     pub prompt_ms: f64,
     /// Time of the decode steps (selection, cache copies and the beams' forward passes).
     pub gen_ms: f64,
+}
+
+impl Beam {
+    /// The text of `tokens` as streaming prints it: each token's piece, control tokens (the
+    /// final end-of-generation token) giving nothing, invalid UTF-8 replaced.
+    pub fn text(&self, tokenizer: &edgellm_runtime::tokenizer::Tokenizer) -> String {
+        let bytes: Vec<u8> = self
+            .tokens
+            .iter()
+            .flat_map(|&t| tokenizer.piece(t))
+            .copied()
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
 }
 
 impl BeamOutcome {
@@ -115,8 +134,11 @@ struct Finished {
 
 /// Beam-search decoder with every buffer sized for `n_beams` at construction.
 pub struct BeamSearch {
+    /// Beams allocated for.
     n_beams: usize,
-    /// Proposals per live beam: `n_beams` plus the end-of-generation ids.
+    /// Beams of the search running (or last run), `<= n_beams`.
+    active: usize,
+    /// Proposals per live beam: `active` plus the end-of-generation ids.
     per_beam: usize,
     /// One per beam slot, `[n_beams]`; slot 0 evaluates the prompt.
     states: Vec<State>,
@@ -167,6 +189,7 @@ impl BeamSearch {
         let per_beam = (n_beams + model.tokenizer.eog_ids().len()).min(n_vocab);
         Ok(BeamSearch {
             n_beams,
+            active: n_beams,
             per_beam,
             states,
             slot_logprob: vec![0.0; n_beams],
@@ -201,8 +224,29 @@ impl BeamSearch {
         self.states.iter().map(State::heap_bytes).sum()
     }
 
-    /// Runs a beam search from `prompt`. `on_step(n)` is called after each decode step with the
-    /// tokens generated so far; returning `false` stops (with the beams as they are).
+    /// The first beam's state: it evaluates the prompt (with `opts.n_batch` rows) and may serve
+    /// ordinary generation between searches. After a search it holds the prompt and the history
+    /// of whichever beam ended in it, its tokens matching its K/V entries, so a later prompt
+    /// can reuse the common prefix.
+    pub fn first_state(&self) -> &State {
+        &self.states[0]
+    }
+
+    /// See [`BeamSearch::first_state`].
+    pub fn first_state_mut(&mut self) -> &mut State {
+        &mut self.states[0]
+    }
+
+    /// Empties every beam's cache (after a failed forward pass left one half-written).
+    pub fn reset(&mut self) {
+        for s in &mut self.states {
+            s.reset();
+        }
+    }
+
+    /// Runs a beam search from `prompt` with every allocated beam. `on_step(n)` is called after
+    /// each decode step with the tokens generated so far; returning `false` stops (with the
+    /// beams as they are).
     pub fn run(
         &mut self,
         model: &Model,
@@ -210,6 +254,25 @@ impl BeamSearch {
         params: &BeamParams,
         on_step: &mut dyn FnMut(usize) -> bool,
     ) -> Result<BeamOutcome, ModelError> {
+        self.run_with_beams(model, prompt, self.n_beams, params, on_step)
+    }
+
+    /// [`BeamSearch::run`] with `n_beams` of the allocated beams (`1..=self.n_beams()`): the
+    /// same result as a `BeamSearch` allocated for `n_beams`.
+    pub fn run_with_beams(
+        &mut self,
+        model: &Model,
+        prompt: &[u32],
+        n_beams: usize,
+        params: &BeamParams,
+        on_step: &mut dyn FnMut(usize) -> bool,
+    ) -> Result<BeamOutcome, ModelError> {
+        if n_beams == 0 || n_beams > self.n_beams {
+            return Err(ModelError::Option(format!(
+                "{n_beams} beams asked for; this search has room for 1 to {}",
+                self.n_beams
+            )));
+        }
         if prompt.is_empty() {
             return Err(ModelError::Option("the prompt is empty".into()));
         }
@@ -234,7 +297,16 @@ impl BeamSearch {
         } else {
             StopReason::MaxTokens
         };
-        for f in &mut self.finished {
+        self.active = n_beams;
+        let n_vocab = model.hparams.n_vocab;
+        self.per_beam = (n_beams + model.tokenizer.eog_ids().len()).min(n_vocab);
+        // No-ops unless a reloaded model has more end-of-generation ids than the one the
+        // buffers were sized for.
+        self.top.clear();
+        self.top.reserve(self.per_beam);
+        self.candidates.clear();
+        self.candidates.reserve(n_beams * self.per_beam);
+        for f in &mut self.finished[..n_beams] {
             f.tokens.clear();
             f.tokens.reserve(max_tokens);
         }
@@ -242,10 +314,21 @@ impl BeamSearch {
         self.chosen.clear();
 
         let t0 = Instant::now();
-        for s in &mut self.states {
+        for s in &mut self.states[1..] {
             s.reset();
         }
-        model.forward(&mut self.states[0], prompt, LogitsWanted::Last)?;
+        // Prefix reuse as the generator does it: keep what the first state shares with the
+        // prompt, but evaluate at least the last prompt token so its logits are fresh.
+        let first = &mut self.states[0];
+        let reused_tokens = first
+            .tokens()
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        first.truncate(reused_tokens);
+        model.forward(first, &prompt[reused_tokens..], LogitsWanted::Last)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
         self.live.clear();
         self.live.push(0);
@@ -258,7 +341,7 @@ impl BeamSearch {
             self.propose(params.ignore_eos);
             self.choose(model, prompt.len(), steps + 1, params);
             steps += 1;
-            if self.n_finished >= self.n_beams || self.chosen.is_empty() {
+            if self.n_finished >= self.active || self.chosen.is_empty() {
                 stop_reason = StopReason::Eos;
                 break;
             }
@@ -278,6 +361,7 @@ impl BeamSearch {
             beams,
             stop_reason,
             steps,
+            reused_tokens,
             prompt_ms,
             gen_ms,
         })
@@ -286,7 +370,7 @@ impl BeamSearch {
     /// Fills `candidates` with every live beam's best proposals, ranked.
     fn propose(&mut self, ignore_eos: bool) {
         let per_beam = if ignore_eos {
-            self.n_beams
+            self.active
         } else {
             self.per_beam
         };
@@ -317,16 +401,16 @@ impl BeamSearch {
     fn choose(&mut self, model: &Model, prompt_len: usize, len: usize, params: &BeamParams) {
         self.chosen.clear();
         for rank in 0..self.candidates.len() {
-            if self.chosen.len() == self.n_beams {
+            if self.chosen.len() == self.active {
                 break;
             }
             let c = self.candidates[rank];
             if !params.ignore_eos && model.tokenizer.is_eog(c.token) {
-                if rank < self.n_beams {
+                if rank < self.active {
                     let history = &self.states[self.live[c.parent]].tokens()[prompt_len..];
                     let score = length_penalized(c.logprob_sum, len, params.length_penalty);
                     add_finished(
-                        &mut self.finished,
+                        &mut self.finished[..self.active],
                         &mut self.n_finished,
                         history,
                         c.token,
@@ -405,7 +489,7 @@ impl BeamSearch {
         }
         // Stable: among equal scores the finished beam, then the better-ranked live one, wins.
         beams.sort_by(|a, b| b.score.total_cmp(&a.score));
-        beams.truncate(self.n_beams);
+        beams.truncate(self.active);
         beams
     }
 }

@@ -57,6 +57,10 @@ pub struct Args {
     /// Bearer key every TCP request must carry (or $EDGELLM_API_KEY).
     #[arg(long, env = "EDGELLM_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Allow socket requests to ask for beam search ("beams": 2..=N): allocates N-1 more KV
+    /// caches at start (the first beam shares the ordinary one). 0 or 1: beam search off.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_beams: usize,
 }
 
 pub fn main(args: Args) -> Result<()> {
@@ -83,9 +87,15 @@ pub fn main(args: Args) -> Result<()> {
     let (model, board) = args.opts.load()?;
     let model_path = args.opts.model_path(board.as_ref());
     let state_options = args.opts.state_options(&model, board.as_ref(), false)?;
-    check_memory(&model, &state_options, board.as_ref())?;
-    let (engine, handle) = Engine::start(model, model_path.clone(), state_options, args.queue)
-        .context("starting the engine")?;
+    check_memory(&model, &state_options, args.max_beams, board.as_ref())?;
+    let (engine, handle) = Engine::start_with_beams(
+        model,
+        model_path.clone(),
+        state_options,
+        args.queue,
+        args.max_beams,
+    )
+    .context("starting the engine")?;
     log::info!(
         "model {} ({}) loaded in {:.0} ms: context {}, {} threads, kernels {}",
         handle.info().model_name,
@@ -206,16 +216,42 @@ fn wait_for_workers(
 }
 
 /// Refuses to start when a memory limit (cgroup, RLIMIT_AS) cannot hold the model at this
-/// context: better a clear error now than the OOM killer mid-answer.
-fn check_memory(model: &Model, opts: &StateOptions, board: Option<&BoardConfig>) -> Result<()> {
+/// context (with `max_beams` beams' caches): better a clear error now than the OOM killer
+/// mid-answer.
+fn check_memory(
+    model: &Model,
+    opts: &StateOptions,
+    max_beams: usize,
+    board: Option<&BoardConfig>,
+) -> Result<()> {
     let layout = StateLayout::new(&model.hparams, &model.weights, opts)?;
+    // The beams past the first: a KV cache each and one-row scratch (they decode one token
+    // at a time), as `BeamSearch::new` allocates them.
+    let extra_beams = max_beams.saturating_sub(1) as u64;
+    let beam_layout = StateLayout::new(
+        &model.hparams,
+        &model.weights,
+        &StateOptions {
+            n_batch: 1,
+            ..*opts
+        },
+    )?;
     let need = MemoryNeed {
         weights: model.mapped_bytes() as u64,
         kv: layout.kv_bytes as u64,
-        scratch: (layout.scratch_bytes() + model.tokenizer.heap_bytes()) as u64,
+        beam_kv: extra_beams * beam_layout.kv_bytes as u64,
+        scratch: (layout.scratch_bytes()
+            + model.tokenizer.heap_bytes()
+            + extra_beams as usize * beam_layout.scratch_bytes()) as u64,
         overhead: SERVE_OVERHEAD_BYTES,
     };
-    let kv_per_token = need.kv / opts.n_ctx.max(1) as u64;
+    if extra_beams > 0 {
+        log::info!(
+            "--max-beams {max_beams}: {} MiB more for the beams' KV caches and scratch",
+            (need.beam_kv + extra_beams * beam_layout.scratch_bytes() as u64) >> 20
+        );
+    }
+    let kv_per_token = (need.kv + need.beam_kv) / opts.n_ctx.max(1) as u64;
     memory::check(need, kv_per_token).map_err(|e| anyhow::anyhow!("not enough memory: {e}"))?;
     if let Some(b) = board {
         if need.total() > b.memory.budget_bytes {

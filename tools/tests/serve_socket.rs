@@ -1,5 +1,5 @@
 //! `edgellm serve`'s Unix socket with real clients: the `openai` Python package (answers equal
-//! `edgellm run`'s at temperature 0), `curl --unix-socket` on every endpoint and error status,
+//! `edgellm run`'s at temperature 0, beam answers `edgellm run --beams`'s), `curl --unix-socket` on every endpoint and error status,
 //! concurrent clients served in queue order, the queue limit, and SIGTERM mid-answer.
 
 mod common;
@@ -95,6 +95,33 @@ fn the_openai_package_gets_what_edgellm_run_prints() {
     let model = r["models"][0].as_str().unwrap();
     assert_eq!(r["chat_model"], model);
     assert_ne!(model, "anything");
+    assert_eq!(serve.sigterm().code(), Some(0));
+}
+
+#[test]
+fn the_openai_package_gets_beams_equal_to_edgellm_run_beams() {
+    let mut serve = Serve::start(&["--max-beams", "4"]);
+    let r = python(
+        "openai_beams.py",
+        &[
+            serve.socket.display().to_string(),
+            QUESTION.into(),
+            N.to_string(),
+        ],
+    );
+    println!("{r}");
+    let run = edgellm_run(&["--chat", "-p", QUESTION, "--beams", "4"]);
+    assert_eq!(r["texts"][0], run.as_str());
+    assert_eq!(r["texts"].as_array().unwrap().len(), 2);
+    assert_ne!(r["texts"][0], r["texts"][1]);
+    let scores: Vec<f64> = r["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().expect("beam_score"))
+        .collect();
+    assert!(scores[0] >= scores[1], "{scores:?}");
+    assert!(r["usage"]["completion_tokens"].as_u64().unwrap() <= N as u64);
     assert_eq!(serve.sigterm().code(), Some(0));
 }
 

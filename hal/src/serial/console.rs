@@ -755,7 +755,8 @@ impl AnswerView {
     fn render_human(&mut self, ev: &Event) -> String {
         let mut out = String::new();
         match ev {
-            Event::Started { .. } => {}
+            // Beam jobs come from the socket only (json_request refuses them).
+            Event::Started { .. } | Event::Beams(_) => {}
             Event::Progress { done, total } => {
                 let indicator = format!("[prompt {done}/{total}]");
                 out.push('\r');

@@ -2,11 +2,14 @@
 //! `{"messages": [...]}`, parsed and checked by the socket API's own parsers in
 //! [`crate::openai`] so both speak the same fields with the same rules, or `{"mode": ...}`),
 //! JSON lines out (`{"token"}`, `{"done"}`, `{"error"}`, `{"mode"}`).
+//!
+//! Beam search (`"beams"` above 1, or `"n"` above 1) is checked like a socket request and then
+//! refused: the console runs ordinary decoding only.
 
 use serde_json::Value;
 
 use crate::engine::{Prompt, Summary};
-use crate::openai::{self, Sampling};
+use crate::openai::{self, BeamRequest, Sampling};
 
 /// What a json-mode line asks for.
 #[derive(Debug)]
@@ -29,6 +32,7 @@ pub fn parse_line(line: &str) -> Result<JsonCommand, String> {
         }
         (true, false, None) => {
             let r = openai::parse_completion_request(line.as_bytes()).map_err(|e| e.message)?;
+            refuse_beams(&r.beams)?;
             Ok(JsonCommand::Generate {
                 prompt: r.prompt(),
                 sampling: r.sampling,
@@ -36,12 +40,24 @@ pub fn parse_line(line: &str) -> Result<JsonCommand, String> {
         }
         (false, true, None) => {
             let r = openai::parse_chat_request(line.as_bytes()).map_err(|e| e.message)?;
+            refuse_beams(&r.beams)?;
             Ok(JsonCommand::Generate {
                 prompt: r.prompt(),
                 sampling: r.sampling,
             })
         }
     }
+}
+
+/// The console decodes one answer at a time: a valid beam request is still refused.
+fn refuse_beams(b: &BeamRequest) -> Result<(), String> {
+    if b.is_beam_search() {
+        return Err(format!(
+            "beams = {}: beam search is served on the socket API, not on the serial console",
+            b.beams
+        ));
+    }
+    Ok(())
 }
 
 /// `{"token": "..."}`
@@ -119,6 +135,15 @@ mod tests {
         assert!(err(r#"{"prompt": "a", "top_p": 1.5}"#).contains("top_p"));
         assert!(err(r#"{"prompt": "a", "max_tokens": 0}"#).contains("max_tokens"));
         assert!(err(r#"{"prompt": "a", "stop": [""]}"#).contains("stop"));
+        // Checked by the socket API's rules, then refused: the console has no beam caches.
+        assert!(err(r#"{"prompt": "a", "beams": 0}"#).contains("beams = 0"));
+        assert!(err(r#"{"prompt": "a", "beams": "4"}"#).contains("'beams'"));
+        assert!(err(r#"{"prompt": "a", "beams": 4}"#).contains("serial console"));
+        assert!(err(r#"{"prompt": "a", "n": 2}"#).contains("n = 2"));
+        assert!(matches!(
+            parse_line(r#"{"prompt": "a", "beams": 1, "n": 1}"#),
+            Ok(JsonCommand::Generate { .. })
+        ));
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn submit_error(e: SubmitError) -> ApiError {
             ApiError::new(429, "rate_limit_error", "queue_full", e.to_string())
         }
         SubmitError::ShuttingDown => shutting_down(),
+        SubmitError::TooManyBeams { .. } => ApiError::invalid("beams", e.to_string()),
     }
 }
 

@@ -1,7 +1,9 @@
 //! What each request gets: routing by path and method, the API key check on TCP, request
 //! bodies read under the size and time limits, and the handlers of every endpoint. Completion
 //! requests become engine jobs whose events come back over a tokio channel: collected into one
-//! JSON response, or streamed as server-sent events ([`super::sse`]).
+//! JSON response, or streamed as server-sent events ([`super::sse`]). A request with `beams`
+//! above 1 becomes a beam job instead; its answers (the best `n` beams) arrive together when
+//! the search ends.
 //!
 //! A request whose client goes away (its response future or body is dropped) raises its
 //! job's cancel flag at once; the engine then moves on to the next job.
@@ -23,10 +25,9 @@ use super::errors::{self, error_response, json_response};
 use super::metrics::{endpoint_label, ServerMetrics};
 use super::sse::SseBody;
 use super::SocketLimits;
-use crate::engine::{EngineHandle, Event, Job, Summary};
-use crate::openai::{self, ApiError, ResponseMeta, StreamKind};
+use crate::engine::{BeamJob, EngineHandle, Event, Job, Summary};
+use crate::openai::{self, Answer, ApiError, BeamRequest, ResponseMeta, Sampling, StreamKind};
 use crate::shutdown::Shutdown;
-use edgellm_models::GenerateParams;
 
 /// Every response's body: a complete buffer or an event stream.
 pub type ResponseBody = Either<Full<Bytes>, SseBody>;
@@ -109,23 +110,37 @@ pub struct SubmittedJob {
     _cancel: CancelOnDrop,
 }
 
-/// Queues a job whose events arrive on a tokio channel; the engine thread's send is
-/// synchronous and fails (cancelling the job) once the receiver is gone.
+/// Queues an ordinary or a beam job (as `beams` asks) whose events arrive on a tokio channel;
+/// the engine thread's send is synchronous and fails (cancelling the job) once the receiver is
+/// gone.
 fn submit(
     engine: &EngineHandle,
     prompt: Vec<u32>,
-    params: GenerateParams,
+    sampling: &Sampling,
+    beams: &BeamRequest,
 ) -> Result<SubmittedJob, ApiError> {
     let (tx, rx) = unbounded_channel();
     let cancel = Arc::new(AtomicBool::new(false));
-    engine
-        .submit(Job {
+    let sink = Box::new(move |ev| tx.send(ev).is_ok());
+    let n_ctx = engine.info().n_ctx;
+    let submitted = if beams.is_beam_search() {
+        engine.submit_beams(BeamJob {
+            params: beams.beam_params(sampling, prompt.len(), n_ctx),
             prompt,
-            params,
-            sink: Box::new(move |ev| tx.send(ev).is_ok()),
+            beams: beams.beams,
+            choices: beams.n,
+            sink,
             cancel: Arc::clone(&cancel),
         })
-        .map_err(errors::submit_error)?;
+    } else {
+        engine.submit(Job {
+            params: sampling.generate_params(prompt.len(), n_ctx, openai::random_seed()),
+            prompt,
+            sink,
+            cancel: Arc::clone(&cancel),
+        })
+    };
+    submitted.map_err(errors::submit_error)?;
     Ok(SubmittedJob {
         rx,
         _cancel: CancelOnDrop(cancel),
@@ -237,12 +252,13 @@ async fn completion(
     log: &RequestLog,
 ) -> Result<Response<ResponseBody>, ApiError> {
     let body = read_body(ctx, req).await?;
-    let (prompt, sampling, stream, include_usage, param) = match kind {
+    let (prompt, sampling, beams, stream, include_usage, param) = match kind {
         StreamKind::Chat => {
             let r = openai::parse_chat_request(&body)?;
             (
                 r.prompt(),
                 r.sampling,
+                r.beams,
                 r.stream,
                 r.include_usage,
                 "messages",
@@ -250,7 +266,14 @@ async fn completion(
         }
         StreamKind::Text => {
             let r = openai::parse_completion_request(&body)?;
-            (r.prompt(), r.sampling, r.stream, r.include_usage, "prompt")
+            (
+                r.prompt(),
+                r.sampling,
+                r.beams,
+                r.stream,
+                r.include_usage,
+                "prompt",
+            )
         }
     };
     if ctx.shutdown.is_triggered() {
@@ -262,9 +285,7 @@ async fn completion(
         .await
         .map_err(|e| errors::generation_failed(format!("tokenizing the prompt failed: {e}")))?
         .map_err(|e| errors::prompt_error(e, param))?;
-    let params =
-        sampling.generate_params(ids.len(), ctx.engine.info().n_ctx, openai::random_seed());
-    let mut job = submit(&ctx.engine, ids, params)?;
+    let mut job = submit(&ctx.engine, ids, &sampling, &beams)?;
     let n = ctx.next_id.fetch_add(1, Ordering::Relaxed);
     let meta = ResponseMeta {
         id: match kind {
@@ -295,9 +316,11 @@ async fn completion(
         return Ok(r);
     }
     let mut text = String::new();
+    let mut beam_choices = None;
     let summary = loop {
         match job.rx.recv().await {
             Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Beams(b)) => beam_choices = Some(b),
             Some(Event::Done(s)) => break s,
             Some(Event::Failed(m)) => {
                 ctx.metrics
@@ -319,9 +342,13 @@ async fn completion(
             }
         }
     };
+    let answers = match &beam_choices {
+        Some(b) => Answer::of_beams(b),
+        None => Answer::single(&text, &summary).to_vec(),
+    };
     let value = match kind {
-        StreamKind::Chat => openai::chat_completion(&meta, &text, &summary),
-        StreamKind::Text => openai::text_completion(&meta, &text, &summary),
+        StreamKind::Chat => openai::chat_completion(&meta, &answers, &summary),
+        StreamKind::Text => openai::text_completion(&meta, &answers, &summary),
     };
     log::info!("{}", log.with_summary(200, &summary));
     let mut r = json_response(StatusCode::OK, value.to_string());
@@ -381,6 +408,7 @@ fn models(ctx: &ServerContext) -> Response<ResponseBody> {
                 "n_vocab": info.n_vocab,
                 "threads": info.n_threads,
                 "kernels": info.kernels,
+                "max_beams": info.max_beams,
             }
         }]
     });

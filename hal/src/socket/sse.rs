@@ -3,6 +3,10 @@
 //! `: keep-alive` comment after every stretch of silence (queue wait, long prompt) so clients
 //! do not time out.
 //!
+//! A beam job's answers are only known when the search ends: its stream is the role chunk,
+//! keep-alive comments while the beams run, then one chunk per choice with that choice's whole
+//! text, one finish chunk per choice, the usage and `[DONE]`.
+//!
 //! Dropping the body (the client went away) drops the event receiver and raises the job's
 //! cancel flag, so the engine stops at its next token or prompt batch.
 
@@ -22,6 +26,7 @@ use super::metrics::ServerMetrics;
 use super::routes::{RequestLog, SubmittedJob};
 use crate::engine::{Event, Summary};
 use crate::openai::{stream_chunk, ChunkPart, ResponseMeta, StreamKind};
+use edgellm_models::StopReason;
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 const DONE: &[u8] = b"data: [DONE]\n\n";
@@ -35,6 +40,8 @@ pub struct SseBody {
     // Fires after `keep_alive_every` without a frame.
     keep_alive: Pin<Box<Sleep>>,
     finished: bool,
+    /// How each choice of a beam job ended (its finish chunks go out with `Done`).
+    beam_finishes: Vec<StopReason>,
     log: RequestLog,
     metrics: Arc<ServerMetrics>,
 }
@@ -57,6 +64,7 @@ impl SseBody {
             keep_alive_every,
             keep_alive: Box::pin(tokio::time::sleep(keep_alive_every)),
             finished: false,
+            beam_finishes: Vec::new(),
             log,
             metrics,
         }
@@ -80,8 +88,25 @@ impl SseBody {
             }
             Event::Progress { .. } => {}
             Event::Text(t) => self.data(&ChunkPart::Content(&t), &mut out),
+            Event::Beams(choices) => {
+                for (b, index) in choices.iter().zip(0..) {
+                    let part = ChunkPart::BeamContent {
+                        index,
+                        text: &b.text,
+                        beam_score: b.score,
+                    };
+                    self.data(&part, &mut out);
+                }
+                self.beam_finishes = choices.iter().map(|b| b.stop_reason).collect();
+            }
             Event::Done(s) => {
-                self.data(&ChunkPart::Finish(s.stop_reason), &mut out);
+                if self.beam_finishes.is_empty() {
+                    self.data(&ChunkPart::Finish(s.stop_reason), &mut out);
+                }
+                for (reason, index) in std::mem::take(&mut self.beam_finishes).into_iter().zip(0..)
+                {
+                    self.data(&ChunkPart::BeamFinish { index, reason }, &mut out);
+                }
                 if self.include_usage {
                     self.data(&ChunkPart::Usage(&s), &mut out);
                 }

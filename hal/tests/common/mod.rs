@@ -37,21 +37,35 @@ pub fn engine(queue: usize) -> (Engine, EngineHandle) {
 
 /// The real model on an engine with one thread and a context of `n_ctx`.
 pub fn engine_ctx(queue: usize, n_ctx: usize) -> (Engine, EngineHandle) {
-    let path = edgellm_runtime::default_model_path();
-    let model = Model::load(
-        &path,
+    engine_beams(queue, n_ctx, 0)
+}
+
+/// The state options every test engine uses at context `n_ctx`.
+pub fn state_options(n_ctx: usize) -> StateOptions {
+    StateOptions {
+        n_ctx,
+        n_threads: 1,
+        ..Default::default()
+    }
+}
+
+/// The real model, loaded as the test engines load it (one thread).
+pub fn load_model() -> Model {
+    Model::load(
+        &edgellm_runtime::default_model_path(),
         LoadOptions {
             n_threads: 1,
             kernels: None,
         },
     )
-    .expect("loading the model (run `make model`)");
-    let opts = StateOptions {
-        n_ctx,
-        n_threads: 1,
-        ..Default::default()
-    };
-    Engine::start(model, path, opts, queue).expect("starting the engine")
+    .expect("loading the model (run `make model`)")
+}
+
+/// [`engine_ctx`] with room for beam jobs of up to `max_beams` beams.
+pub fn engine_beams(queue: usize, n_ctx: usize, max_beams: usize) -> (Engine, EngineHandle) {
+    let path = edgellm_runtime::default_model_path();
+    Engine::start_with_beams(load_model(), path, state_options(n_ctx), queue, max_beams)
+        .expect("starting the engine")
 }
 
 pub fn fresh_dir() -> PathBuf {
@@ -101,7 +115,24 @@ impl Server {
         limits: SocketLimits,
         adjust: impl FnOnce(&mut SocketOptions),
     ) -> Server {
-        let (engine, handle) = engine(queue);
+        Server::start_on(engine(queue), limits, adjust)
+    }
+
+    /// A server (default limits) whose engine has room for `max_beams` beams.
+    pub fn start_beams(queue: usize, max_beams: usize) -> Server {
+        Server::start_on(
+            engine_beams(queue, N_CTX, max_beams),
+            SocketLimits::default(),
+            |_| {},
+        )
+    }
+
+    /// A server in front of `engine`.
+    pub fn start_on(
+        (engine, handle): (Engine, EngineHandle),
+        limits: SocketLimits,
+        adjust: impl FnOnce(&mut SocketOptions),
+    ) -> Server {
         let dir = fresh_dir();
         let socket = dir.join("s.sock");
         let mut opts = options(&socket);
