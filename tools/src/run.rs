@@ -283,17 +283,7 @@ fn beam_main(
     if progress {
         eprint!("\r\x1b[K");
     }
-    // The pieces as streaming prints them (control tokens such as the final <|im_end|> give
-    // nothing; a leading space is kept).
-    let text = |b: &Beam| {
-        let bytes: Vec<u8> = b
-            .tokens
-            .iter()
-            .flat_map(|&t| model.tokenizer.piece(t))
-            .copied()
-            .collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    };
+    let text = |b: &Beam| b.text(&model.tokenizer);
     let best = outcome.best();
     let best_text = best.map(text).unwrap_or_default();
     let reason = outcome.stop_reason.name();
