@@ -27,7 +27,7 @@ pub enum ModelError {
     Quant(#[from] edgellm_runtime::quant::QuantError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("unsupported architecture '{0}' (supported: llama, qwen2)")]
+    #[error("unsupported architecture '{0}' (supported: llama, qwen2, gemma3)")]
     UnsupportedArchitecture(String),
     #[error("required metadata key '{0}' is missing")]
     MissingKey(String),

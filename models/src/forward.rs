@@ -2,10 +2,16 @@
 //! RoPE and grouped-query heads over the KV cache, pre-norm gated FFN, residuals; final norm
 //! and the output projection. Prompts are evaluated in batches (every matmul reads each
 //! weight row once for the whole batch); decoding is a batch of one. Nothing here allocates.
+//!
+//! The architectures' differences are switches read from `HParams` and the bound weights, not
+//! separate passes: Gemma 3 adds the embedding scale, QK-norm, post-attention and post-FFN
+//! norms, GeGLU, sliding-window layers with their own RoPE base, and (when the file asks)
+//! final logit soft-capping.
 
 use edgellm_runtime::kernels::matmul::matmul;
 use edgellm_runtime::ops::{self, AttnScratch, KvElem, LayerCache};
 
+use crate::arch::FfnAct;
 use crate::error::ModelError;
 use crate::model::Model;
 use crate::state::State;
@@ -109,6 +115,11 @@ impl Model {
             )
             .map_err(|e| ModelError::Option(e.to_string()))?;
         }
+        if let Some(scale) = hp.embd_scale {
+            for v in &mut s.x[..nb * d] {
+                *v *= scale;
+            }
+        }
         // RoPE rotations of this batch's positions.
         for t in 0..nb {
             ops::rope_cache(
@@ -117,8 +128,16 @@ impl Model {
                 freq_factors,
                 &mut s.rope_cs[t * n_half..(t + 1) * n_half],
             );
+            if let Some(swa) = &hp.swa {
+                ops::rope_cache(
+                    &swa.rope,
+                    (pos0 + t) as f32,
+                    freq_factors,
+                    &mut s.rope_cs_swa[t * n_half..(t + 1) * n_half],
+                );
+            }
         }
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = hp.attn_scale;
         let group = hp.n_head / hp.n_head_kv;
 
         for (il, l) in w.layers.iter().enumerate() {
@@ -173,8 +192,23 @@ impl Model {
                     }
                 }
             }
+            if let (Some(qn), Some(kn)) = (&l.q_norm, &l.k_norm) {
+                let (qn, kn) = (qn.f32s(map), kn.f32s(map));
+                for head in s.q[..nb * q_dim].chunks_exact_mut(hd) {
+                    ops::rms_norm_in_place(head, qn, hp.rms_eps);
+                }
+                for head in s.k[..nb * kv_dim].chunks_exact_mut(hd) {
+                    ops::rms_norm_in_place(head, kn, hp.rms_eps);
+                }
+            }
+            let window = hp.layer_window(il);
+            let cs_all = if window.is_some() {
+                &s.rope_cs_swa
+            } else {
+                &s.rope_cs
+            };
             for t in 0..nb {
-                let cs = &s.rope_cs[t * n_half..(t + 1) * n_half];
+                let cs = &cs_all[t * n_half..(t + 1) * n_half];
                 for h in 0..hp.n_head {
                     let o = t * q_dim + h * hd;
                     ops::rope_apply(hp.rope.style, hp.rope.n_dims, &mut s.q[o..o + hd], cs);
@@ -206,6 +240,7 @@ impl Model {
                     n_head,
                     group,
                     pos0,
+                    window,
                     scale,
                 );
             } else if let Some(cache) = s.kv.layer_f32(il) {
@@ -220,6 +255,7 @@ impl Model {
                     n_head,
                     group,
                     pos0,
+                    window,
                     scale,
                 );
             }
@@ -232,6 +268,12 @@ impl Model {
                 &mut s.act,
                 &mut s.xb2,
             )?;
+            if let Some(pn) = &l.post_attn_norm {
+                let pn = pn.f32s(map);
+                for row in s.xb2[..nb * d].chunks_exact_mut(d) {
+                    ops::rms_norm_in_place(row, pn, hp.rms_eps);
+                }
+            }
             for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
                 *x += a;
             }
@@ -264,7 +306,10 @@ impl Model {
                 &mut s.act,
                 &mut s.hb2,
             )?;
-            ops::swiglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]);
+            match hp.ffn_act {
+                FfnAct::Silu => ops::swiglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]),
+                FfnAct::GeluTanh => ops::geglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]),
+            }
             matmul(
                 pool,
                 kern,
@@ -274,6 +319,12 @@ impl Model {
                 &mut s.act,
                 &mut s.xb2,
             )?;
+            if let Some(pn) = &l.post_ffn_norm {
+                let pn = pn.f32s(map);
+                for row in s.xb2[..nb * d].chunks_exact_mut(d) {
+                    ops::rms_norm_in_place(row, pn, hp.rms_eps);
+                }
+            }
             for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
                 *x += a;
             }
@@ -308,6 +359,9 @@ impl Model {
             &mut s.act,
             &mut s.logits,
         )?;
+        if let Some(cap) = hp.final_logit_softcap {
+            ops::softcap(&mut s.logits[..rows * hp.n_vocab], cap);
+        }
         s.logit_rows = rows;
         Ok(())
     }
@@ -321,7 +375,7 @@ enum OutRows {
 }
 
 /// Attention for every (token, head) of the batch, in parallel over heads: token `t` sees
-/// cached positions `0..=pos0 + t`.
+/// cached positions `0..=pos0 + t`, or only the last `window` of them on a sliding-window layer.
 fn attend<T: KvElem>(
     pool: &edgellm_runtime::kernels::threadpool::ThreadPool,
     att: &mut [f32],
@@ -333,17 +387,20 @@ fn attend<T: KvElem>(
     n_head: usize,
     group: usize,
     pos0: usize,
+    window: Option<usize>,
     scale: f32,
 ) {
     pool.for_each_row(att, hd, scratch, 1, &|row, out, scratch| {
         let t = row / n_head;
         let h = row % n_head;
         let qh = &q[row * hd..(row + 1) * hd];
+        let end = pos0 + t + 1;
+        let start = window.map_or(0, |w| end.saturating_sub(w));
         ops::attention_head(
             qh,
             cache,
             h / group,
-            pos0 + t + 1,
+            start..end,
             scale,
             dot,
             &mut scratch[0],

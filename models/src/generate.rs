@@ -285,7 +285,7 @@ impl Model {
             n_keep,
             n_discard,
             n_past,
-            &self.hparams.rope,
+            &|il| *self.hparams.layer_rope(il),
             ff,
             self.hparams.head_dim,
         );

@@ -160,27 +160,51 @@ impl KvCache {
     }
 
     /// Drops positions `[n_keep, n_keep + n_discard)`, moving the `n_past - n_keep - n_discard`
-    /// later ones down and re-rotating their keys by `-n_discard` positions.
+    /// later ones down and re-rotating their keys by `-n_discard` positions with each layer's
+    /// RoPE (`layer_rope(il)`: sliding-window layers have their own base).
     pub fn shift(
         &mut self,
         n_keep: usize,
         n_discard: usize,
         n_past: usize,
-        rope: &RopeParams,
+        layer_rope: &dyn Fn(usize) -> RopeParams,
         freq_factors: Option<&[f32]>,
         head_dim: usize,
     ) {
-        let mut cs = vec![(0.0f32, 0.0f32); rope.n_dims / 2];
-        // A rotation by a negative position undoes that many positions of rotation.
-        rope_cache(rope, -(n_discard as f32), freq_factors, &mut cs);
         let (n_ctx, kv_dim, n_layer) = (self.n_ctx, self.kv_dim, self.n_layer);
-        match &mut self.store {
-            KvStore::F16 { k, v } => shift_store(
-                k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim,
-            ),
-            KvStore::F32 { k, v } => shift_store(
-                k, v, n_layer, n_ctx, kv_dim, n_keep, n_discard, n_past, rope, &cs, head_dim,
-            ),
+        let n_half = layer_rope(0).n_dims / 2;
+        let mut cs = vec![(0.0f32, 0.0f32); n_half];
+        for l in 0..n_layer {
+            let rope = layer_rope(l);
+            // A rotation by a negative position undoes that many positions of rotation.
+            rope_cache(&rope, -(n_discard as f32), freq_factors, &mut cs);
+            let layer = l * n_ctx * kv_dim..(l + 1) * n_ctx * kv_dim;
+            match &mut self.store {
+                KvStore::F16 { k, v } => shift_layer(
+                    &mut k[layer.clone()],
+                    &mut v[layer],
+                    n_ctx,
+                    kv_dim,
+                    n_keep,
+                    n_discard,
+                    n_past,
+                    &rope,
+                    &cs,
+                    head_dim,
+                ),
+                KvStore::F32 { k, v } => shift_layer(
+                    &mut k[layer.clone()],
+                    &mut v[layer],
+                    n_ctx,
+                    kv_dim,
+                    n_keep,
+                    n_discard,
+                    n_past,
+                    &rope,
+                    &cs,
+                    head_dim,
+                ),
+            }
         }
     }
 }
@@ -223,10 +247,11 @@ fn copy_prefix<T: Copy>(
     }
 }
 
-fn shift_store<T: KvElem>(
+/// [`KvCache::shift`] of one layer's keys `[n_ctx][kv_dim]` and transposed values
+/// `[kv_dim][n_ctx]`.
+fn shift_layer<T: KvElem>(
     k: &mut [T],
     v: &mut [T],
-    n_layer: usize,
     n_ctx: usize,
     kv_dim: usize,
     n_keep: usize,
@@ -237,26 +262,23 @@ fn shift_store<T: KvElem>(
     head_dim: usize,
 ) {
     let mut head = vec![0.0f32; head_dim];
-    for l in 0..n_layer {
-        let base = l * n_ctx * kv_dim;
-        // Values: each transposed row moves its positions down.
-        for c in 0..kv_dim {
-            let row = base + c * n_ctx;
-            v.copy_within(row + n_keep + n_discard..row + n_past, row + n_keep);
-        }
-        for p in n_keep + n_discard..n_past {
-            let src = base + p * kv_dim;
-            let dst = base + (p - n_discard) * kv_dim;
-            k.copy_within(src..src + kv_dim, dst);
-            for h in 0..kv_dim / head_dim {
-                let row = &mut k[dst + h * head_dim..dst + (h + 1) * head_dim];
-                for (o, s) in head.iter_mut().zip(row.iter()) {
-                    *o = s.to_f32();
-                }
-                rope_apply(rope.style, rope.n_dims, &mut head, cs);
-                for (o, s) in row.iter_mut().zip(&head) {
-                    *o = T::from_f32(*s);
-                }
+    // Values: each transposed row moves its positions down.
+    for c in 0..kv_dim {
+        let row = c * n_ctx;
+        v.copy_within(row + n_keep + n_discard..row + n_past, row + n_keep);
+    }
+    for p in n_keep + n_discard..n_past {
+        let src = p * kv_dim;
+        let dst = (p - n_discard) * kv_dim;
+        k.copy_within(src..src + kv_dim, dst);
+        for h in 0..kv_dim / head_dim {
+            let row = &mut k[dst + h * head_dim..dst + (h + 1) * head_dim];
+            for (o, s) in head.iter_mut().zip(row.iter()) {
+                *o = s.to_f32();
+            }
+            rope_apply(rope.style, rope.n_dims, &mut head, cs);
+            for (o, s) in row.iter_mut().zip(&head) {
+                *o = T::from_f32(*s);
             }
         }
     }

@@ -56,6 +56,9 @@ pub struct StateLayout {
     pub att_scratch_bytes: usize,
     /// `[n_batch][n_rot / 2]` (cos, sin) pairs.
     pub rope: usize,
+    /// `[n_batch][n_rot / 2]` (cos, sin) pairs of the sliding-window layers' RoPE base (0
+    /// without sliding-window layers).
+    pub rope_swa: usize,
     /// `[logit_rows][n_vocab]`.
     pub logits: usize,
     /// Token ids held in the cache, `[n_ctx]`.
@@ -86,6 +89,11 @@ impl StateLayout {
             att_scratch_bytes: opts.n_threads.max(1)
                 * AttnScratch::bytes_for(opts.n_ctx, hp.head_dim, opts.kv_type.bytes()),
             rope: nb * (hp.rope.n_dims / 2),
+            rope_swa: if hp.swa.is_some() {
+                nb * (hp.rope.n_dims / 2)
+            } else {
+                0
+            },
             logits: logit_rows * hp.n_vocab,
             tokens: opts.n_ctx,
         })
@@ -98,6 +106,7 @@ impl StateLayout {
             + 2 * self.kv
             + 2 * self.ff
             + 2 * self.rope
+            + 2 * self.rope_swa
             + self.logits
             + self.tokens)
             + self.act_bytes
@@ -124,6 +133,7 @@ pub struct State {
     /// One per thread.
     pub(crate) att_scratch: Vec<AttnScratch>,
     pub(crate) rope_cs: Vec<(f32, f32)>,
+    pub(crate) rope_cs_swa: Vec<(f32, f32)>,
     pub(crate) logits: Vec<f32>,
     /// Rows of `logits` the last forward filled.
     pub(crate) logit_rows: usize,
@@ -152,6 +162,7 @@ impl State {
                 opts.n_threads.max(1)
             ],
             rope_cs: vec![(0.0, 0.0); layout.rope],
+            rope_cs_swa: vec![(0.0, 0.0); layout.rope_swa],
             logits: vec![0.0; layout.logits],
             logit_rows: 0,
         })

@@ -56,10 +56,17 @@ pub struct LayerWeights {
     pub bk: Option<Bound>,
     pub bv: Option<Bound>,
     pub wo: Bound,
+    /// Per-head RMSNorm of queries and keys, `[head_dim]` (gemma).
+    pub q_norm: Option<Bound>,
+    pub k_norm: Option<Bound>,
+    /// RMSNorm of the attention output before its residual add, `[n_embd]` (gemma).
+    pub post_attn_norm: Option<Bound>,
     pub ffn_norm: Bound,
     pub w_gate: Bound,
     pub w_up: Bound,
     pub w_down: Bound,
+    /// RMSNorm of the FFN output before its residual add, `[n_embd]` (gemma).
+    pub post_ffn_norm: Option<Bound>,
 }
 
 #[derive(Clone, Debug)]
@@ -174,6 +181,17 @@ impl Weights {
                     b.bind_opt(&n(s), &[len], Role::Vector)
                 }
             };
+            // Norms the architecture needs; absent from (and ignored for) the others.
+            let norm_if =
+                |needed: bool, s: &str, len: usize| -> Result<Option<Bound>, ModelError> {
+                    if needed {
+                        b.bind(&n(s), &[len], Role::Vector).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                };
+            let qk_norm = hp.arch.has_qk_norm();
+            let post_norms = hp.arch.has_post_norms();
             layers.push(LayerWeights {
                 attn_norm: b.bind(&n("attn_norm.weight"), &[d], Role::Vector)?,
                 wq: b.bind(&n("attn_q.weight"), &[d, hp.q_dim()], Role::Matmul)?,
@@ -183,10 +201,14 @@ impl Weights {
                 bk: bias("attn_k.bias", hp.kv_dim())?,
                 bv: bias("attn_v.bias", hp.kv_dim())?,
                 wo: b.bind(&n("attn_output.weight"), &[hp.q_dim(), d], Role::Matmul)?,
+                q_norm: norm_if(qk_norm, "attn_q_norm.weight", hp.head_dim)?,
+                k_norm: norm_if(qk_norm, "attn_k_norm.weight", hp.head_dim)?,
+                post_attn_norm: norm_if(post_norms, "post_attention_norm.weight", d)?,
                 ffn_norm: b.bind(&n("ffn_norm.weight"), &[d], Role::Vector)?,
                 w_gate: b.bind(&n("ffn_gate.weight"), &[d, hp.n_ff], Role::Matmul)?,
                 w_up: b.bind(&n("ffn_up.weight"), &[d, hp.n_ff], Role::Matmul)?,
                 w_down: b.bind(&n("ffn_down.weight"), &[hp.n_ff, d], Role::Matmul)?,
+                post_ffn_norm: norm_if(post_norms, "post_ffw_norm.weight", d)?,
             });
         }
         let output_norm = b.bind("output_norm.weight", &[d], Role::Vector)?;

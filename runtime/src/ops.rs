@@ -8,12 +8,7 @@ use half::f16;
 
 /// `out = x / sqrt(mean(x²) + eps) * weight` (weight may be absent: plain normalization).
 pub fn rms_norm(out: &mut [f32], x: &[f32], weight: Option<&[f32]>, eps: f32) {
-    let mut sum = 0.0f64;
-    for v in x {
-        sum += (v * v) as f64;
-    }
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0f32 / (mean + eps).sqrt();
+    let scale = rms_scale(x, eps);
     match weight {
         Some(w) => {
             for ((o, v), wi) in out.iter_mut().zip(x).zip(w) {
@@ -26,6 +21,24 @@ pub fn rms_norm(out: &mut [f32], x: &[f32], weight: Option<&[f32]>, eps: f32) {
             }
         }
     }
+}
+
+/// [`rms_norm`] of `x` into itself (QK-norm of one head, Gemma's post-norms).
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let scale = rms_scale(x, eps);
+    for (v, wi) in x.iter_mut().zip(weight) {
+        *v = (*v * scale) * wi;
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)`, the sum in f64 as ggml's `ggml_float`.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let mut sum = 0.0f64;
+    for v in x {
+        sum += (v * v) as f64;
+    }
+    let mean = (sum / x.len() as f64) as f32;
+    1.0f32 / (mean + eps).sqrt()
 }
 
 /// How RoPE pairs the dimensions of a head.
@@ -126,10 +139,35 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// `gate[i] = gelu_tanh(gate[i]) * up[i]` (GeGLU).
+/// GELU as ggml's CPU backend computes it (`GGML_GELU_FP16`): 0 at or below -10, identity at or
+/// above 10, else the input rounded to f16, [`gelu_tanh`] of it, the result rounded to f16 (ggml
+/// reads a 64k-entry table built exactly so; computing the entry is cheaper than holding it).
+#[inline]
+pub fn gelu_tanh_f16(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let xr = f16::from_f32(x).to_f32();
+        f16::from_f32(gelu_tanh(xr)).to_f32()
+    }
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU, Gemma's FFN), with ggml's f16-rounded GELU
+/// ([`gelu_tanh_f16`]) as `ggml_geglu` uses it.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
-        *g = gelu_tanh(*g) * u;
+        *g = gelu_tanh_f16(*g) * u;
+    }
+}
+
+/// Logit soft-capping: `x = cap · tanh(x / cap)`, in ggml's order (scale by `1/cap`, tanh,
+/// scale by `cap`).
+pub fn softcap(x: &mut [f32], cap: f32) {
+    let inv = 1.0 / cap;
+    for v in x.iter_mut() {
+        *v = (*v * inv).tanh() * cap;
     }
 }
 
@@ -216,15 +254,16 @@ pub struct LayerCache<'a, T: KvElem> {
     pub n_ctx: usize,
 }
 
-/// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over cached positions
-/// `0..n_kv` of KV head `kv_head`. `q` and the probabilities are rounded to the cache's element
+/// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the cached positions
+/// `kv` of KV head `kv_head` (`0..=pos` for causal attention; a sliding window starts later,
+/// which is what ggml's `-inf` mask over the other positions amounts to). `q` and the probabilities are rounded to the cache's element
 /// type before their products, as ggml's f16 KV path does; both products run on the kernel
 /// table's row dot for that type (`dot`).
 pub fn attention_head<T: KvElem>(
     q: &[f32],
     cache: &LayerCache<'_, T>,
     kv_head: usize,
-    n_kv: usize,
+    kv: std::ops::Range<usize>,
     scale: f32,
     dot: crate::kernels::RowDot,
     scratch: &mut AttnScratch,
@@ -238,9 +277,10 @@ pub fn attention_head<T: KvElem>(
         *d = T::from_f32(*s);
     }
     let q_bytes = block_bytes(q_t);
+    let n_kv = kv.len();
     let scores = &mut scores[..n_kv];
     let koff = kv_head * hd;
-    for (j, s) in scores.iter_mut().enumerate() {
+    for (j, s) in kv.clone().zip(scores.iter_mut()) {
         let row = j * cache.kv_dim + koff;
         *s = dot(block_bytes(&cache.k[row..row + hd]), q_bytes) * scale;
     }
@@ -252,7 +292,10 @@ pub fn attention_head<T: KvElem>(
     let p_bytes = block_bytes(p_t);
     for (d, o) in out.iter_mut().enumerate() {
         let row = (koff + d) * cache.n_ctx;
-        *o = dot(block_bytes(&cache.v_t[row..row + n_kv]), p_bytes);
+        *o = dot(
+            block_bytes(&cache.v_t[row + kv.start..row + kv.end]),
+            p_bytes,
+        );
     }
 }
 
@@ -326,8 +369,74 @@ mod tests {
     }
 
     #[test]
+    fn rms_norm_in_place_equals_rms_norm() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.03)
+            .collect();
+        let w: Vec<f32> = (0..256).map(|i| 0.5 + (i % 7) as f32 * 0.3).collect();
+        let mut want = vec![0.0; 256];
+        rms_norm(&mut want, &x, Some(&w), 1e-6);
+        let mut got = x.clone();
+        rms_norm_in_place(&mut got, &w, 1e-6);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn gelu_tanh_f16_tracks_exact_gelu_and_ggml_clamps() {
+        for i in -1200..=1200 {
+            let x = i as f32 * 0.01;
+            let xd = x as f64;
+            let exact = 0.5
+                * xd
+                * (1.0 + (0.797_884_560_802_865_4 * xd * (1.0 + 0.044715 * xd * xd)).tanh());
+            let got = gelu_tanh_f16(x) as f64;
+            // Two f16 roundings: the input (relative 2^-11, times gelu's slope ≤ 1.13) and
+            // the output (relative 2^-11).
+            let tol = 1.2e-3 * xd.abs().max(exact.abs()) + 1e-6;
+            assert!((got - exact).abs() <= tol, "x {x}: {got} vs {exact}");
+        }
+        assert_eq!(gelu_tanh_f16(-10.0), 0.0);
+        assert_eq!(gelu_tanh_f16(-25.0), 0.0);
+        assert_eq!(gelu_tanh_f16(10.0), 10.0);
+        assert_eq!(gelu_tanh_f16(12.345), 12.345);
+        // Inside the table range the result is an f16 value computed from an f16 input.
+        let y = gelu_tanh_f16(1.2345);
+        assert_eq!(f16::from_f32(y).to_f32(), y);
+        assert_eq!(y, gelu_tanh_f16(f16::from_f32(1.2345).to_f32()));
+    }
+
+    #[test]
+    fn geglu_multiplies_gelu_of_gate_by_up() {
+        let mut gate = vec![-11.0, -1.0, 0.0, 0.5, 3.0, 11.0];
+        let up = vec![2.0, 3.0, 4.0, -1.0, 0.5, 2.0];
+        let want: Vec<f32> = gate
+            .iter()
+            .zip(&up)
+            .map(|(g, u)| gelu_tanh_f16(*g) * u)
+            .collect();
+        geglu(&mut gate, &up);
+        assert_eq!(gate, want);
+        assert_eq!(gate[0], 0.0);
+        assert_eq!(gate[5], 22.0);
+    }
+
+    #[test]
+    fn softcap_bounds_and_keeps_small_values() {
+        let mut x = vec![-1000.0, -30.0, -0.01, 0.0, 0.01, 30.0, 1000.0];
+        softcap(&mut x, 30.0);
+        for (v, x0) in x
+            .iter()
+            .zip([-1000.0f64, -30.0, -0.01, 0.0, 0.01, 30.0, 1000.0])
+        {
+            let want = 30.0 * (x0 / 30.0).tanh();
+            assert!((*v as f64 - want).abs() < 1e-4, "{v} vs {want}");
+            assert!(v.abs() <= 30.0);
+        }
+    }
+
+    #[test]
     fn attention_head_matches_naive_f64() {
-        let (hd, n_kv, n_ctx, kv_dim, kv_head) = (8, 5, 7, 16, 1);
+        let (hd, n_ctx, kv_dim, kv_head) = (8, 7, 16, 1);
         let k: Vec<f16> = (0..n_ctx * kv_dim)
             .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
             .collect();
@@ -342,33 +451,48 @@ mod tests {
             n_ctx,
         };
         let mut scratch = AttnScratch::new(n_ctx, hd, crate::GgmlType::F16);
-        let mut out = vec![0.0; hd];
         let dot = crate::kernels::Kernels::scalar()
             .row_dot(crate::GgmlType::F16)
             .unwrap();
-        attention_head(&q, &cache, kv_head, n_kv, 0.5, dot, &mut scratch, &mut out);
-        let mut s: Vec<f64> = (0..n_kv)
-            .map(|j| {
-                (0..hd)
-                    .map(|d| q[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64())
-                    .sum::<f64>()
-                    * 0.5
-            })
-            .collect();
-        let m = s.iter().cloned().fold(f64::MIN, f64::max);
-        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-        for x in s.iter_mut() {
-            *x = (*x - m).exp() / z;
-        }
-        for d in 0..hd {
-            let want: f64 = (0..n_kv)
-                .map(|j| s[j] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
-                .sum();
-            assert!(
-                (out[d] as f64 - want).abs() < 3e-3,
-                "d {d}: {} vs {want}",
-                out[d]
+        // Causal (all of 0..5) and a sliding window (the last 3 of them).
+        for kv in [0..5usize, 2..5] {
+            let mut out = vec![0.0; hd];
+            attention_head(
+                &q,
+                &cache,
+                kv_head,
+                kv.clone(),
+                0.5,
+                dot,
+                &mut scratch,
+                &mut out,
             );
+            let mut s: Vec<f64> = kv
+                .clone()
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64())
+                        .sum::<f64>()
+                        * 0.5
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+            for x in s.iter_mut() {
+                *x = (*x - m).exp() / z;
+            }
+            for d in 0..hd {
+                let want: f64 = kv
+                    .clone()
+                    .enumerate()
+                    .map(|(i, j)| s[i] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
+                    .sum();
+                assert!(
+                    (out[d] as f64 - want).abs() < 3e-3,
+                    "{kv:?} d {d}: {} vs {want}",
+                    out[d]
+                );
+            }
         }
     }
 }

@@ -157,10 +157,13 @@ pub fn main(args: Args) -> Result<()> {
     writeln!(
         out_w,
         "chat template: {}",
-        tmpl.map_or("none (ChatML fallback)".to_string(), |t| format!(
-            "present ({} bytes)",
-            t.len()
-        ))
+        tmpl.map_or(
+            format!(
+                "none ({} fallback)",
+                edgellm_models::chat::Fallback::for_arch_name(arch).name()
+            ),
+            |t| format!("present ({} bytes)", t.len())
+        )
     )?;
 
     writeln!(out_w, "\nmetadata ({} keys):", g.metadata().len())?;

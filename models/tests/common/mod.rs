@@ -118,3 +118,50 @@ pub fn gpl3_perplexity(model: &Model, ctx: usize) -> f64 {
             .unwrap();
     nll.ppl().0
 }
+
+/// Gemma-3-270M Q4_K_M (`tools/fetch-model.sh gemma3`), or `EDGELLM_GEMMA3_MODEL`.
+pub fn gemma3_model_path() -> PathBuf {
+    let p = match std::env::var_os("EDGELLM_GEMMA3_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("gguf/gemma-3-270m-q4_k_m.gguf"),
+    };
+    assert!(
+        p.exists(),
+        "model file {} is missing: run `tools/fetch-model.sh gemma3` (or set EDGELLM_GEMMA3_MODEL)",
+        p.display()
+    );
+    p
+}
+
+/// A fixture of this crate's tests (`models/tests/fixtures/NAME`).
+pub fn fixture_json(name: &str) -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// GPL-3's token count under `model` (BOS added, as llama-perplexity) and its perplexity at
+/// context `ctx`, llama.cpp's method (each chunk starts with BOS when the vocabulary adds one).
+pub fn gpl3_tokens_and_perplexity(model: &Model, ctx: usize) -> (usize, f64) {
+    let text = std::fs::read_to_string(GPL3).expect("GPL-3 text (Debian base-files)");
+    let tokens = model.tokenizer.encode(&text, true, false).unwrap();
+    let mut state = model
+        .new_state(edgellm_models::StateOptions {
+            n_ctx: ctx,
+            n_batch: ctx,
+            all_logits: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let bos = model
+        .tokenizer
+        .add_bos()
+        .then(|| model.tokenizer.bos())
+        .flatten();
+    let nll =
+        edgellm_models::perplexity::perplexity(model, &mut state, &tokens, bos, &mut |_, _, _| {})
+            .unwrap();
+    (tokens.len(), nll.ppl().0)
+}
