@@ -43,8 +43,9 @@ help:
 setup:
 	tools/setup-toolchains.sh
 
+# SmolLM2 (the default model) and Gemma-3-270M (the gemma3 tests).
 model:
-	tools/fetch-model.sh
+	tools/fetch-model.sh all
 
 build:
 	$(CARGO) build --release

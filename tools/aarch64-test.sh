@@ -101,6 +101,17 @@ for cpu in "${cpus[@]}"; do
     echo
     echo "== aarch64 tests (qemu-aarch64, cpu $cpu) =="
     start=$SECONDS
-    QEMU_CPU="$cpu" /usr/bin/cargo test --target "$target" "${cargo_args[@]}" "${test_args[@]}"
+    # The model tests run on the kernels EDGELLM_KERNELS names (scalar when unset): give each
+    # emulated core the NEON path its board would use, unless the caller chose one.
+    kernels="${EDGELLM_KERNELS:-}"
+    if [[ -z $kernels ]]; then
+        case $cpu in
+        cortex-a53 | cortex-a57 | cortex-a72) kernels=neon ;;
+        cortex-a55 | cortex-a76 | cortex-a78* | neoverse-n1 | max) kernels=neon-dotprod ;;
+        esac
+    fi
+    echo "(EDGELLM_KERNELS=${kernels:-scalar})"
+    env QEMU_CPU="$cpu" ${kernels:+EDGELLM_KERNELS=$kernels} \
+        /usr/bin/cargo test --target "$target" "${cargo_args[@]}" "${test_args[@]}"
     echo "== aarch64 tests (qemu-aarch64, cpu $cpu): passed in $((SECONDS - start)) s =="
 done

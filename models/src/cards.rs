@@ -10,14 +10,13 @@
 //! prints what it computed instead of pretending to check.
 
 use edgellm_runtime::kernels::Kernels;
-use edgellm_runtime::ops::AttnScratch;
 use edgellm_runtime::GgmlType;
 use thiserror::Error;
 
 use crate::arch::Arch;
 use crate::error::ModelError;
 use crate::kv_cache::KvCache;
-use crate::state::{StateLayout, StateOptions};
+use crate::state::{StateLayout, StateOptions, StateShape};
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CardError {
@@ -59,6 +58,8 @@ pub struct CardShape {
     pub n_ctx_train: usize,
     /// Type of the bulk of the weight matrices (sets the activation-quant buffer size).
     pub weight_type: GgmlType,
+    /// Some layers attend through a sliding window (Gemma-3): a second RoPE table.
+    pub sliding_window: bool,
 }
 
 impl CardShape {
@@ -82,34 +83,28 @@ impl CardShape {
     }
 
     /// The `StateLayout` a model of this shape would get, for plans made before the file is
-    /// present. It mirrors `StateLayout::new` field for field; two things are estimates: the
-    /// activation-quant row is sized for `weight_type` only (a file mixing types may need a few
-    /// KiB more) and RoPE is assumed to rotate the whole head.
+    /// present. Two things are estimates: the activation-quant row is sized for `weight_type`
+    /// only (a file mixing types may need a few KiB more) and RoPE is assumed to rotate the
+    /// whole head.
     pub fn state_layout(&self, opts: &StateOptions) -> Result<StateLayout, ModelError> {
-        if opts.n_ctx == 0 || opts.n_batch == 0 {
-            return Err(ModelError::Option(format!(
-                "context ({}) and batch ({}) must be positive",
-                opts.n_ctx, opts.n_batch
-            )));
-        }
-        let nb = opts.n_batch.min(opts.n_ctx);
-        let act_row = self
+        let act_row_bytes = self
             .act_row_bytes(self.n_embd)?
             .max(self.act_row_bytes(self.n_ff)?);
-        let q_dim = self.n_head * self.head_dim;
-        Ok(StateLayout {
-            kv_bytes: self.kv_bytes(opts.n_ctx, opts),
-            embd: nb * self.n_embd,
-            q: nb * q_dim,
-            kv: nb * self.kv_dim(),
-            ff: nb * self.n_ff,
-            act_bytes: nb * act_row,
-            att_scratch_bytes: opts.n_threads.max(1)
-                * AttnScratch::bytes_for(opts.n_ctx, self.head_dim, opts.kv_type.bytes()),
-            rope: nb * (self.head_dim / 2),
-            logits: if opts.all_logits { nb } else { 1 } * self.n_vocab,
-            tokens: opts.n_ctx,
-        })
+        StateLayout::for_shape(
+            &StateShape {
+                n_layer: self.n_layer,
+                n_embd: self.n_embd,
+                q_dim: self.n_head * self.head_dim,
+                kv_dim: self.kv_dim(),
+                n_ff: self.n_ff,
+                head_dim: self.head_dim,
+                n_rot: self.head_dim,
+                sliding_window: self.sliding_window,
+                n_vocab: self.n_vocab,
+                act_row_bytes,
+            },
+            opts,
+        )
     }
 }
 
@@ -192,6 +187,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_1,
+            sliding_window: false,
         },
     },
     // Base (not instruction-tuned) Gemma 3 270M, from the GGUF-my-repo conversion
@@ -226,8 +222,8 @@ pub const CARDS: &[ModelCard] = &[
         boards: MID_BOARDS,
         context: 2048,
         chat: false,
-        // Every layer counted with a full-context cache: an upper bound, since gemma3's local
-        // layers only attend over a 512-token sliding window.
+        // Every layer has a full-context cache, as edgellm allocates it (the local layers only
+        // attend over a 512-token sliding window, but their cache is not shortened yet).
         shape: CardShape {
             n_layer: 18,
             n_embd: 640,
@@ -238,6 +234,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 262144,
             n_ctx_train: 32768,
             weight_type: GgmlType::Q4_K,
+            sliding_window: true,
         },
     },
     // Hugging Face files below: not reachable from where this registry was written, so no size
@@ -266,6 +263,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 151936,
             n_ctx_train: 32768,
             weight_type: GgmlType::Q4_K,
+            sliding_window: false,
         },
     },
     ModelCard {
@@ -291,6 +289,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_K,
+            sliding_window: false,
         },
     },
     ModelCard {
@@ -316,6 +315,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 32000,
             n_ctx_train: 2048,
             weight_type: GgmlType::Q4_K,
+            sliding_window: false,
         },
     },
     ModelCard {
@@ -341,6 +341,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 128256,
             n_ctx_train: 131072,
             weight_type: GgmlType::Q4_K,
+            sliding_window: false,
         },
     },
     ModelCard {
@@ -366,6 +367,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_K,
+            sliding_window: false,
         },
     },
 ];

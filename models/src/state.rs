@@ -65,8 +65,53 @@ pub struct StateLayout {
     pub tokens: usize,
 }
 
+/// What a [`StateLayout`] depends on: a model's dimensions and its widest activation-quant row.
+/// [`StateLayout::new`] takes them from a loaded model; a model card supplies them for plans
+/// made before the file is present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateShape {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    /// `n_head * head_dim`.
+    pub q_dim: usize,
+    /// `n_head_kv * head_dim`.
+    pub kv_dim: usize,
+    pub n_ff: usize,
+    pub head_dim: usize,
+    /// Dimensions RoPE rotates per head.
+    pub n_rot: usize,
+    /// Whether some layers attend through a sliding window (with their own RoPE base).
+    pub sliding_window: bool,
+    pub n_vocab: usize,
+    /// Bytes of the widest quantized activation row any matmul takes.
+    pub act_row_bytes: usize,
+}
+
 impl StateLayout {
     pub fn new(hp: &HParams, w: &Weights, opts: &StateOptions) -> Result<StateLayout, ModelError> {
+        let mut act_row_bytes = 0;
+        for m in w.matrices() {
+            act_row_bytes = act_row_bytes.max(Kernels::act_row_bytes(m.ty, m.cols)?);
+        }
+        StateLayout::for_shape(
+            &StateShape {
+                n_layer: hp.n_layer,
+                n_embd: hp.n_embd,
+                q_dim: hp.q_dim(),
+                kv_dim: hp.kv_dim(),
+                n_ff: hp.n_ff,
+                head_dim: hp.head_dim,
+                n_rot: hp.rope.n_dims,
+                sliding_window: hp.swa.is_some(),
+                n_vocab: hp.n_vocab,
+                act_row_bytes,
+            },
+            opts,
+        )
+    }
+
+    /// The layout for a model of `shape` with `opts`.
+    pub fn for_shape(shape: &StateShape, opts: &StateOptions) -> Result<StateLayout, ModelError> {
         if opts.n_ctx == 0 || opts.n_batch == 0 {
             return Err(ModelError::Option(format!(
                 "context ({}) and batch ({}) must be positive",
@@ -74,27 +119,20 @@ impl StateLayout {
             )));
         }
         let nb = opts.n_batch.min(opts.n_ctx);
-        let mut act_row = 0;
-        for m in w.matrices() {
-            act_row = act_row.max(Kernels::act_row_bytes(m.ty, m.cols)?);
-        }
         let logit_rows = if opts.all_logits { nb } else { 1 };
+        let rope = nb * (shape.n_rot / 2);
         Ok(StateLayout {
-            kv_bytes: KvCache::bytes_for(hp.n_layer, opts.n_ctx, hp.kv_dim(), opts.kv_type),
-            embd: nb * hp.n_embd,
-            q: nb * hp.q_dim(),
-            kv: nb * hp.kv_dim(),
-            ff: nb * hp.n_ff,
-            act_bytes: nb * act_row,
+            kv_bytes: KvCache::bytes_for(shape.n_layer, opts.n_ctx, shape.kv_dim, opts.kv_type),
+            embd: nb * shape.n_embd,
+            q: nb * shape.q_dim,
+            kv: nb * shape.kv_dim,
+            ff: nb * shape.n_ff,
+            act_bytes: nb * shape.act_row_bytes,
             att_scratch_bytes: opts.n_threads.max(1)
-                * AttnScratch::bytes_for(opts.n_ctx, hp.head_dim, opts.kv_type.bytes()),
-            rope: nb * (hp.rope.n_dims / 2),
-            rope_swa: if hp.swa.is_some() {
-                nb * (hp.rope.n_dims / 2)
-            } else {
-                0
-            },
-            logits: logit_rows * hp.n_vocab,
+                * AttnScratch::bytes_for(opts.n_ctx, shape.head_dim, opts.kv_type.bytes()),
+            rope,
+            rope_swa: if shape.sliding_window { rope } else { 0 },
+            logits: logit_rows * shape.n_vocab,
             tokens: opts.n_ctx,
         })
     }
