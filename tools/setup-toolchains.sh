@@ -2,7 +2,10 @@
 # Installs what building and testing edgellm needs on a Debian 12 (bookworm) x86_64 machine:
 #   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.85 at /usr/bin) with
 #     the arm64 std (libstd-rust-web-dev:arm64), gcc-aarch64-linux-gnu, libc6-dev-arm64-cross;
-#   - qemu-user, to run the aarch64 tests (tools/aarch64-test.sh);
+#   - the armv7 (32-bit Raspberry Pi OS) cross toolchain: the armhf std
+#     (libstd-rust-web-dev:armhf, which pulls libc6:armhf, the loader qemu-arm runs binaries with)
+#     and gcc-arm-linux-gnueabihf with libc6-dev-armhf-cross (the linker's view of glibc);
+#   - qemu-user, to run the aarch64 and armv7 tests (tools/aarch64-test.sh, tools/armv7-test.sh);
 #   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (serial pseudo-terminal
 #     pairs), curl (socket API tests), time (/usr/bin/time measures peak RSS in the CLI tests);
 #   - the Python packages in tools/requirements-test.txt (gguf checks the GGUF writer; openai,
@@ -24,6 +27,9 @@ apt_packages=(
     libstd-rust-web-dev:arm64
     gcc-aarch64-linux-gnu
     libc6-dev-arm64-cross
+    libstd-rust-web-dev:armhf
+    gcc-arm-linux-gnueabihf
+    libc6-dev-armhf-cross
     qemu-user
     libclang-dev
     socat
@@ -66,10 +72,12 @@ fi
 
 if ((${#missing[@]} > 0)); then
     log "missing Debian packages: ${missing[*]}"
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        log "adding the arm64 dpkg architecture"
-        "${as_root[@]}" dpkg --add-architecture arm64
-    fi
+    for arch in arm64 armhf; do
+        if ! dpkg --print-foreign-architectures | grep -qx "$arch"; then
+            log "adding the $arch dpkg architecture"
+            "${as_root[@]}" dpkg --add-architecture "$arch"
+        fi
+    done
     apt_opts=(-y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 --no-install-recommends)
     # `apt-get update` can fail on one index while a mirror syncs; what counts is whether the
     # packages then install. Three rounds of (update, up to 3 tries) then install.
@@ -112,11 +120,19 @@ fi
     die "/lib/ld-linux-aarch64.so.1 missing: qemu-aarch64 cannot start aarch64 binaries (libc6:arm64)"
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || die "aarch64-linux-gnu-gcc not on PATH"
 command -v qemu-aarch64 >/dev/null 2>&1 || die "qemu-aarch64 not on PATH"
+[[ -d /usr/lib/rustlib/armv7-unknown-linux-gnueabihf/lib ]] ||
+    die "/usr/lib/rustlib/armv7-unknown-linux-gnueabihf/lib missing: libstd-rust-web-dev:armhf is not installed"
+[[ -e /lib/ld-linux-armhf.so.3 ]] ||
+    die "/lib/ld-linux-armhf.so.3 missing: qemu-arm cannot start armv7 binaries (libc6:armhf)"
+command -v arm-linux-gnueabihf-gcc >/dev/null 2>&1 || die "arm-linux-gnueabihf-gcc not on PATH"
+command -v qemu-arm >/dev/null 2>&1 || die "qemu-arm not on PATH"
 
 host_std="/usr/lib/rustlib/x86_64-unknown-linux-gnu/lib"
 deb_rustc_version="$(/usr/bin/rustc --version)"
-compgen -G "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib/libstd-*.rlib" >/dev/null ||
-    die "no libstd rlib under /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib"
+for cross_target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+    compgen -G "/usr/lib/rustlib/$cross_target/lib/libstd-*.rlib" >/dev/null ||
+        die "no libstd rlib under /usr/lib/rustlib/$cross_target/lib"
+done
 [[ -d "$host_std" ]] || die "$host_std missing: libstd-rust-web-dev (amd64) is not installed"
 
 # --- Python packages ----------------------------------------------------------------------------
@@ -170,4 +186,4 @@ for component in rustfmt clippy; do
     fi
 done
 
-log "ok: host $(rustc --version | cut -d' ' -f1-2), aarch64 via ${deb_rustc_version%% (*}, $(qemu-aarch64 --version | head -n1 | cut -d' ' -f1-3)"
+log "ok: host $(rustc --version | cut -d' ' -f1-2), aarch64 and armv7 via ${deb_rustc_version%% (*}, $(qemu-aarch64 --version | head -n1 | cut -d' ' -f1-3)"
