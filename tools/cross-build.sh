@@ -2,21 +2,24 @@
 # Builds the `edgellm` release binary for a board, strips it, checks that it starts (under
 # qemu-user), and gathers what install.sh needs on the board into one folder:
 #
-#   target/dist/aarch64-unknown-linux-gnu/
+#   target/dist/TARGET/      (aarch64-unknown-linux-gnu by default)
 #       edgellm            stripped release binary
 #       install.sh         run it on the board (as root)
 #       edgellm.service    the systemd unit install.sh installs
 #       board-configs/     every board config (install.sh copies the one you name)
 #
-#   tools/cross-build.sh [--target aarch64-unknown-linux-gnu]
+#   tools/cross-build.sh [--target aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf]
 #
 # Then: scp -r target/dist/aarch64-unknown-linux-gnu pi@board:edgellm  (and the model file), and
 # on the board: sudo edgellm/install.sh --board rpi5 --model SmolLM2-135M-Instruct.Q4_1.gguf
 #
-# The build uses Debian's rustc-web (/usr/bin/rustc, /usr/bin/cargo) with its arm64 std, the
-# linker and C cross compiler from .cargo/config.toml, as tools/aarch64-test.sh does;
-# tools/setup-toolchains.sh installs them. Only aarch64 is supported for now (Raspberry Pi 3/4/5
-# and Zero 2 W on a 64-bit OS, Jetson). Idempotent: a second run only re-checks and re-copies.
+# The build uses Debian's rustc-web (/usr/bin/rustc, /usr/bin/cargo) with its arm64 or armhf std,
+# the linker, C cross compiler and rustflags from .cargo/config.toml, as tools/aarch64-test.sh and
+# tools/armv7-test.sh do; tools/setup-toolchains.sh installs them. aarch64 serves Raspberry Pi
+# 3/4/5 and Zero 2 W on a 64-bit OS and Jetson; armv7 serves 32-bit Raspberry Pi OS on a Pi 2
+# (v1.1 or later), 3, 4 or Zero 2 W (NEON required; it runs the scalar kernels, vectorized by the
+# compiler, and maps model files of at most 2 GiB). Idempotent: a second run only re-checks and
+# re-copies.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,7 +59,12 @@ aarch64-unknown-linux-gnu)
     objdump_tool="aarch64-linux-gnu-objdump"
     qemu="qemu-aarch64"
     ;;
-*) die "target '$target' is not supported yet (only aarch64-unknown-linux-gnu)" ;;
+armv7-unknown-linux-gnueabihf)
+    strip_tool="arm-linux-gnueabihf-strip"
+    objdump_tool="arm-linux-gnueabihf-objdump"
+    qemu="qemu-arm"
+    ;;
+*) die "target '$target' is not supported (aarch64-unknown-linux-gnu or armv7-unknown-linux-gnueabihf)" ;;
 esac
 
 for tool in /usr/bin/cargo /usr/bin/rustc; do

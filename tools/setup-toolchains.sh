@@ -2,7 +2,10 @@
 # Installs what building and testing edgellm needs on a Debian 12 (bookworm) x86_64 machine:
 #   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.85 at /usr/bin) with
 #     the arm64 std (libstd-rust-web-dev:arm64), gcc-aarch64-linux-gnu, libc6-dev-arm64-cross;
-#   - qemu-user, to run the aarch64 tests (tools/aarch64-test.sh);
+#   - the armv7 (32-bit Raspberry Pi OS) cross toolchain: the armhf std
+#     (libstd-rust-web-dev:armhf, which pulls libc6:armhf, the loader qemu-arm runs binaries with)
+#     and gcc-arm-linux-gnueabihf with libc6-dev-armhf-cross (the linker's view of glibc);
+#   - qemu-user, to run the aarch64 and armv7 tests (tools/aarch64-test.sh, tools/armv7-test.sh);
 #   - libclang-dev (bindgen in the ggml reference dev-dependency), socat (serial pseudo-terminal
 #     pairs), curl (socket API tests), time (/usr/bin/time measures peak RSS in the CLI tests);
 #   - the Python packages in tools/requirements-test.txt (gguf checks the GGUF writer; openai,
@@ -33,6 +36,15 @@ apt_packages=(
     ca-certificates
 )
 
+# The armv7 toolchain, installed after the rest and allowed to fail: a Debian mirror that serves
+# a stale armhf index (seen here) must not stop everything else from being set up.
+# tools/armv7-test.sh --skip-if-missing (what `make test` runs) then says loudly that it skipped.
+armv7_packages=(
+    libstd-rust-web-dev:armhf
+    gcc-arm-linux-gnueabihf
+    libc6-dev-armhf-cross
+)
+
 log() { printf 'setup-toolchains: %s\n' "$*" >&2; }
 die() {
     log "error: $*"
@@ -56,25 +68,15 @@ is_installed() {
     [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == "ii " ]]
 }
 
-missing=()
-for p in "${apt_packages[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-if ! command -v python3 >/dev/null 2>&1; then
-    missing+=(python3 python3-pip)
-fi
-
-if ((${#missing[@]} > 0)); then
-    log "missing Debian packages: ${missing[*]}"
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-        log "adding the arm64 dpkg architecture"
-        "${as_root[@]}" dpkg --add-architecture arm64
-    fi
-    apt_opts=(-y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 --no-install-recommends)
-    # `apt-get update` can fail on one index while a mirror syncs; what counts is whether the
-    # packages then install. Three rounds of (update, up to 3 tries) then install.
-    installed=0
-    for round in 1 2 3; do
+# apt-get install "$@" with `rounds` rounds of (update, up to 3 tries) then install: `apt-get
+# update` can fail on one index while a mirror syncs; what counts is whether the packages then
+# install. Returns non-zero when no round installed them.
+apt_install() {
+    local rounds=$1
+    shift
+    local apt_opts=(-y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300 --no-install-recommends)
+    local round try
+    for ((round = 1; round <= rounds; round++)); do
         for try in 1 2 3; do
             if "${as_root[@]}" apt-get update -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=300; then
                 break
@@ -88,18 +90,49 @@ if ((${#missing[@]} > 0)); then
         done
         # `env` because sudo drops the caller's environment.
         if "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-            apt-get install "${apt_opts[@]}" "${missing[@]}"; then
-            installed=1
-            break
+            apt-get install "${apt_opts[@]}" "$@"; then
+            return 0
         fi
-        if ((round < 3)); then
-            log "apt-get install failed (round $round of 3); retrying in $((round * 20)) s"
+        if ((round < rounds)); then
+            log "apt-get install failed (round $round of $rounds); retrying in $((round * 20)) s"
             sleep $((round * 20))
         fi
     done
-    ((installed)) || die "could not install: ${missing[*]} (see the apt-get output above)"
+    return 1
+}
+
+add_dpkg_arch() {
+    if ! dpkg --print-foreign-architectures | grep -qx "$1"; then
+        log "adding the $1 dpkg architecture"
+        "${as_root[@]}" dpkg --add-architecture "$1"
+    fi
+}
+
+missing=()
+for p in "${apt_packages[@]}"; do
+    is_installed "$p" || missing+=("$p")
+done
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-pip)
+fi
+
+if ((${#missing[@]} > 0)); then
+    log "missing Debian packages: ${missing[*]}"
+    add_dpkg_arch arm64
+    apt_install 3 "${missing[@]}" || die "could not install: ${missing[*]} (see the apt-get output above)"
 else
     log "Debian packages: all present"
+fi
+
+missing_armv7=()
+for p in "${armv7_packages[@]}"; do
+    is_installed "$p" || missing_armv7+=("$p")
+done
+if ((${#missing_armv7[@]} > 0)); then
+    log "missing armv7 packages: ${missing_armv7[*]}"
+    add_dpkg_arch armhf
+    apt_install 2 "${missing_armv7[@]}" ||
+        log "WARNING: could not install the armv7 toolchain (${missing_armv7[*]}); the armv7 tests will be skipped until it installs"
 fi
 
 # --- sanity of the cross toolchain -------------------------------------------------------------
@@ -112,11 +145,11 @@ fi
     die "/lib/ld-linux-aarch64.so.1 missing: qemu-aarch64 cannot start aarch64 binaries (libc6:arm64)"
 command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || die "aarch64-linux-gnu-gcc not on PATH"
 command -v qemu-aarch64 >/dev/null 2>&1 || die "qemu-aarch64 not on PATH"
-
 host_std="/usr/lib/rustlib/x86_64-unknown-linux-gnu/lib"
 deb_rustc_version="$(/usr/bin/rustc --version)"
 compgen -G "/usr/lib/rustlib/aarch64-unknown-linux-gnu/lib/libstd-*.rlib" >/dev/null ||
     die "no libstd rlib under /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib"
+# The armv7 toolchain is checked by tools/armv7-test.sh, which names what is missing.
 [[ -d "$host_std" ]] || die "$host_std missing: libstd-rust-web-dev (amd64) is not installed"
 
 # --- Python packages ----------------------------------------------------------------------------
@@ -170,4 +203,7 @@ for component in rustfmt clippy; do
     fi
 done
 
-log "ok: host $(rustc --version | cut -d' ' -f1-2), aarch64 via ${deb_rustc_version%% (*}, $(qemu-aarch64 --version | head -n1 | cut -d' ' -f1-3)"
+armv7="armv7 toolchain missing"
+tools_armv7_missing="$("$repo_root/tools/armv7-test.sh" --check-toolchain 2>&1 >/dev/null || true)"
+[[ -n $tools_armv7_missing ]] || armv7="armv7"
+log "ok: host $(rustc --version | cut -d' ' -f1-2), aarch64 and $armv7 via ${deb_rustc_version%% (*}, $(qemu-aarch64 --version | head -n1 | cut -d' ' -f1-3)"

@@ -137,7 +137,9 @@ fn address_space_room() -> Option<(u64, u64)> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let vm = status.lines().find(|l| l.starts_with("VmSize:"))?;
     let kb: u64 = vm.split_whitespace().nth(1)?.parse().ok()?;
-    Some((soft, kb * 1024))
+    // rlim_t is u32 on 32-bit Arm (armhf), u64 on the 64-bit targets.
+    #[allow(clippy::useless_conversion)]
+    Some((soft.into(), kb * 1024))
 }
 
 /// This process's cgroup memory limit and the file it came from.

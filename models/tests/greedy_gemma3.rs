@@ -127,8 +127,8 @@ fn check_greedy(max_prompts: usize, n_steps: usize) {
 
 #[test]
 #[cfg_attr(
-    target_arch = "aarch64",
-    ignore = "too slow under QEMU: greedy_gemma3_short covers aarch64"
+    any(target_arch = "aarch64", target_arch = "arm"),
+    ignore = "too slow under QEMU: greedy_gemma3_short covers ARM"
 )]
 fn greedy_gemma3_matches_llama_cpp() {
     check_greedy(usize::MAX, usize::MAX);

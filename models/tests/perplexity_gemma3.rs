@@ -44,7 +44,10 @@ fn ppl_gemma3_q4_k_m_c512() {
 /// At c=1024 the scored positions 512..1023 lie beyond the 512-position sliding window, so the
 /// local layers' masking is what this checks.
 #[test]
-#[cfg_attr(target_arch = "aarch64", ignore = "hours under QEMU")]
+#[cfg_attr(
+    any(target_arch = "aarch64", target_arch = "arm"),
+    ignore = "hours under QEMU"
+)]
 fn ppl_gemma3_q4_k_m_c1024_sliding_window() {
     check(1024);
 }

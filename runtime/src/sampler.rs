@@ -198,7 +198,8 @@ impl Sampler {
     /// Validates `config` and allocates every buffer for a vocabulary of `n_vocab` tokens.
     pub fn new(config: SamplerConfig, n_vocab: usize) -> Result<Sampler, SamplerError> {
         config.validate()?;
-        if n_vocab == 0 || n_vocab > u32::MAX as usize + 1 {
+        // Token ids are u32: at most 2^32 of them (`u32::MAX as usize + 1` overflows on 32-bit).
+        if n_vocab == 0 || u32::try_from(n_vocab - 1).is_err() {
             return Err(SamplerError::InvalidVocab(n_vocab));
         }
         let rng = Xoshiro256StarStar::seed_from_u64(config.seed);

@@ -475,14 +475,9 @@ impl Kernels {
     }
 }
 
-/// Defines `$name`, the safe table entry for the `#[target_feature]` kernel `$kernel` over the
-/// bytes of a weight row and an activation row.
-///
-/// The entry is `pub(super)` in its ISA module and stored only by [`Kernels::new`], after
-/// [`KernelPath::is_supported`] confirmed the features the kernel enables: holding the table is
-/// the proof that calling it is sound.
-/// Like [`row_dot_entry`], for a two-row kernel `$kernel(w0, w1, a) -> [f32; 2]`.
-#[cfg_attr(not(target_arch = "aarch64"), allow(unused_macros))]
+/// Like [`row_dot_entry`], for a two-row kernel `$kernel(w0, w1, a) -> [f32; 2]` (aarch64 only:
+/// the other ISAs have no two-row kernels).
+#[cfg(target_arch = "aarch64")]
 macro_rules! row_dot2_entry {
     ($name:ident, $kernel:path, $w:ty, $a:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` over the bytes of three rows (NaN if they are not whole, aligned blocks).")]
@@ -495,9 +490,17 @@ macro_rules! row_dot2_entry {
         }
     };
 }
-#[allow(unused_imports)] // unused on architectures without two-row kernels
+#[cfg(target_arch = "aarch64")]
 pub(crate) use row_dot2_entry;
 
+/// Defines `$name`, the safe table entry for the `#[target_feature]` kernel `$kernel` over the
+/// bytes of a weight row and an activation row.
+///
+/// The entry is `pub(super)` in its ISA module and stored only by [`Kernels::new`], after
+/// [`KernelPath::is_supported`] confirmed the features the kernel enables: holding the table is
+/// the proof that calling it is sound. Only the ISAs with SIMD kernels (x86_64, aarch64) use it:
+/// 32-bit Arm runs the scalar table (its NEON intrinsics are not stable Rust).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! row_dot_entry {
     ($name:ident, $kernel:path, $w:ty, $a:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` over the bytes of two rows (NaN if they are not whole, aligned blocks).")]
@@ -511,7 +514,7 @@ macro_rules! row_dot_entry {
         }
     };
 }
-#[allow(unused_imports)] // unused on architectures without SIMD kernels
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use row_dot_entry;
 
 /// Blocks the SIMD activation quantizers handle per group: their scales are computed
@@ -526,6 +529,7 @@ const GROUP: usize = 8;
 /// `block_amax(&[f32]) -> Option<f32>` (None on NaN), `group_scales(&[f32; GROUP]) -> (d, id)`
 /// (lane by lane `d = amax / 127`, `id = if d != 0 { 1 / d } else { 0 }`) and
 /// `quantize_block_q8(&[f32], id)` (the quants, in the ISA's register form).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! quantize_q8_groups {
     ($x:expr, $y:expr, $scalar:path, |$yb:ident, $d:ident, $q:ident| $store:block) => {{
         let (x, y) = ($x, $y);
@@ -560,7 +564,7 @@ macro_rules! quantize_q8_groups {
     }};
 }
 
-#[allow(unused_imports)] // unused on architectures without SIMD kernels
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use quantize_q8_groups;
 
 /// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
