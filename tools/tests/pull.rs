@@ -106,7 +106,7 @@ fn list_shows_every_card_and_which_are_present_and_verified() {
         .iter()
         .all(|c| c["present"] == false && c["local_state"] == "-"));
     assert_eq!(card(&v, SMOLLM2)["size_bytes"], 98_362_432);
-    assert_eq!(card(&v, "gemma3-270m:q4_k_m")["runs_here"], false);
+    assert_eq!(card(&v, "gemma3-270m:q4_k_m")["runs_here"], true);
     assert!(card(&v, "qwen2.5-0.5b-instruct:q4_k_m")["sha256"].is_null());
 
     let with = dir_with_smollm2("list_present");
