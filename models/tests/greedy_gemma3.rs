@@ -5,10 +5,6 @@
 
 mod common;
 
-use edgellm_models::{GenerateParams, Generator, LogitsWanted, Model, StateOptions, TokenSink};
-use edgellm_runtime::sampler::SamplerConfig;
-use serde_json::Value;
-
 /// Tolerance of the step-0 top-10 logits. The shared rule's 0.05 is for f32 matmuls. Like the
 /// SmolLM2 quantized formats (see greedy_smollm2.rs: a known shortfall held to 1.0 there),
 /// llama.cpp quantizes activations to 8 bits before every Q4_K/Q5_0/Q6_K/Q8_0 dot product and
@@ -21,48 +17,6 @@ const LOGIT_TOLERANCE: f64 = 1.0;
 /// happens at a margin of 0.25 or less (0.035, 0.239, 0.25), while steps with margins down to
 /// 0.031 still agree.
 const ID_MARGIN: f64 = 0.3;
-
-struct Collect;
-impl TokenSink for Collect {
-    fn on_text(&mut self, _text: &str) -> bool {
-        true
-    }
-}
-
-/// Greedy ids for `prompt`, as the reference driver ran: whole prompt in one batch, argmax of
-/// raw logits, stop only at an end-of-generation token (included).
-fn greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut state = model
-        .new_state(StateOptions {
-            n_ctx: prompt.len() + n + 8,
-            n_batch: prompt.len(),
-            ..Default::default()
-        })
-        .unwrap();
-    let mut gen = Generator::new(model).unwrap();
-    model
-        .forward(&mut state, prompt, LogitsWanted::Last)
-        .unwrap();
-    let step0 = state.logits().to_vec();
-    state.reset();
-    let params = GenerateParams {
-        max_tokens: n,
-        sampler: SamplerConfig::greedy(),
-        ..Default::default()
-    };
-    let out = gen
-        .generate(model, &mut state, prompt, &params, &mut Collect)
-        .unwrap();
-    (out.generated, step0)
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 fn check_greedy(max_prompts: usize, n_steps: usize) {
     let reference = common::fixture_json("greedy_gemma3.json");
@@ -77,10 +31,10 @@ fn check_greedy(max_prompts: usize, n_steps: usize) {
         let prompt = model.tokenizer.encode(prompt_text, true, true).unwrap();
         assert_eq!(
             prompt,
-            ids(&e["prompt_ids"]),
+            common::json_ids(&e["prompt_ids"]),
             "prompt ids for {prompt_text:?}"
         );
-        let want = ids(&e["generated_ids"]);
+        let want = common::json_ids(&e["generated_ids"]);
         let margins: Vec<f64> = e["top1_minus_top2_logit_margin"]
             .as_array()
             .unwrap()
@@ -88,7 +42,7 @@ fn check_greedy(max_prompts: usize, n_steps: usize) {
             .map(|m| m.as_f64().unwrap())
             .collect();
         let n = n_steps.min(want.len());
-        let (got, step0) = greedy(&model, &prompt, n);
+        let (got, step0) = common::reference_greedy(&model, &prompt, n);
         let must = margins
             .iter()
             .take(n)
@@ -154,7 +108,7 @@ fn tokenize_gemma3_matches_llama_cpp() {
             .unwrap();
         assert_eq!(
             got,
-            ids(&case["ids"]),
+            common::json_ids(&case["ids"]),
             "{text:?} (parse_special {parse_special})"
         );
     }
@@ -186,5 +140,5 @@ fn gemma3_stop_tokens_and_chat_format() {
             )],
         )
         .unwrap();
-    assert_eq!(ids, self::ids(&chat["prompt_ids"]));
+    assert_eq!(ids, common::json_ids(&chat["prompt_ids"]));
 }

@@ -4,10 +4,7 @@
 
 mod common;
 
-use edgellm_models::{GenerateParams, Generator, LogitsWanted, Model, StateOptions, TokenSink};
-use edgellm_runtime::sampler::SamplerConfig;
 use edgellm_runtime::GgmlType;
-use serde_json::Value;
 
 const MARGIN: f64 = 0.05;
 
@@ -25,41 +22,6 @@ fn logit_tolerance(ty: GgmlType) -> f64 {
     }
 }
 
-struct Collect;
-impl TokenSink for Collect {
-    fn on_text(&mut self, _text: &str) -> bool {
-        true
-    }
-}
-
-/// Greedy ids for `prompt`, exactly as the reference driver ran: whole prompt in one batch,
-/// argmax of raw logits, stop only at an end-of-generation token (which is included).
-fn greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
-    let mut state = model
-        .new_state(StateOptions {
-            n_ctx: prompt.len() + n + 8,
-            n_batch: prompt.len(),
-            ..Default::default()
-        })
-        .unwrap();
-    let mut gen = Generator::new(model).unwrap();
-    // Step-0 logits, for the top-10 check.
-    model
-        .forward(&mut state, prompt, LogitsWanted::Last)
-        .unwrap();
-    let step0 = state.logits().to_vec();
-    state.reset();
-    let params = GenerateParams {
-        max_tokens: n,
-        sampler: SamplerConfig::greedy(),
-        ..Default::default()
-    };
-    let out = gen
-        .generate(model, &mut state, prompt, &params, &mut Collect)
-        .unwrap();
-    (out.generated, step0)
-}
-
 fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
     let reference = common::reference_json("greedy_smollm2.json");
     let model = common::load_with(&common::derived_model(ty), common::reference_kernels());
@@ -67,10 +29,10 @@ fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
     let mut report = Vec::new();
     for e in entries.iter().take(max_prompts) {
         let prompt_text = e["prompt"].as_str().unwrap();
-        let want_prompt: Vec<u32> = ids(&e["prompt_ids"]);
+        let want_prompt: Vec<u32> = common::json_ids(&e["prompt_ids"]);
         let prompt = model.tokenizer.encode(prompt_text, true, true).unwrap();
         assert_eq!(prompt, want_prompt, "prompt ids for {prompt_text:?}");
-        let want: Vec<u32> = ids(&e["generated_ids"]);
+        let want: Vec<u32> = common::json_ids(&e["generated_ids"]);
         let margins: Vec<f64> = e["top1_minus_top2_logit_margin"]
             .as_array()
             .unwrap()
@@ -78,7 +40,7 @@ fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
             .map(|m| m.as_f64().unwrap())
             .collect();
         let n = n_steps.min(want.len());
-        let (got, step0) = greedy(&model, &prompt, n);
+        let (got, step0) = common::reference_greedy(&model, &prompt, n);
         // Steps that must match: up to (not including) the first near-tie.
         let must = margins
             .iter()
@@ -114,14 +76,6 @@ fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
     for r in report {
         eprintln!("{r}");
     }
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]

@@ -165,3 +165,48 @@ pub fn gpl3_tokens_and_perplexity(model: &Model, ctx: usize) -> (usize, f64) {
             .unwrap();
     (tokens.len(), nll.ppl().0)
 }
+
+struct DiscardText;
+impl edgellm_models::TokenSink for DiscardText {
+    fn on_text(&mut self, _text: &str) -> bool {
+        true
+    }
+}
+
+/// Greedy ids for `prompt` and the step-0 logits, exactly as the llama.cpp reference drivers
+/// ran: whole prompt in one batch, argmax of raw logits, stop only at an end-of-generation token
+/// (which is included).
+pub fn reference_greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    use edgellm_models::{GenerateParams, Generator, LogitsWanted, StateOptions};
+    let mut state = model
+        .new_state(StateOptions {
+            n_ctx: prompt.len() + n + 8,
+            n_batch: prompt.len(),
+            ..Default::default()
+        })
+        .unwrap();
+    let mut gen = Generator::new(model).unwrap();
+    model
+        .forward(&mut state, prompt, LogitsWanted::Last)
+        .unwrap();
+    let step0 = state.logits().to_vec();
+    state.reset();
+    let params = GenerateParams {
+        max_tokens: n,
+        sampler: edgellm_runtime::sampler::SamplerConfig::greedy(),
+        ..Default::default()
+    };
+    let out = gen
+        .generate(model, &mut state, prompt, &params, &mut DiscardText)
+        .unwrap();
+    (out.generated, step0)
+}
+
+/// A JSON array of token ids.
+pub fn json_ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
