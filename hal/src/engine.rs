@@ -238,6 +238,33 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Counts a finished job: its prompt tokens evaluated and reused, tokens generated, time
+    /// spent, and whether it was cancelled or completed.
+    fn record_job(
+        &self,
+        prompt_evaluated: usize,
+        reused: usize,
+        generated: usize,
+        prompt_ms: f64,
+        gen_ms: f64,
+        cancelled: bool,
+    ) {
+        let add = |counter: &AtomicU64, n: u64| counter.fetch_add(n, Ordering::Relaxed);
+        add(&self.prompt_tokens, prompt_evaluated as u64);
+        add(&self.reused_tokens, reused as u64);
+        add(&self.generated_tokens, generated as u64);
+        add(&self.prompt_ms_total, prompt_ms as u64);
+        add(&self.gen_ms_total, gen_ms as u64);
+        add(
+            if cancelled {
+                &self.jobs_cancelled
+            } else {
+                &self.jobs_completed
+            },
+            1,
+        );
+    }
+
     pub fn last_gen_tokens_per_s(&self) -> f64 {
         self.last_gen_tps_milli.load(Ordering::Relaxed) as f64 / 1000.0
     }
@@ -695,21 +722,14 @@ impl Worker {
                     prompt_tokens_per_s: out.prompt_tokens_per_s(),
                     gen_tokens_per_s: out.gen_tokens_per_s(),
                 };
-                stats
-                    .prompt_tokens
-                    .fetch_add(out.prompt_evaluated as u64, Ordering::Relaxed);
-                stats
-                    .reused_tokens
-                    .fetch_add(out.reused_tokens as u64, Ordering::Relaxed);
-                stats
-                    .generated_tokens
-                    .fetch_add(out.generated.len() as u64, Ordering::Relaxed);
-                stats
-                    .prompt_ms_total
-                    .fetch_add(out.prompt_ms as u64, Ordering::Relaxed);
-                stats
-                    .gen_ms_total
-                    .fetch_add(out.gen_ms as u64, Ordering::Relaxed);
+                stats.record_job(
+                    out.prompt_evaluated,
+                    out.reused_tokens,
+                    out.generated.len(),
+                    out.prompt_ms,
+                    out.gen_ms,
+                    reason == StopReason::Cancelled,
+                );
                 if out.generated.len() > 1 {
                     stats
                         .last_gen_tps_milli
@@ -720,11 +740,6 @@ impl Worker {
                         (out.prompt_tokens_per_s() * 1000.0) as u64,
                         Ordering::Relaxed,
                     );
-                }
-                if reason == StopReason::Cancelled {
-                    stats.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    stats.jobs_completed.fetch_add(1, Ordering::Relaxed);
                 }
                 (job.sink)(Event::Done(summary));
             }
@@ -797,28 +812,17 @@ impl Worker {
                     Some(out) => beam_results(&self.model, out, job.prompt.len(), job.choices),
                     None => (Vec::new(), cancelled_summary(job.prompt.len())),
                 };
-                if let Some(out) = &out {
-                    stats.prompt_tokens.fetch_add(
-                        (job.prompt.len() - out.reused_tokens) as u64,
-                        Ordering::Relaxed,
-                    );
-                    stats
-                        .reused_tokens
-                        .fetch_add(out.reused_tokens as u64, Ordering::Relaxed);
-                    stats
-                        .generated_tokens
-                        .fetch_add(summary.completion_tokens as u64, Ordering::Relaxed);
-                    stats
-                        .prompt_ms_total
-                        .fetch_add(out.prompt_ms as u64, Ordering::Relaxed);
-                    stats
-                        .gen_ms_total
-                        .fetch_add(out.gen_ms as u64, Ordering::Relaxed);
-                }
-                if summary.stop_reason == StopReason::Cancelled {
-                    stats.jobs_cancelled.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    stats.jobs_completed.fetch_add(1, Ordering::Relaxed);
+                let cancelled = summary.stop_reason == StopReason::Cancelled;
+                match &out {
+                    Some(out) => stats.record_job(
+                        job.prompt.len() - out.reused_tokens,
+                        out.reused_tokens,
+                        summary.completion_tokens,
+                        out.prompt_ms,
+                        out.gen_ms,
+                        cancelled,
+                    ),
+                    None => stats.record_job(0, 0, 0, 0.0, 0.0, cancelled),
                 }
                 if out.is_some() {
                     (job.sink)(Event::Beams(choices));
