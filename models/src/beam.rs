@@ -320,14 +320,7 @@ impl BeamSearch {
         // Prefix reuse as the generator does it: keep what the first state shares with the
         // prompt, but evaluate at least the last prompt token so its logits are fresh.
         let first = &mut self.states[0];
-        let reused_tokens = first
-            .tokens()
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
-        first.truncate(reused_tokens);
+        let reused_tokens = first.keep_prompt_prefix(prompt);
         model.forward(first, &prompt[reused_tokens..], LogitsWanted::Last)?;
         let prompt_ms = t0.elapsed().as_secs_f64() * 1000.0;
         self.live.clear();

@@ -164,14 +164,7 @@ impl Generator {
 
         // Prefix reuse: keep what the cache shares with the prompt, but always evaluate at
         // least the last prompt token so its logits are fresh.
-        let common = state
-            .tokens()
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
-        state.truncate(common);
+        let common = state.keep_prompt_prefix(prompt);
         for &t in prompt {
             self.sampler.accept(t);
         }

@@ -245,6 +245,21 @@ impl State {
         self.logit_rows = 0;
     }
 
+    /// Prefix reuse: keeps the positions this state shares with `prompt`, but never the whole
+    /// prompt (its last token is always evaluated again, so its logits are fresh); returns how
+    /// many positions were kept. `prompt` must not be empty.
+    pub fn keep_prompt_prefix(&mut self, prompt: &[u32]) -> usize {
+        let common = self
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len().saturating_sub(1));
+        self.truncate(common);
+        common
+    }
+
     /// Makes this state hold `src`'s first `n` positions (their tokens and K/V entries), as if
     /// it had evaluated them itself; its logits are left stale until the next forward. Copies
     /// only those positions and allocates nothing (`tokens` has room for the whole context).
