@@ -8,7 +8,7 @@
 //! norms, GeGLU, sliding-window layers with their own RoPE base, and (when the file asks)
 //! final logit soft-capping.
 
-use edgellm_runtime::kernels::matmul::matmul;
+use edgellm_runtime::kernels::matmul::{matmul, matmul_gated, matmul_many, Projection};
 use edgellm_runtime::ops::{self, AttnScratch, KvElem, LayerCache};
 
 use crate::arch::FfnAct;
@@ -100,7 +100,6 @@ impl Model {
         let hd = hp.head_dim;
         let q_dim = hp.q_dim();
         let kv_dim = hp.kv_dim();
-        let n_ff = hp.n_ff;
         let pos0 = s.n_past();
         let n_half = hp.rope.n_dims / 2;
         let freq_factors = w.rope_freqs.as_ref().map(|b| b.f32s(map));
@@ -151,32 +150,26 @@ impl Model {
                     hp.rms_eps,
                 );
             }
-            matmul(
+            matmul_many(
                 pool,
                 kern,
-                &l.wq.matrix(map),
+                &mut [
+                    Projection {
+                        w: l.wq.matrix(map),
+                        out: &mut s.q,
+                    },
+                    Projection {
+                        w: l.wk.matrix(map),
+                        out: &mut s.k,
+                    },
+                    Projection {
+                        w: l.wv.matrix(map),
+                        out: &mut s.v,
+                    },
+                ],
                 &s.xb,
                 nb,
                 &mut s.act,
-                &mut s.q,
-            )?;
-            matmul(
-                pool,
-                kern,
-                &l.wk.matrix(map),
-                &s.xb,
-                nb,
-                &mut s.act,
-                &mut s.k,
-            )?;
-            matmul(
-                pool,
-                kern,
-                &l.wv.matrix(map),
-                &s.xb,
-                nb,
-                &mut s.act,
-                &mut s.v,
             )?;
             for (bias, buf, width) in [
                 (&l.bq, &mut s.q, q_dim),
@@ -288,28 +281,21 @@ impl Model {
                     hp.rms_eps,
                 );
             }
-            matmul(
+            matmul_gated(
                 pool,
                 kern,
                 &l.w_gate.matrix(map),
-                &s.xb,
-                nb,
-                &mut s.act,
-                &mut s.hb,
-            )?;
-            matmul(
-                pool,
-                kern,
                 &l.w_up.matrix(map),
                 &s.xb,
                 nb,
                 &mut s.act,
+                &mut s.hb,
                 &mut s.hb2,
+                match hp.ffn_act {
+                    FfnAct::Silu => ops::swiglu,
+                    FfnAct::GeluTanh => ops::geglu,
+                },
             )?;
-            match hp.ffn_act {
-                FfnAct::Silu => ops::swiglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]),
-                FfnAct::GeluTanh => ops::geglu(&mut s.hb[..nb * n_ff], &s.hb2[..nb * n_ff]),
-            }
             matmul(
                 pool,
                 kern,

@@ -395,10 +395,12 @@ proptest! {
         (w0, w1, a) in two_rows(block_q4_0(), block_q8_0_act()),
         (v0, v1, b) in two_rows(block_q4_1(), block_q8_1_act()),
         (u0, u1, c) in two_rows(block_q8_0_weight(), block_q8_0_act()),
+        (p0, p1, e) in two_rows(block_q5_0(), block_q8_0_act()),
     ) {
         check_two_rows(GgmlType::Q4_0, &w0, &w1, &a)?;
         check_two_rows(GgmlType::Q4_1, &v0, &v1, &b)?;
         check_two_rows(GgmlType::Q8_0, &u0, &u1, &c)?;
+        check_two_rows(GgmlType::Q5_0, &p0, &p1, &e)?;
     }
 
     #[test]

@@ -29,7 +29,7 @@ use half::{bf16, f16};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
-use super::{quantize_q8_groups, row_dot_entry, GROUP};
+use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, GROUP};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -37,6 +37,9 @@ row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 row_dot_entry!(row_dot_f16, vec_dot_f16, f16, f16);
 row_dot_entry!(row_dot_f32, vec_dot_f32, f32, f32);
 row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
+row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+row_dot2_entry!(row_dot2_q4_1, vec_dot2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+row_dot2_entry!(row_dot2_q8_0, vec_dot2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 
 /// [`quantize_row_q8_0_avx2`] as a table entry.
 pub(super) fn quantize_row_q8_0_entry(x: &[f32], y: &mut [BlockQ8_0]) {
@@ -419,6 +422,208 @@ macro_rules! int_row_dots {
                 hsum_f32_8(_mm256_add_ps(a0, a1))
             }
         }
+
+        /// Two rows' [`pair_q4_0`]: the activation pair loaded and its offset computed once.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair2_q4_0(
+            x0: &[BlockQ4_0],
+            x1: &[BlockQ4_0],
+            y: &[BlockQ8_0],
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let off = q4_0_offset(ylo, yhi);
+                let (lo0, hi0) = nibbles_pair(&x0[0].qs, &x0[1].qs);
+                let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
+                let q0 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo0, hi0, ylo, yhi, off));
+                let q1 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo1, hi1, ylo, yhi, off));
+                let d0 = scale_products_split(x0[0].d, y[0].d, x0[1].d, y[1].d);
+                let d1 = scale_products_split(x1[0].d, y[0].d, x1[1].d, y[1].d);
+                (
+                    _mm256_fmadd_ps(d0, q0, acc.0),
+                    _mm256_fmadd_ps(d1, q1, acc.1),
+                )
+            }
+        }
+
+        /// Two rows' [`single_q4_0`].
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single2_q4_0(
+            x0: &BlockQ4_0,
+            x1: &BlockQ4_0,
+            y: &BlockQ8_0,
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe { (single_q4_0(x0, y, acc.0), single_q4_0(x1, y, acc.1)) }
+        }
+
+        /// [`vec_dot_q4_0_q8_0`] of two rows with one activation row, bit for bit.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot2_q4_0_q8_0(
+            x0: &[BlockQ4_0],
+            x1: &[BlockQ4_0],
+            y: &[BlockQ8_0],
+        ) -> [f32; 2] {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (a0, a1) = dot_block_pairs2!(x0, x1, y, zero, pair2_q4_0, single2_q4_0);
+                [
+                    hsum_f32_8(_mm256_add_ps(a0.0, a1.0)),
+                    hsum_f32_8(_mm256_add_ps(a0.1, a1.1)),
+                ]
+            }
+        }
+
+        /// Two rows' [`pair_q4_1`]: the activation pair loaded once.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair2_q4_1(
+            x0: &[BlockQ4_1],
+            x1: &[BlockQ4_1],
+            y: &[BlockQ8_1],
+            acc: ((__m256, __m256), (__m256, __m256)),
+        ) -> ((__m256, __m256), (__m256, __m256)) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let (lo0, hi0) = nibbles_pair(&x0[0].qs, &x0[1].qs);
+                let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
+                let q0 = _mm256_cvtepi32_ps(dot_q4_pair(lo0, hi0, ylo, yhi));
+                let q1 = _mm256_cvtepi32_ps(dot_q4_pair(lo1, hi1, ylo, yhi));
+                let (d0, ms0) = scale_products_q4_1_split(&x0[0], &x0[1], &y[0], &y[1]);
+                let (d1, ms1) = scale_products_q4_1_split(&x1[0], &x1[1], &y[0], &y[1]);
+                (
+                    (
+                        _mm256_fmadd_ps(d0, q0, acc.0 .0),
+                        _mm256_add_ps(acc.0 .1, ms0),
+                    ),
+                    (
+                        _mm256_fmadd_ps(d1, q1, acc.1 .0),
+                        _mm256_add_ps(acc.1 .1, ms1),
+                    ),
+                )
+            }
+        }
+
+        /// Two rows' [`single_q4_1`].
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single2_q4_1(
+            x0: &BlockQ4_1,
+            x1: &BlockQ4_1,
+            y: &BlockQ8_1,
+            acc: ((__m256, __m256), (__m256, __m256)),
+        ) -> ((__m256, __m256), (__m256, __m256)) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe { (single_q4_1(x0, y, acc.0), single_q4_1(x1, y, acc.1)) }
+        }
+
+        /// [`vec_dot_q4_1_q8_1`] of two rows with one activation row, bit for bit.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot2_q4_1_q8_1(
+            x0: &[BlockQ4_1],
+            x1: &[BlockQ4_1],
+            y: &[BlockQ8_1],
+        ) -> [f32; 2] {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let z = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (a0, a1) = dot_block_pairs2!(x0, x1, y, (z, z), pair2_q4_1, single2_q4_1);
+                let row = |a: (__m256, __m256), b: (__m256, __m256)| {
+                    hsum_f32_8(_mm256_add_ps(a.0, b.0)) + sum_lanes_1_5(_mm256_add_ps(a.1, b.1))
+                };
+                [row(a0.0, a1.0), row(a0.1, a1.1)]
+            }
+        }
+
+        /// Two rows' [`pair_q8_0`]: the activation pair loaded once.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair2_q8_0(
+            x0: &[BlockQ8_0],
+            x1: &[BlockQ8_0],
+            y: &[BlockQ8_0],
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (y0, y1) = (load_q8(&y[0].qs), load_q8(&y[1].qs));
+                let (d00, d01) = scale_products_2(x0[0].d, y[0].d, x0[1].d, y[1].d);
+                let (d10, d11) = scale_products_2(x1[0].d, y[0].d, x1[1].d, y[1].d);
+                let q00 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x0[0].qs), y0));
+                let q01 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x0[1].qs), y1));
+                let q10 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x1[0].qs), y0));
+                let q11 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x1[1].qs), y1));
+                (
+                    _mm256_fmadd_ps(d01, q01, _mm256_fmadd_ps(d00, q00, acc.0)),
+                    _mm256_fmadd_ps(d11, q11, _mm256_fmadd_ps(d10, q10, acc.1)),
+                )
+            }
+        }
+
+        /// Two rows' [`single_q8_0`].
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single2_q8_0(
+            x0: &BlockQ8_0,
+            x1: &BlockQ8_0,
+            y: &BlockQ8_0,
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe { (single_q8_0(x0, y, acc.0), single_q8_0(x1, y, acc.1)) }
+        }
+
+        /// [`vec_dot_q8_0_q8_0`] of two rows with one activation row, bit for bit.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot2_q8_0_q8_0(
+            x0: &[BlockQ8_0],
+            x1: &[BlockQ8_0],
+            y: &[BlockQ8_0],
+        ) -> [f32; 2] {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (a0, a1) = dot_block_pairs2!(x0, x1, y, zero, pair2_q8_0, single2_q8_0);
+                [
+                    hsum_f32_8(_mm256_add_ps(a0.0, a1.0)),
+                    hsum_f32_8(_mm256_add_ps(a0.1, a1.1)),
+                ]
+            }
+        }
     };
 }
 pub(super) use int_row_dots;
@@ -448,6 +653,34 @@ macro_rules! dot_block_pairs {
     }};
 }
 pub(super) use dot_block_pairs;
+
+/// [`dot_block_pairs!`] over two weight rows `$x0`, `$x1` and one activation row: the step
+/// functions take both rows' blocks and a tuple of the two rows' accumulators, and each row's
+/// accumulators see exactly the steps they see in the one-row loop (so the results are equal
+/// bit for bit).
+macro_rules! dot_block_pairs2 {
+    ($x0:expr, $x1:expr, $y:expr, $zero:expr, $pair:path, $single:path) => {{
+        let n = $x0.len().min($x1.len()).min($y.len());
+        let (x0, x1, y) = (&$x0[..n], &$x1[..n], &$y[..n]);
+        let (mut a0, mut a1) = ($zero, $zero);
+        let (q0, q1, yq) = (x0.chunks_exact(4), x1.chunks_exact(4), y.chunks_exact(4));
+        let (r0, r1, yr) = (q0.remainder(), q1.remainder(), yq.remainder());
+        for ((b0, b1), ys) in q0.zip(q1).zip(yq) {
+            a0 = $pair(&b0[..2], &b1[..2], &ys[..2], a0);
+            a1 = $pair(&b0[2..], &b1[2..], &ys[2..], a1);
+        }
+        if let (Some(p0), Some(p1), Some(yp)) = (r0.get(..2), r1.get(..2), yr.get(..2)) {
+            a0 = $pair(p0, p1, yp, a0);
+        }
+        if let (true, Some(b0), Some(b1), Some(yb)) =
+            (yr.len() % 2 == 1, r0.last(), r1.last(), yr.last())
+        {
+            a1 = $single(b0, b1, yb, a1);
+        }
+        (a0, a1)
+    }};
+}
+pub(super) use dot_block_pairs2;
 
 /// Σ (q - 8)·y for the pair arrangement, with `maddubs` and the sign trick on `q - 8`; the two
 /// halves' i16 pair sums (each at most 2·8·127) add without overflow before widening.
@@ -495,6 +728,35 @@ unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
         let p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x));
         _mm256_madd_epi16(p, _mm256_set1_epi16(1))
     }
+}
+
+/// The part of the Q4_0 offset `8·Σy` two rows can share: none here (the `maddubs` form
+/// subtracts 8 from the nibbles instead).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_offset(_ylo: __m256i, _yhi: __m256i) -> __m256i {
+    // SAFETY: register-only; AVX2 is the caller's contract.
+    unsafe { _mm256_setzero_si256() }
+}
+
+/// [`dot_q4_pair_off8`], given [`q4_0_offset`]'s result.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_pair_offset(
+    lo: __m256i,
+    hi: __m256i,
+    ylo: __m256i,
+    yhi: __m256i,
+    _off: __m256i,
+) -> __m256i {
+    // SAFETY: register-only; AVX2 is the caller's contract.
+    unsafe { dot_q4_pair_off8(lo, hi, ylo, yhi) }
 }
 
 int_row_dots!("avx2,fma,f16c");

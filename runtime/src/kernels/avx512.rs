@@ -21,16 +21,19 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    dot_block_pairs, hsum_f32_8, int_row_dots, load_q8, nibbles_pair, nibbles_single, q8_pair,
-    scale_product, scale_products_2, scale_products_q4_1_single, scale_products_q4_1_split,
-    scale_products_split, sum_lanes_1_5,
+    dot_block_pairs, dot_block_pairs2, hsum_f32_8, int_row_dots, load_q8, nibbles_pair,
+    nibbles_single, q8_pair, scale_product, scale_products_2, scale_products_q4_1_single,
+    scale_products_q4_1_split, scale_products_split, sum_lanes_1_5,
 };
-use super::row_dot_entry;
+use super::{row_dot2_entry, row_dot_entry};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
+row_dot2_entry!(row_dot2_q4_1, vec_dot2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
+row_dot2_entry!(row_dot2_q8_0, vec_dot2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 
 /// `acc + Σ u·s` over each group of 4 bytes (u unsigned, s signed), per i32 lane, exact.
 ///
@@ -98,6 +101,38 @@ unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
             _mm256_sign_epi8(y, x),
         )
     }
+}
+
+/// `8·Σy` of an activation pair in the pair arrangement: the Q4_0 offset, computed once when
+/// two weight rows share the activations.
+///
+/// # Safety
+/// As the module's functions.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_offset(ylo: __m256i, yhi: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe {
+        let eight = _mm256_set1_epi8(8);
+        dpbusd(dpbusd(_mm256_setzero_si256(), eight, ylo), eight, yhi)
+    }
+}
+
+/// [`dot_q4_pair_off8`] with the offset from [`q4_0_offset`].
+///
+/// # Safety
+/// As the module's functions.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_q4_pair_offset(
+    lo: __m256i,
+    hi: __m256i,
+    ylo: __m256i,
+    yhi: __m256i,
+    off: __m256i,
+) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe { _mm256_sub_epi32(dot_q4_pair(lo, hi, ylo, yhi), off) }
 }
 
 int_row_dots!("avx2,fma,f16c");

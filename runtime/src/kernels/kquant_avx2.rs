@@ -22,12 +22,18 @@ use crate::quant::{
     fp16_to_fp32, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
 
-use super::row_dot_entry;
+use super::{row_dot2_entry, row_dot_entry};
 
 row_dot_entry!(row_dot_q4_k, vec_dot_q4_k_q8_k, BlockQ4K, BlockQ8K);
 row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
 row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
+row_dot2_entry!(
+    row_dot2_q5_0_vnni,
+    vec_dot2_q5_0_q8_0_vnni,
+    BlockQ5_0,
+    BlockQ8_0
+);
 
 /// The sum of the eight f32 lanes.
 ///
@@ -275,6 +281,42 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
             acc = _mm256_fmadd_ps(d, sumi, acc);
         }
         hsum_f32x8(acc)
+    }
+}
+
+/// [`vec_dot_q5_0_q8_0`] of two rows with one activation row, bit for bit, for the AVX-512
+/// path: each block's int sums by `vpdpbusd` (levels 0..=31 unsigned, then minus `16·Σa`,
+/// computed once for both rows), whose i32 lanes hold the same four-element groups as
+/// `maddubs` + `madd`; the scales and FMAs as in the one-row kernel.
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX512-VNNI and AVX512VL must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni(
+    x0: &[BlockQ5_0],
+    x1: &[BlockQ5_0],
+    y: &[BlockQ8_0],
+) -> [f32; 2] {
+    use super::avx512::dpbusd;
+    // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
+    // caller's contract.
+    unsafe {
+        let sixteen = _mm256_set1_epi8(16);
+        let zero = _mm256_setzero_si256();
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for ((b0, b1), yb) in x0.iter().zip(x1).zip(y) {
+            let a = load_q8(&yb.qs);
+            let off = dpbusd(zero, sixteen, a);
+            let s0 = _mm256_sub_epi32(dpbusd(zero, q5_levels(&b0.qs, b0.qh), a), off);
+            let s1 = _mm256_sub_epi32(dpbusd(zero, q5_levels(&b1.qs, b1.qh), a), off);
+            let s = f16x4([b0.d.to_bits(), yb.d.to_bits(), b1.d.to_bits(), 0]); // [d0, yd, d1, 0]
+            let yd = _mm_movehdup_ps(s);
+            let d0 = _mm256_broadcastss_ps(_mm_mul_ss(s, yd));
+            let d1 = _mm256_broadcastss_ps(_mm_mul_ss(_mm_movehl_ps(s, s), yd));
+            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
+            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(s1), acc1);
+        }
+        [hsum_f32x8(acc0), hsum_f32x8(acc1)]
     }
 }
 

@@ -190,6 +190,8 @@ pub enum KernelError {
     NotImplemented(KernelPath),
     #[error("no kernel for weights of type {0}")]
     UnsupportedType(GgmlType),
+    #[error("matmul operands disagree in shape")]
+    Shape,
     #[error("EDGELLM_KERNELS: {0}")]
     Env(Box<KernelError>),
 }
@@ -228,6 +230,7 @@ pub struct Kernels {
     q4_0x2: Option<RowDot2>,
     q4_1x2: Option<RowDot2>,
     q8_0x2: Option<RowDot2>,
+    q5_0x2: Option<RowDot2>,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
     quantize_q8_k: QuantizeQ8K,
@@ -268,6 +271,9 @@ impl Kernels {
                 q6_k: kquant_avx2::row_dot_q6_k,
                 q5_0: kquant_avx2::row_dot_q5_0,
                 q5_1: kquant_avx2::row_dot_q5_1,
+                q4_0x2: Some(avx2::row_dot2_q4_0),
+                q4_1x2: Some(avx2::row_dot2_q4_1),
+                q8_0x2: Some(avx2::row_dot2_q8_0),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -277,6 +283,10 @@ impl Kernels {
                 q4_0: avx512::row_dot_q4_0,
                 q4_1: avx512::row_dot_q4_1,
                 q8_0: avx512::row_dot_q8_0,
+                q4_0x2: Some(avx512::row_dot2_q4_0),
+                q4_1x2: Some(avx512::row_dot2_q4_1),
+                q8_0x2: Some(avx512::row_dot2_q8_0),
+                q5_0x2: Some(kquant_avx2::row_dot2_q5_0_vnni),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
@@ -358,6 +368,7 @@ impl Kernels {
             q4_0x2: None,
             q4_1x2: None,
             q8_0x2: None,
+            q5_0x2: None,
             quantize_q8_0: quant::quantize_row_q8_0,
             quantize_q8_1: quant::quantize_row_q8_1,
             quantize_q8_k: quant::quantize_row_q8_k,
@@ -414,6 +425,7 @@ impl Kernels {
             GgmlType::Q4_0 => self.q4_0x2,
             GgmlType::Q4_1 => self.q4_1x2,
             GgmlType::Q8_0 => self.q8_0x2,
+            GgmlType::Q5_0 => self.q5_0x2,
             _ => None,
         }
     }
@@ -475,9 +487,8 @@ impl Kernels {
     }
 }
 
-/// Like [`row_dot_entry`], for a two-row kernel `$kernel(w0, w1, a) -> [f32; 2]` (aarch64 only:
-/// the other ISAs have no two-row kernels).
-#[cfg(target_arch = "aarch64")]
+/// Like [`row_dot_entry`], for a two-row kernel `$kernel(w0, w1, a) -> [f32; 2]`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! row_dot2_entry {
     ($name:ident, $kernel:path, $w:ty, $a:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` over the bytes of three rows (NaN if they are not whole, aligned blocks).")]
@@ -490,7 +501,7 @@ macro_rules! row_dot2_entry {
         }
     };
 }
-#[cfg(target_arch = "aarch64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use row_dot2_entry;
 
 /// Defines `$name`, the safe table entry for the `#[target_feature]` kernel `$kernel` over the

@@ -26,8 +26,13 @@ struct Shared {
     shutdown: AtomicBool,
     work_lock: Mutex<()>,
     work_cv: Condvar,
+    /// Workers parked (or about to park) on `work_cv`: a dispatch notifies only if some are,
+    /// so a busy pool makes no futex call.
+    sleepers: AtomicUsize,
     done_lock: Mutex<()>,
     done_cv: Condvar,
+    /// Whether the caller parked (or is about to park) on `done_cv`.
+    caller_parked: AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -55,8 +60,10 @@ impl ThreadPool {
             shutdown: AtomicBool::new(false),
             work_lock: Mutex::new(()),
             work_cv: Condvar::new(),
+            sleepers: AtomicUsize::new(0),
             done_lock: Mutex::new(()),
             done_cv: Condvar::new(),
+            caller_parked: AtomicBool::new(false),
         });
         let mut workers = Vec::with_capacity(n_threads - 1);
         for index in 1..n_threads {
@@ -95,7 +102,10 @@ impl ThreadPool {
         *lock(&shared.job) = Some(JobPtr(erased));
         shared.pending.store(self.n_threads - 1, Ordering::SeqCst);
         shared.generation.fetch_add(1, Ordering::SeqCst);
-        {
+        // A worker counts itself in `sleepers` before its last look at `generation` (both
+        // SeqCst, under `work_lock`): either it saw the new generation, or we see it here and
+        // notify after it has started waiting (it holds the lock until then).
+        if shared.sleepers.load(Ordering::SeqCst) != 0 {
             let _guard = lock(&shared.work_lock);
             shared.work_cv.notify_all();
         }
@@ -108,9 +118,11 @@ impl ThreadPool {
                 std::hint::spin_loop();
             } else {
                 let guard = lock(&shared.done_lock);
-                if shared.pending.load(Ordering::Acquire) != 0 {
+                shared.caller_parked.store(true, Ordering::SeqCst);
+                if shared.pending.load(Ordering::SeqCst) != 0 {
                     let _unused = shared.done_cv.wait(guard);
                 }
+                shared.caller_parked.store(false, Ordering::SeqCst);
             }
         }
         *lock(&shared.job) = None;
@@ -198,11 +210,13 @@ fn worker_loop(shared: &Shared, index: usize, n_threads: usize) {
                 std::hint::spin_loop();
             } else {
                 let guard = lock(&shared.work_lock);
-                if shared.generation.load(Ordering::Acquire) == seen
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                if shared.generation.load(Ordering::SeqCst) == seen
                     && !shared.shutdown.load(Ordering::Acquire)
                 {
                     let _unused = shared.work_cv.wait(guard);
                 }
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         }
         let job = *lock(&shared.job);
@@ -214,7 +228,11 @@ fn worker_loop(shared: &Shared, index: usize, n_threads: usize) {
                 shared.panicked.store(true, Ordering::SeqCst);
             }
         }
-        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // As with `sleepers`: the caller sets `caller_parked` before its last look at
+        // `pending`, so one of the two sees the other.
+        if shared.pending.fetch_sub(1, Ordering::SeqCst) == 1
+            && shared.caller_parked.load(Ordering::SeqCst)
+        {
             let _guard = lock(&shared.done_lock);
             shared.done_cv.notify_all();
         }
