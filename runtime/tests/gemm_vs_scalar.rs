@@ -9,7 +9,9 @@ use edgellm_runtime::kernels::matmul::{act_buffer_bytes, matmul, WeightMatrix};
 use edgellm_runtime::kernels::scalar;
 use edgellm_runtime::kernels::threadpool::ThreadPool;
 use edgellm_runtime::kernels::{KernelPath, Kernels};
-use edgellm_runtime::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use edgellm_runtime::quant::{
+    self, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1,
+};
 use edgellm_runtime::GgmlType;
 use half::f16;
 
@@ -63,6 +65,18 @@ fn random_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<
                 bytes.extend_from_slice(&d);
                 // any byte, -128 included
                 bytes.extend((0..32).map(|_| rng.byte()));
+            }
+            GgmlType::Q5_0 => {
+                let d = rng.scale().to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend((0..4 + 16).map(|_| rng.byte()));
+            }
+            GgmlType::Q5_1 => {
+                let d = rng.scale().to_bits().to_le_bytes();
+                let m = rng.scale().to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&m);
+                bytes.extend((0..4 + 16).map(|_| rng.byte()));
             }
             other => panic!("no random weights for {other}"),
         }
@@ -133,8 +147,45 @@ fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
                 })
                 .sum()
         }
+        GgmlType::Q5_0 => {
+            let (w, a) = (blocks::<BlockQ5_0>(w), blocks::<BlockQ8_0>(a));
+            w.iter()
+                .zip(a)
+                .map(|(x, y)| {
+                    let s: i64 = q5_levels(x.qs, x.qh)
+                        .iter()
+                        .zip(&y.qs)
+                        .map(|(&q, &v)| ((q - 16) * i64::from(v)).abs())
+                        .sum();
+                    (f(x.d) * f(y.d)).abs() * s as f64
+                })
+                .sum()
+        }
+        GgmlType::Q5_1 => {
+            let (w, a) = (blocks::<BlockQ5_1>(w), blocks::<BlockQ8_1>(a));
+            w.iter()
+                .zip(a)
+                .map(|(x, y)| {
+                    let s: i64 = q5_levels(x.qs, x.qh)
+                        .iter()
+                        .zip(&y.qs)
+                        .map(|(&q, &v)| (q * i64::from(v)).abs())
+                        .sum();
+                    (f(x.d) * f(y.d)).abs() * s as f64 + (f(x.m) * f(y.s)).abs()
+                })
+                .sum()
+        }
         other => panic!("no terms for {other}"),
     }
+}
+
+/// The 32 five-bit levels of a Q5 block (the scalar kernels' reading of `qs` and `qh`).
+fn q5_levels(qs: [u8; 16], qh: [u8; 4]) -> [i64; 32] {
+    let qh = u32::from_le_bytes(qh);
+    std::array::from_fn(|j| {
+        let nibble = if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 };
+        i64::from(nibble) | i64::from((qh >> j) & 1) << 4
+    })
 }
 
 fn blocks<B: quant::Block>(bytes: &[u8]) -> &[B] {
@@ -147,6 +198,8 @@ fn scalar_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q4_0 => scalar::vec_dot_q4_0_q8_0(blocks(w), blocks(a)),
         GgmlType::Q4_1 => scalar::vec_dot_q4_1_q8_1(blocks(w), blocks(a)),
         GgmlType::Q8_0 => scalar::vec_dot_q8_0_q8_0(blocks(w), blocks(a)),
+        GgmlType::Q5_0 => scalar::vec_dot_q5_0_q8_0(blocks(w), blocks(a)),
+        GgmlType::Q5_1 => scalar::vec_dot_q5_1_q8_1(blocks(w), blocks(a)),
         other => panic!("no scalar dot for {other}"),
     }
 }
@@ -243,7 +296,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, nbs: &[usize], seed: u64) {
     }
 }
 
-const BATCHES: [usize; 7] = [1, 2, 3, 5, 17, 64, 130];
+const BATCHES: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64, 129, 130];
 
 #[test]
 fn gemm_q4_0_matches_scalar() {
@@ -264,4 +317,18 @@ fn gemm_q8_0_matches_scalar() {
     check(GgmlType::Q8_0, 37, 96, &BATCHES, 7);
     check(GgmlType::Q8_0, 16, 576, &BATCHES, 8);
     check(GgmlType::Q8_0, 13, 32 * 70, &[1, 5, 66], 9);
+}
+
+#[test]
+fn gemm_q5_0_matches_scalar() {
+    check(GgmlType::Q5_0, 37, 96, &BATCHES, 10);
+    check(GgmlType::Q5_0, 16, 576, &BATCHES, 11);
+    check(GgmlType::Q5_0, 13, 32 * 70, &[1, 5, 66], 12);
+}
+
+#[test]
+fn gemm_q5_1_matches_scalar() {
+    check(GgmlType::Q5_1, 37, 96, &BATCHES, 13);
+    check(GgmlType::Q5_1, 1, 64, &BATCHES, 14);
+    check(GgmlType::Q5_1, 13, 32 * 70, &[1, 5, 66], 15);
 }

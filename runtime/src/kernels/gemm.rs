@@ -1,18 +1,18 @@
 //! gemm: the batched path of [`matmul`](super::matmul::matmul) for int weights (Q4_0, Q4_1,
-//! Q8_0) when several activation rows come in at once (prompt processing). It owns the tiling,
+//! Q5_0, Q5_1, Q8_0) when several activation rows come in at once (prompt processing). It owns the tiling,
 //! the weight repacking and the per-ISA tile dots; it does not quantize the activations (matmul
 //! does, once) and never allocates: its buffers are fixed-size arrays on the worker's stack.
 //!
 //! Work goes in tiles of 8 weight rows × up to 4 tokens. A tile's weight blocks are repacked once
 //! per chunk of [`CHUNK_BLOCKS`] blocks (and per [`SIDE_TOKENS`] tokens: once for a whole
 //! prompt of up to that many): each block's 32 quants become unsigned bytes (Q4
-//! nibbles as they are; Q8_0 quants + 128) transposed so that register `j` holds elements
+//! nibbles and Q5 levels as they are; Q8_0 quants + 128) transposed so that register `j` holds elements
 //! `4j..4j+4` of all 8 rows (one i32 lane per row), next to the 8 row scales as f32. A token's
 //! activation bytes `4j..4j+4` are broadcast to every lane, so one unsigned × signed byte-dot
 //! step (`vpdpbusd`, or `maddubs` + `madd` on AVX2) adds that slice of the block to 8 row sums at
 //! once (on VNNI the broadcast is `vpdpbusd`'s embedded one, so one instruction per step), and
 //! the repacked block serves every token of the batch. The offsets that make the
-//! weights unsigned (Q4_0: `-8·Σy`, Q8_0: `-128·Σy`) start each block's int sum; they and the
+//! weights unsigned (Q4_0: `-8·Σy`, Q5_0: `-16·Σy`, Q8_0: `-128·Σy`) start each block's int sum; they and the
 //! activation scales are computed once per token and block ([`ActSide`]).
 //!
 //! Results equal the scalar kernels' up to the order of the float additions: every block's int
@@ -27,12 +27,13 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::kquant_avx2::q5_levels;
 use super::matmul::{DisjointOut, WeightMatrix};
 use super::threadpool::{split_range, ThreadPool};
 use super::KernelPath;
 use crate::ggml_type::GgmlType;
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
-use crate::quant::{self, Block};
+use crate::quant::{self, Block, BlockQ5_0, BlockQ5_1};
 
 /// Weight rows per tile: one per i32 lane of a 256-bit register.
 const TILE_ROWS: usize = 8;
@@ -48,7 +49,8 @@ const SIDE_TOKENS: usize = 128;
 pub(super) enum GemmIsa {
     /// AVX-512 VNNI `vpdpbusd` on 256-bit registers.
     Avx512Vnni,
-    /// AVX2 `maddubs`: Q4 weights only (Q8_0's unsigned quants would saturate its i16 sums).
+    /// AVX2 `maddubs`: Q4 weights only (Q5 and Q8_0's unsigned quants would overflow its i16
+    /// sums over a block).
     Avx2,
 }
 
@@ -56,9 +58,10 @@ impl GemmIsa {
     /// The gemm kernels for `path` and weights of type `ty`, if any.
     pub(super) fn for_path(path: KernelPath, ty: GgmlType) -> Option<GemmIsa> {
         match (path, ty) {
-            (KernelPath::Avx512, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => {
-                Some(GemmIsa::Avx512Vnni)
-            }
+            (
+                KernelPath::Avx512,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0,
+            ) => Some(GemmIsa::Avx512Vnni),
             (KernelPath::Avx2, GgmlType::Q4_0 | GgmlType::Q4_1) => Some(GemmIsa::Avx2),
             _ => None,
         }
@@ -66,7 +69,7 @@ impl GemmIsa {
 }
 
 /// One weight block of 8 rows, repacked: `q[j]` holds elements `4j..4j+4` of row `r` at bytes
-/// `4r..4r+4` (unsigned), `d` the row scales, `m` the row minimums (Q4_1; zero otherwise).
+/// `4r..4r+4` (unsigned), `d` the row scales, `m` the row minimums (Q4_1, Q5_1; zero otherwise).
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct TileBlock {
@@ -131,13 +134,19 @@ pub(super) fn gemm(
         GgmlType::Q8_0 if isa == GemmIsa::Avx512Vnni => {
             run::<BlockQ8_0, BlockQ8_0>(pool, isa, w, act, arb, nb, out)
         }
+        GgmlType::Q5_0 if isa == GemmIsa::Avx512Vnni => {
+            run::<BlockQ5_0, BlockQ8_0>(pool, isa, w, act, arb, nb, out)
+        }
+        GgmlType::Q5_1 if isa == GemmIsa::Avx512Vnni => {
+            run::<BlockQ5_1, BlockQ8_1>(pool, isa, w, act, arb, nb, out)
+        }
         _ => false,
     }
 }
 
 /// A weight block type the tiles can repack.
 trait WeightBlock: Block {
-    /// Activation offset multiplier `k` (the int sum starts at `-k·Σy`), or `None` for Q4_1,
+    /// Activation offset multiplier `k` (the int sum starts at `-k·Σy`), or `None` for Q4_1 and Q5_1,
     /// whose `m·s` term is added in floats instead.
     const OFFSET: Option<i32>;
 }
@@ -149,6 +158,12 @@ impl WeightBlock for BlockQ4_1 {
 }
 impl WeightBlock for BlockQ8_0 {
     const OFFSET: Option<i32> = Some(128);
+}
+impl WeightBlock for BlockQ5_0 {
+    const OFFSET: Option<i32> = Some(16);
+}
+impl WeightBlock for BlockQ5_1 {
+    const OFFSET: Option<i32> = None;
 }
 
 /// Fills the side entries of one activation block.
@@ -322,6 +337,8 @@ macro_rules! impl_repack {
 impl_repack!(BlockQ4_0, BlockQ8_0, repack_q4_0, false);
 impl_repack!(BlockQ4_1, BlockQ8_1, repack_q4_1, true);
 impl_repack!(BlockQ8_0, BlockQ8_0, repack_q8_0, false);
+impl_repack!(BlockQ5_0, BlockQ8_0, repack_q5_0, false);
+impl_repack!(BlockQ5_1, BlockQ8_1, repack_q5_1, true);
 
 /// Transposes 8 registers of 8 i32 lanes: lane `j` of `v[r]` goes to lane `r` of `v[j]`.
 ///
@@ -437,6 +454,10 @@ repack_fn!(
     ),
     |_b| f16::ZERO
 );
+repack_fn!(repack_q5_0, BlockQ5_0, |b| q5_levels(&b.qs, b.qh), |_b| {
+    f16::ZERO
+});
+repack_fn!(repack_q5_1, BlockQ5_1, |b| q5_levels(&b.qs, b.qh), |b| b.m);
 
 /// Defines `tile_dot` for one ISA over its `block_isum(w: &[__m256i; 8], y: *const i8, start:
 /// __m256i) -> __m256i` (lane `r`: `start + Σ_j Σ_{i<4} w[j].byte(4r + i) · y[4j + i]`).
