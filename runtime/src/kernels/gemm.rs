@@ -1,5 +1,5 @@
 //! gemm: the batched path of [`matmul`](super::matmul::matmul) for int weights (Q4_0, Q4_1,
-//! Q5_0, Q5_1, Q8_0) when several activation rows come in at once (prompt processing). It owns the tiling,
+//! Q5_0, Q5_1, Q8_0; the K-quants' super-blocks are [`gemm_kquant`](super::gemm_kquant)'s) when several activation rows come in at once (prompt processing). It owns the tiling,
 //! the weight repacking and the per-ISA tile dots; it does not quantize the activations (matmul
 //! does, once) and never allocates: its buffers are fixed-size arrays on the worker's stack.
 //!
@@ -36,9 +36,9 @@ use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{self, Block, BlockQ5_0, BlockQ5_1};
 
 /// Weight rows per tile: one per i32 lane of a 256-bit register.
-const TILE_ROWS: usize = 8;
+pub(super) const TILE_ROWS: usize = 8;
 /// Tokens per tile: 4 accumulators plus 8 weight registers fit the 16 ymm registers.
-const TILE_TOKENS: usize = 4;
+pub(super) const TILE_TOKENS: usize = 4;
 /// Blocks repacked at a time (a chunk of 8 rows is at most 20 KiB, so it stays in L1).
 const CHUNK_BLOCKS: usize = 64;
 /// Tokens whose [`ActSide`] entries are computed at a time (with a chunk: 64 KiB of stack).
@@ -60,7 +60,14 @@ impl GemmIsa {
         match (path, ty) {
             (
                 KernelPath::Avx512,
-                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0,
+                GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K,
             ) => Some(GemmIsa::Avx512Vnni),
             (KernelPath::Avx2, GgmlType::Q4_0 | GgmlType::Q4_1) => Some(GemmIsa::Avx2),
             _ => None,
@@ -139,6 +146,9 @@ pub(super) fn gemm(
         }
         GgmlType::Q5_1 if isa == GemmIsa::Avx512Vnni => {
             run::<BlockQ5_1, BlockQ8_1>(pool, isa, w, act, arb, nb, out)
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if isa == GemmIsa::Avx512Vnni => {
+            super::gemm_kquant::gemm_kquant(pool, w, act, arb, nb, out)
         }
         _ => false,
     }
@@ -346,7 +356,7 @@ impl_repack!(BlockQ5_1, BlockQ8_1, repack_q5_1, true);
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose_8x8_i32(v: &mut [__m256i; 8]) {
+pub(super) unsafe fn transpose_8x8_i32(v: &mut [__m256i; 8]) {
     // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
         let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
@@ -399,7 +409,7 @@ unsafe fn q4_elements(qs: &[u8; 16]) -> __m256i {
 /// F16C must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16x8(h: [f16; 8]) -> [f32; 8] {
+pub(super) unsafe fn f16x8(h: [f16; 8]) -> [f32; 8] {
     let bits: [u16; 8] = h.map(f16::to_bits);
     let mut out = [0.0f32; 8];
     // SAFETY: the load reads `bits`' 16 bytes, the store writes `out`'s 32.
@@ -557,6 +567,8 @@ unsafe fn broadcast_4(y: *const i8, j: usize) -> __m256i {
     unsafe { _mm256_set1_epi32(y.add(4 * j).cast::<i32>().read_unaligned()) }
 }
 
+pub(super) use vnni::dot4_bcast as vnni_dot4_bcast;
+
 mod vnni {
     //! The tile dot over AVX-512 VNNI `vpdpbusd` (256-bit, via the avx512 module's `asm!`).
     #![allow(unused_unsafe)]
@@ -587,7 +599,11 @@ mod vnni {
     /// AVX512-VNNI and AVX512VL must be available; `y` points at 16 readable bytes.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn dot4_bcast(acc: __m256i, w: [__m256i; 4], y: *const i8) -> __m256i {
+    pub(in crate::kernels) unsafe fn dot4_bcast(
+        acc: __m256i,
+        w: [__m256i; 4],
+        y: *const i8,
+    ) -> __m256i {
         let mut acc = acc;
         // SAFETY: the EVEX `vpdpbusd` exists on every CPU with AVX512-VNNI and AVX512VL (the
         // caller's contract); it reads the 16 bytes at `y` the caller vouches for and writes
