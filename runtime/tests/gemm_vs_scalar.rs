@@ -9,7 +9,10 @@ use edgellm_runtime::kernels::matmul::{act_buffer_bytes, matmul, WeightMatrix};
 use edgellm_runtime::kernels::scalar;
 use edgellm_runtime::kernels::threadpool::ThreadPool;
 use edgellm_runtime::kernels::{KernelPath, Kernels};
-use edgellm_runtime::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use edgellm_runtime::quant::{
+    self, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K,
+    BlockQ8_0, BlockQ8_1, QK_K,
+};
 use edgellm_runtime::GgmlType;
 use half::f16;
 
@@ -42,7 +45,7 @@ impl Rng {
 
 /// `rows` rows of `cols` random weights of type `ty`, as the bytes of their blocks.
 fn random_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<u8> {
-    let nblocks = rows * cols / 32;
+    let nblocks = rows * cols / ty.block_size();
     let mut bytes = Vec::new();
     for _ in 0..nblocks {
         match ty {
@@ -64,6 +67,31 @@ fn random_weights(rng: &mut Rng, ty: GgmlType, rows: usize, cols: usize) -> Vec<
                 // any byte, -128 included
                 bytes.extend((0..32).map(|_| rng.byte()));
             }
+            GgmlType::Q5_0 => {
+                let d = rng.scale().to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend((0..4 + 16).map(|_| rng.byte()));
+            }
+            GgmlType::Q5_1 => {
+                let d = rng.scale().to_bits().to_le_bytes();
+                let m = rng.scale().to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&m);
+                bytes.extend((0..4 + 16).map(|_| rng.byte()));
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                let d = rng.scale().to_bits().to_le_bytes();
+                let dmin = rng.scale().to_bits().to_le_bytes();
+                bytes.extend_from_slice(&d);
+                bytes.extend_from_slice(&dmin);
+                let qh = if ty == GgmlType::Q5_K { 32 } else { 0 };
+                bytes.extend((0..12 + qh + 128).map(|_| rng.byte()));
+            }
+            GgmlType::Q6_K => {
+                // ql, qh, scales (any i8, -128 included), then d
+                bytes.extend((0..128 + 64 + 16).map(|_| rng.byte()));
+                bytes.extend_from_slice(&rng.scale().to_bits().to_le_bytes());
+            }
             other => panic!("no random weights for {other}"),
         }
     }
@@ -80,6 +108,10 @@ fn random_activations(rng: &mut Rng, n: usize, cols: usize) -> Vec<f32> {
         if rng.next() % 4 == 0 {
             let b = (rng.next() as usize) % (cols / 32);
             row[b * 32..(b + 1) * 32].fill(0.0);
+        }
+        if rng.next() % 8 == 0 {
+            // a row of small values: Q8_K's quants of ±127 everywhere (largest bsums)
+            row.fill(1e-3);
         }
     }
     x
@@ -133,8 +165,95 @@ fn abs_terms(ty: GgmlType, w: &[u8], a: &[u8]) -> f64 {
                 })
                 .sum()
         }
+        GgmlType::Q5_0 => {
+            let (w, a) = (blocks::<BlockQ5_0>(w), blocks::<BlockQ8_0>(a));
+            w.iter()
+                .zip(a)
+                .map(|(x, y)| {
+                    let s: i64 = q5_levels(x.qs, x.qh)
+                        .iter()
+                        .zip(&y.qs)
+                        .map(|(&q, &v)| ((q - 16) * i64::from(v)).abs())
+                        .sum();
+                    (f(x.d) * f(y.d)).abs() * s as f64
+                })
+                .sum()
+        }
+        GgmlType::Q5_1 => {
+            let (w, a) = (blocks::<BlockQ5_1>(w), blocks::<BlockQ8_1>(a));
+            w.iter()
+                .zip(a)
+                .map(|(x, y)| {
+                    let s: i64 = q5_levels(x.qs, x.qh)
+                        .iter()
+                        .zip(&y.qs)
+                        .map(|(&q, &v)| (q * i64::from(v)).abs())
+                        .sum();
+                    (f(x.d) * f(y.d)).abs() * s as f64 + (f(x.m) * f(y.s)).abs()
+                })
+                .sum()
+        }
+        // The K-quants' int sums are split differently by each kernel (per sub-block, per
+        // lane): the bound is Σ|w|·|y| over the dequantized values, with Q4_K/Q5_K's scaled
+        // levels and mins counted apart (zeroing the other's scale).
+        GgmlType::Q6_K => {
+            let w = blocks::<BlockQ6K>(w);
+            abs_dot(&dequant(w, quant::dequantize_row_q6_k), a)
+        }
+        GgmlType::Q4_K => {
+            let w = blocks::<BlockQ4K>(w);
+            let scaled: Vec<_> = w
+                .iter()
+                .map(|x| BlockQ4K {
+                    dmin: f16::ZERO,
+                    ..*x
+                })
+                .collect();
+            let mins: Vec<_> = w.iter().map(|x| BlockQ4K { d: f16::ZERO, ..*x }).collect();
+            abs_dot(&dequant(&scaled, quant::dequantize_row_q4_k), a)
+                + abs_dot(&dequant(&mins, quant::dequantize_row_q4_k), a)
+        }
+        GgmlType::Q5_K => {
+            let w = blocks::<BlockQ5K>(w);
+            let scaled: Vec<_> = w
+                .iter()
+                .map(|x| BlockQ5K {
+                    dmin: f16::ZERO,
+                    ..*x
+                })
+                .collect();
+            let mins: Vec<_> = w.iter().map(|x| BlockQ5K { d: f16::ZERO, ..*x }).collect();
+            abs_dot(&dequant(&scaled, quant::dequantize_row_q5_k), a)
+                + abs_dot(&dequant(&mins, quant::dequantize_row_q5_k), a)
+        }
         other => panic!("no terms for {other}"),
     }
+}
+
+/// K-quant weight blocks as f32 values.
+fn dequant<B>(w: &[B], f: fn(&[B], &mut [f32])) -> Vec<f32> {
+    let mut out = vec![0.0; w.len() * QK_K];
+    f(w, &mut out);
+    out
+}
+
+/// Σ |w_i|·|y_i| with `a` the bytes of a Q8_K activation row.
+fn abs_dot(w: &[f32], a: &[u8]) -> f64 {
+    let mut y = vec![0.0; w.len()];
+    quant::dequantize_row_q8_k(blocks::<BlockQ8K>(a), &mut y);
+    w.iter()
+        .zip(&y)
+        .map(|(&w, &y)| f64::from(w).abs() * f64::from(y).abs())
+        .sum()
+}
+
+/// The 32 five-bit levels of a Q5 block (the scalar kernels' reading of `qs` and `qh`).
+fn q5_levels(qs: [u8; 16], qh: [u8; 4]) -> [i64; 32] {
+    let qh = u32::from_le_bytes(qh);
+    std::array::from_fn(|j| {
+        let nibble = if j < 16 { qs[j] & 15 } else { qs[j - 16] >> 4 };
+        i64::from(nibble) | i64::from((qh >> j) & 1) << 4
+    })
 }
 
 fn blocks<B: quant::Block>(bytes: &[u8]) -> &[B] {
@@ -147,6 +266,11 @@ fn scalar_dot(ty: GgmlType, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q4_0 => scalar::vec_dot_q4_0_q8_0(blocks(w), blocks(a)),
         GgmlType::Q4_1 => scalar::vec_dot_q4_1_q8_1(blocks(w), blocks(a)),
         GgmlType::Q8_0 => scalar::vec_dot_q8_0_q8_0(blocks(w), blocks(a)),
+        GgmlType::Q5_0 => scalar::vec_dot_q5_0_q8_0(blocks(w), blocks(a)),
+        GgmlType::Q5_1 => scalar::vec_dot_q5_1_q8_1(blocks(w), blocks(a)),
+        GgmlType::Q4_K => scalar::vec_dot_q4_k_q8_k(blocks(w), blocks(a)),
+        GgmlType::Q5_K => scalar::vec_dot_q5_k_q8_k(blocks(w), blocks(a)),
+        GgmlType::Q6_K => scalar::vec_dot_q6_k_q8_k(blocks(w), blocks(a)),
         other => panic!("no scalar dot for {other}"),
     }
 }
@@ -243,7 +367,7 @@ fn check(ty: GgmlType, rows: usize, cols: usize, nbs: &[usize], seed: u64) {
     }
 }
 
-const BATCHES: [usize; 7] = [1, 2, 3, 5, 17, 64, 130];
+const BATCHES: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64, 129, 130];
 
 #[test]
 fn gemm_q4_0_matches_scalar() {
@@ -264,4 +388,38 @@ fn gemm_q8_0_matches_scalar() {
     check(GgmlType::Q8_0, 37, 96, &BATCHES, 7);
     check(GgmlType::Q8_0, 16, 576, &BATCHES, 8);
     check(GgmlType::Q8_0, 13, 32 * 70, &[1, 5, 66], 9);
+}
+
+#[test]
+fn gemm_q5_0_matches_scalar() {
+    check(GgmlType::Q5_0, 37, 96, &BATCHES, 10);
+    check(GgmlType::Q5_0, 16, 576, &BATCHES, 11);
+    check(GgmlType::Q5_0, 13, 32 * 70, &[1, 5, 66], 12);
+}
+
+#[test]
+fn gemm_q5_1_matches_scalar() {
+    check(GgmlType::Q5_1, 37, 96, &BATCHES, 13);
+    check(GgmlType::Q5_1, 1, 64, &BATCHES, 14);
+    check(GgmlType::Q5_1, 13, 32 * 70, &[1, 5, 66], 15);
+}
+
+#[test]
+fn gemm_q4_k_matches_scalar() {
+    check(GgmlType::Q4_K, 37, 256, &BATCHES, 16);
+    check(GgmlType::Q4_K, 16, 1536, &BATCHES, 17);
+    check(GgmlType::Q4_K, 13, 256 * 10, &[1, 5, 66], 18);
+}
+
+#[test]
+fn gemm_q5_k_matches_scalar() {
+    check(GgmlType::Q5_K, 37, 256, &BATCHES, 19);
+    check(GgmlType::Q5_K, 13, 256 * 10, &[1, 5, 66], 20);
+}
+
+#[test]
+fn gemm_q6_k_matches_scalar() {
+    check(GgmlType::Q6_K, 37, 512, &BATCHES, 21);
+    check(GgmlType::Q6_K, 16, 1536, &BATCHES, 22);
+    check(GgmlType::Q6_K, 13, 256 * 10, &[1, 5, 66], 23);
 }

@@ -1,16 +1,18 @@
 //! gemm: the batched path of [`matmul`](super::matmul::matmul) for int weights (Q4_0, Q4_1,
-//! Q8_0) when several activation rows come in at once (prompt processing). It owns the tiling,
+//! Q5_0, Q5_1, Q8_0; the K-quants' super-blocks are [`gemm_kquant`](super::gemm_kquant)'s) when several activation rows come in at once (prompt processing). It owns the tiling,
 //! the weight repacking and the per-ISA tile dots; it does not quantize the activations (matmul
 //! does, once) and never allocates: its buffers are fixed-size arrays on the worker's stack.
 //!
 //! Work goes in tiles of 8 weight rows × up to 4 tokens. A tile's weight blocks are repacked once
-//! per chunk of [`CHUNK_BLOCKS`] blocks: each block's 32 quants become unsigned bytes (Q4
-//! nibbles as they are; Q8_0 quants + 128) transposed so that register `j` holds elements
+//! per chunk of [`CHUNK_BLOCKS`] blocks (and per [`SIDE_TOKENS`] tokens: once for a whole
+//! prompt of up to that many): each block's 32 quants become unsigned bytes (Q4
+//! nibbles and Q5 levels as they are; Q8_0 quants + 128) transposed so that register `j` holds elements
 //! `4j..4j+4` of all 8 rows (one i32 lane per row), next to the 8 row scales as f32. A token's
 //! activation bytes `4j..4j+4` are broadcast to every lane, so one unsigned × signed byte-dot
 //! step (`vpdpbusd`, or `maddubs` + `madd` on AVX2) adds that slice of the block to 8 row sums at
-//! once, and the repacked block serves every token of the batch. The offsets that make the
-//! weights unsigned (Q4_0: `-8·Σy`, Q8_0: `-128·Σy`) start each block's int sum; they and the
+//! once (on VNNI the broadcast is `vpdpbusd`'s embedded one, so one instruction per step), and
+//! the repacked block serves every token of the batch. The offsets that make the
+//! weights unsigned (Q4_0: `-8·Σy`, Q5_0: `-16·Σy`, Q8_0: `-128·Σy`) start each block's int sum; they and the
 //! activation scales are computed once per token and block ([`ActSide`]).
 //!
 //! Results equal the scalar kernels' up to the order of the float additions: every block's int
@@ -25,28 +27,30 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::kquant_avx2::q5_levels;
 use super::matmul::{DisjointOut, WeightMatrix};
 use super::threadpool::{split_range, ThreadPool};
 use super::KernelPath;
 use crate::ggml_type::GgmlType;
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
-use crate::quant::{self, Block};
+use crate::quant::{self, Block, BlockQ5_0, BlockQ5_1};
 
 /// Weight rows per tile: one per i32 lane of a 256-bit register.
-const TILE_ROWS: usize = 8;
+pub(super) const TILE_ROWS: usize = 8;
 /// Tokens per tile: 4 accumulators plus 8 weight registers fit the 16 ymm registers.
-const TILE_TOKENS: usize = 4;
+pub(super) const TILE_TOKENS: usize = 4;
 /// Blocks repacked at a time (a chunk of 8 rows is at most 20 KiB, so it stays in L1).
 const CHUNK_BLOCKS: usize = 64;
-/// Tokens whose [`ActSide`] entries are computed at a time (with a chunk: 32 KiB of stack).
-const SIDE_TOKENS: usize = 64;
+/// Tokens whose [`ActSide`] entries are computed at a time (with a chunk: 64 KiB of stack).
+const SIDE_TOKENS: usize = 128;
 
 /// The int-weight kernel family a path's gemm uses, if it has one for the weight type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum GemmIsa {
     /// AVX-512 VNNI `vpdpbusd` on 256-bit registers.
     Avx512Vnni,
-    /// AVX2 `maddubs`: Q4 weights only (Q8_0's unsigned quants would saturate its i16 sums).
+    /// AVX2 `maddubs`: Q4 weights only (Q5 and Q8_0's unsigned quants would overflow its i16
+    /// sums over a block).
     Avx2,
 }
 
@@ -54,9 +58,17 @@ impl GemmIsa {
     /// The gemm kernels for `path` and weights of type `ty`, if any.
     pub(super) fn for_path(path: KernelPath, ty: GgmlType) -> Option<GemmIsa> {
         match (path, ty) {
-            (KernelPath::Avx512, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0) => {
-                Some(GemmIsa::Avx512Vnni)
-            }
+            (
+                KernelPath::Avx512,
+                GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4_K
+                | GgmlType::Q5_K
+                | GgmlType::Q6_K,
+            ) => Some(GemmIsa::Avx512Vnni),
             (KernelPath::Avx2, GgmlType::Q4_0 | GgmlType::Q4_1) => Some(GemmIsa::Avx2),
             _ => None,
         }
@@ -64,7 +76,7 @@ impl GemmIsa {
 }
 
 /// One weight block of 8 rows, repacked: `q[j]` holds elements `4j..4j+4` of row `r` at bytes
-/// `4r..4r+4` (unsigned), `d` the row scales, `m` the row minimums (Q4_1; zero otherwise).
+/// `4r..4r+4` (unsigned), `d` the row scales, `m` the row minimums (Q4_1, Q5_1; zero otherwise).
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct TileBlock {
@@ -129,13 +141,22 @@ pub(super) fn gemm(
         GgmlType::Q8_0 if isa == GemmIsa::Avx512Vnni => {
             run::<BlockQ8_0, BlockQ8_0>(pool, isa, w, act, arb, nb, out)
         }
+        GgmlType::Q5_0 if isa == GemmIsa::Avx512Vnni => {
+            run::<BlockQ5_0, BlockQ8_0>(pool, isa, w, act, arb, nb, out)
+        }
+        GgmlType::Q5_1 if isa == GemmIsa::Avx512Vnni => {
+            run::<BlockQ5_1, BlockQ8_1>(pool, isa, w, act, arb, nb, out)
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K if isa == GemmIsa::Avx512Vnni => {
+            super::gemm_kquant::gemm_kquant(pool, w, act, arb, nb, out)
+        }
         _ => false,
     }
 }
 
 /// A weight block type the tiles can repack.
 trait WeightBlock: Block {
-    /// Activation offset multiplier `k` (the int sum starts at `-k·Σy`), or `None` for Q4_1,
+    /// Activation offset multiplier `k` (the int sum starts at `-k·Σy`), or `None` for Q4_1 and Q5_1,
     /// whose `m·s` term is added in floats instead.
     const OFFSET: Option<i32>;
 }
@@ -147,6 +168,12 @@ impl WeightBlock for BlockQ4_1 {
 }
 impl WeightBlock for BlockQ8_0 {
     const OFFSET: Option<i32> = Some(128);
+}
+impl WeightBlock for BlockQ5_0 {
+    const OFFSET: Option<i32> = Some(16);
+}
+impl WeightBlock for BlockQ5_1 {
+    const OFFSET: Option<i32> = None;
 }
 
 /// Fills the side entries of one activation block.
@@ -209,40 +236,33 @@ where
             return;
         }
         let mut tile = [TileBlock::ZERO; CHUNK_BLOCKS];
+        // [SIDE_TOKENS][kn]: the side entries of the chunk's blocks for a run of tokens.
         let mut side = [ActSide::default(); SIDE_TOKENS * CHUNK_BLOCKS];
         for k0 in (0..nblocks).step_by(CHUNK_BLOCKS) {
             let kn = CHUNK_BLOCKS.min(nblocks - k0);
+            // Prompts up to SIDE_TOKENS tokens take one pass, so each group's chunk is
+            // repacked once for all of them.
             for t0 in (0..nb).step_by(SIDE_TOKENS) {
                 let tn = SIDE_TOKENS.min(nb - t0);
-                for t in 0..tn {
+                for (t, sides) in side.chunks_exact_mut(kn).take(tn).enumerate() {
                     let arow = &ablocks[(t0 + t) * nblocks + k0..][..kn];
-                    for (s, a) in side[t * kn..(t + 1) * kn].iter_mut().zip(arow) {
+                    for (s, a) in sides.iter_mut().zip(arow) {
                         *s = a.side(W::OFFSET);
                     }
                 }
+                let side = &side[..tn * kn];
                 for g in g0..g1 {
                     let r0 = g * TILE_ROWS;
                     let nr = TILE_ROWS.min(rows - r0);
-                    // Rows past the end repeat the group's first row; their sums are dropped.
-                    let row_blocks: [&[W]; TILE_ROWS] = std::array::from_fn(|i| {
-                        let r = if i < nr { r0 + i } else { r0 };
-                        &wblocks[r * nblocks + k0..][..kn]
-                    });
                     let tile = &mut tile[..kn];
-                    <(W, A)>::repack(isa, &row_blocks, tile);
+                    <(W, A)>::repack(isa, &wblocks[k0..], nblocks, r0, nr, tile);
                     let tile: &[TileBlock] = tile;
                     let mut tt = 0;
                     while tt < tn {
                         let nt = TILE_TOKENS.min(tn - tt);
-                        let acts: [&[A]; TILE_TOKENS] = std::array::from_fn(|c| {
-                            let t = t0 + tt + c.min(nt - 1);
-                            &ablocks[t * nblocks + k0..][..kn]
-                        });
-                        let sides: [&[ActSide]; TILE_TOKENS] = std::array::from_fn(|c| {
-                            let t = tt + c.min(nt - 1);
-                            &side[t * kn..(t + 1) * kn]
-                        });
-                        let sums = <(W, A)>::tile_dot(isa, nt, tile, &acts, &sides);
+                        let acts = &ablocks[(t0 + tt) * nblocks + k0..];
+                        let sides = &side[tt * kn..];
+                        let sums = <(W, A)>::tile_dot(isa, nt, tile, acts, nblocks, sides);
                         for (c, sum) in sums.iter().enumerate().take(nt) {
                             let base = (t0 + tt + c) * rows + r0;
                             for (r, &v) in sum.iter().enumerate().take(nr) {
@@ -268,37 +288,56 @@ where
 
 /// Per weight/activation pair: the repack and the tile dot, dispatched on the ISA.
 trait Repack<W> {
-    fn repack(isa: GemmIsa, rows: &[&[W]; TILE_ROWS], tile: &mut [TileBlock]);
+    /// Repacks rows `r0..r0 + nr` (`nr <= 8`; missing rows repeat row `r0`) of the weight
+    /// blocks `w` (row `r` starts at `w[r * stride]`) into `tile` (one entry per block).
+    fn repack(isa: GemmIsa, w: &[W], stride: usize, r0: usize, nr: usize, tile: &mut [TileBlock]);
+    /// The row sums of `tile` with `nt <= 4` tokens: token `c`'s blocks start at
+    /// `acts[c * astride]`, its side entries at `sides[c * tile.len()]`.
     fn tile_dot<A: ActQuants>(
         isa: GemmIsa,
         nt: usize,
         tile: &[TileBlock],
-        acts: &[&[A]; TILE_TOKENS],
-        sides: &[&[ActSide]; TILE_TOKENS],
+        acts: &[A],
+        astride: usize,
+        sides: &[ActSide],
     ) -> [[f32; 8]; TILE_TOKENS];
 }
 
 macro_rules! impl_repack {
     ($w:ty, $a:ty, $repack:ident, $min:literal) => {
         impl Repack<$w> for ($w, $a) {
-            fn repack(_isa: GemmIsa, rows: &[&[$w]; TILE_ROWS], tile: &mut [TileBlock]) {
+            fn repack(
+                _isa: GemmIsa,
+                w: &[$w],
+                stride: usize,
+                r0: usize,
+                nr: usize,
+                tile: &mut [TileBlock],
+            ) {
+                let rows: [&[$w]; TILE_ROWS] = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| {
+                    let r = if i < nr { r0 + i } else { r0 };
+                    &w[r * stride..][..tile.len()]
+                });
                 // SAFETY: both gemm ISAs include AVX2, FMA and F16C, and `GemmIsa` values come
                 // from a built `Kernels` table's path (see `gemm`).
-                unsafe { $repack(rows, tile) }
+                unsafe { $repack(&rows, tile) }
             }
             fn tile_dot<A: ActQuants>(
                 isa: GemmIsa,
                 nt: usize,
                 tile: &[TileBlock],
-                acts: &[&[A]; TILE_TOKENS],
-                sides: &[&[ActSide]; TILE_TOKENS],
+                acts: &[A],
+                astride: usize,
+                sides: &[ActSide],
             ) -> [[f32; 8]; TILE_TOKENS] {
                 // SAFETY: as above; `Avx512Vnni` is only produced for the avx512 path, whose
                 // check covers AVX512-VNNI and AVX512VL.
                 unsafe {
                     match isa {
-                        GemmIsa::Avx512Vnni => vnni::tile_dot::<A, $min>(nt, tile, acts, sides),
-                        GemmIsa::Avx2 => avx2::tile_dot::<A, $min>(nt, tile, acts, sides),
+                        GemmIsa::Avx512Vnni => {
+                            vnni::tile_dot::<A, $min>(nt, tile, acts, astride, sides)
+                        }
+                        GemmIsa::Avx2 => avx2::tile_dot::<A, $min>(nt, tile, acts, astride, sides),
                     }
                 }
             }
@@ -308,6 +347,8 @@ macro_rules! impl_repack {
 impl_repack!(BlockQ4_0, BlockQ8_0, repack_q4_0, false);
 impl_repack!(BlockQ4_1, BlockQ8_1, repack_q4_1, true);
 impl_repack!(BlockQ8_0, BlockQ8_0, repack_q8_0, false);
+impl_repack!(BlockQ5_0, BlockQ8_0, repack_q5_0, false);
+impl_repack!(BlockQ5_1, BlockQ8_1, repack_q5_1, true);
 
 /// Transposes 8 registers of 8 i32 lanes: lane `j` of `v[r]` goes to lane `r` of `v[j]`.
 ///
@@ -315,7 +356,7 @@ impl_repack!(BlockQ8_0, BlockQ8_0, repack_q8_0, false);
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn transpose_8x8_i32(v: &mut [__m256i; 8]) {
+pub(super) unsafe fn transpose_8x8_i32(v: &mut [__m256i; 8]) {
     // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
         let t0 = _mm256_unpacklo_epi32(v[0], v[1]);
@@ -368,7 +409,7 @@ unsafe fn q4_elements(qs: &[u8; 16]) -> __m256i {
 /// F16C must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16x8(h: [f16; 8]) -> [f32; 8] {
+pub(super) unsafe fn f16x8(h: [f16; 8]) -> [f32; 8] {
     let bits: [u16; 8] = h.map(f16::to_bits);
     let mut out = [0.0f32; 8];
     // SAFETY: the load reads `bits`' 16 bytes, the store writes `out`'s 32.
@@ -390,7 +431,7 @@ macro_rules! repack_fn {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn $name(rows: &[&[$w]; TILE_ROWS], tile: &mut [TileBlock]) {
             for (k, tb) in tile.iter_mut().enumerate() {
-                let blocks: [&$w; TILE_ROWS] = std::array::from_fn(|r| &rows[r][k]);
+                let blocks: [&$w; TILE_ROWS] = rows.map(|r| &r[k]);
                 // SAFETY: the helpers read the blocks' own arrays; the stores write `tb.q[j]`'s
                 // 32 bytes; the features are the caller's contract.
                 unsafe {
@@ -423,13 +464,18 @@ repack_fn!(
     ),
     |_b| f16::ZERO
 );
+repack_fn!(repack_q5_0, BlockQ5_0, |b| q5_levels(&b.qs, b.qh), |_b| {
+    f16::ZERO
+});
+repack_fn!(repack_q5_1, BlockQ5_1, |b| q5_levels(&b.qs, b.qh), |b| b.m);
 
 /// Defines `tile_dot` for one ISA over its `block_isum(w: &[__m256i; 8], y: *const i8, start:
 /// __m256i) -> __m256i` (lane `r`: `start + Σ_j Σ_{i<4} w[j].byte(4r + i) · y[4j + i]`).
 macro_rules! tile_dot_fn {
     ($features:literal) => {
         /// The 8 × `nt` row sums of a tile over the chunk's blocks (`nt <= 4`; entries for
-        /// `c >= nt` are computed for a repeated token and meaningless).
+        /// `c >= nt` are zero). Token `c`'s blocks start at `acts[c * astride]`, its side
+        /// entries at `sides[c * tile.len()]`.
         ///
         /// # Safety
         /// The module's features must be available.
@@ -437,17 +483,22 @@ macro_rules! tile_dot_fn {
         pub(super) unsafe fn tile_dot<A: ActQuants, const MIN: bool>(
             nt: usize,
             tile: &[TileBlock],
-            acts: &[&[A]; TILE_TOKENS],
-            sides: &[&[ActSide]; TILE_TOKENS],
+            acts: &[A],
+            astride: usize,
+            sides: &[ActSide],
         ) -> [[f32; 8]; TILE_TOKENS] {
-            // SAFETY: each helper call reads its own block; the features are the caller's
-            // contract.
+            let n = tile.len();
+            assert!((1..=TILE_TOKENS).contains(&nt));
+            assert!(acts.len() >= (nt - 1) * astride + n && sides.len() >= nt * n);
+            // SAFETY: the asserts keep every token's `n` blocks and side entries in bounds;
+            // the features are the caller's contract.
             unsafe {
+                let (a, s) = (acts.as_ptr(), sides.as_ptr());
                 match nt {
-                    1 => tile_dot_n::<A, MIN, 1>(tile, acts, sides),
-                    2 => tile_dot_n::<A, MIN, 2>(tile, acts, sides),
-                    3 => tile_dot_n::<A, MIN, 3>(tile, acts, sides),
-                    _ => tile_dot_n::<A, MIN, 4>(tile, acts, sides),
+                    1 => tile_dot_n::<A, MIN, 1>(tile, a, astride, s),
+                    2 => tile_dot_n::<A, MIN, 2>(tile, a, astride, s),
+                    3 => tile_dot_n::<A, MIN, 3>(tile, a, astride, s),
+                    _ => tile_dot_n::<A, MIN, 4>(tile, a, astride, s),
                 }
             }
         }
@@ -455,20 +506,21 @@ macro_rules! tile_dot_fn {
         /// [`tile_dot`] for exactly `C` tokens.
         ///
         /// # Safety
-        /// The module's features must be available.
+        /// The module's features must be available; `acts[c * astride + k]` and
+        /// `sides[c * tile.len() + k]` must be readable for `c < C`, `k < tile.len()`.
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn tile_dot_n<A: ActQuants, const MIN: bool, const C: usize>(
             tile: &[TileBlock],
-            acts: &[&[A]; TILE_TOKENS],
-            sides: &[&[ActSide]; TILE_TOKENS],
+            acts: *const A,
+            astride: usize,
+            sides: *const ActSide,
         ) -> [[f32; 8]; TILE_TOKENS] {
             let n = tile.len();
-            let acts: [&[A]; C] = std::array::from_fn(|c| &acts[c][..n]);
-            let sides: [&[ActSide]; C] = std::array::from_fn(|c| &sides[c][..n]);
             let mut out = [[0.0f32; 8]; TILE_TOKENS];
-            // SAFETY: the loads read `TileBlock` fields (32-byte aligned) and block arrays in
-            // bounds; the features are the caller's contract.
+            // SAFETY: the loads read `TileBlock` fields (32-byte aligned) and, by the
+            // caller's contract, blocks and side entries in bounds; the features are the
+            // caller's contract.
             unsafe {
                 let mut acc = [_mm256_setzero_ps(); C];
                 for (k, tb) in tile.iter().enumerate() {
@@ -477,25 +529,26 @@ macro_rules! tile_dot_fn {
                         *wj = _mm256_load_si256(q.as_ptr().cast());
                     }
                     let dw = _mm256_load_ps(tb.d.as_ptr());
-                    for c in 0..C {
-                        let s = sides[c][k];
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let s = *sides.add(c * n + k);
+                        let y = (*acts.add(c * astride + k)).qs().as_ptr();
                         let start = if MIN {
                             _mm256_setzero_si256()
                         } else {
                             _mm256_set1_epi32(s.aux as i32)
                         };
-                        let isum = block_isum(&wq, acts[c][k].qs().as_ptr(), start);
+                        let isum = block_isum(&wq, y, start);
                         let d = _mm256_mul_ps(dw, _mm256_set1_ps(s.d));
-                        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, acc[c]);
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), d, *acc);
                         if MIN {
                             let m = _mm256_load_ps(tb.m.as_ptr());
                             let ms = _mm256_set1_ps(f32::from_bits(s.aux));
-                            acc[c] = _mm256_fmadd_ps(m, ms, acc[c]);
+                            *acc = _mm256_fmadd_ps(m, ms, *acc);
                         }
                     }
                 }
-                for c in 0..C {
-                    _mm256_storeu_ps(out[c].as_mut_ptr(), acc[c]);
+                for (o, acc) in out.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(o.as_mut_ptr(), acc);
                 }
             }
             out
@@ -514,13 +567,15 @@ unsafe fn broadcast_4(y: *const i8, j: usize) -> __m256i {
     unsafe { _mm256_set1_epi32(y.add(4 * j).cast::<i32>().read_unaligned()) }
 }
 
+pub(super) use vnni::dot4_bcast as vnni_dot4_bcast;
+
 mod vnni {
     //! The tile dot over AVX-512 VNNI `vpdpbusd` (256-bit, via the avx512 module's `asm!`).
     #![allow(unused_unsafe)]
+    use std::arch::asm;
     use std::arch::x86_64::*;
 
-    use super::super::avx512::dpbusd;
-    use super::{broadcast_4, ActQuants, ActSide, TileBlock, TILE_TOKENS};
+    use super::{ActQuants, ActSide, TileBlock, TILE_TOKENS};
 
     /// `start + Σ_j w[j] · broadcast(y[4j..4j+4])`, exact (two chains to hide the latency).
     ///
@@ -531,14 +586,44 @@ mod vnni {
     unsafe fn block_isum(w: &[__m256i; 8], y: *const i8, start: __m256i) -> __m256i {
         // SAFETY: the caller's contract covers the features and `y`.
         unsafe {
-            let mut s0 = start;
-            let mut s1 = _mm256_setzero_si256();
-            for j in (0..8).step_by(2) {
-                s0 = dpbusd(s0, w[j], broadcast_4(y, j));
-                s1 = dpbusd(s1, w[j + 1], broadcast_4(y, j + 1));
-            }
-            _mm256_add_epi32(s0, s1)
+            let lo = dot4_bcast(start, [w[0], w[1], w[2], w[3]], y);
+            let hi = dot4_bcast(_mm256_setzero_si256(), [w[4], w[5], w[6], w[7]], y.add(16));
+            _mm256_add_epi32(lo, hi)
         }
+    }
+
+    /// `acc + Σ_{j<4} w[j] · broadcast(y[4j..4j+4])`, exact: `vpdpbusd` with the activation
+    /// bytes as an embedded broadcast operand (one instruction per step instead of two).
+    ///
+    /// # Safety
+    /// AVX512-VNNI and AVX512VL must be available; `y` points at 16 readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::kernels) unsafe fn dot4_bcast(
+        acc: __m256i,
+        w: [__m256i; 4],
+        y: *const i8,
+    ) -> __m256i {
+        let mut acc = acc;
+        // SAFETY: the EVEX `vpdpbusd` exists on every CPU with AVX512-VNNI and AVX512VL (the
+        // caller's contract); it reads the 16 bytes at `y` the caller vouches for and writes
+        // only `acc`.
+        unsafe {
+            asm!(
+                "vpdpbusd {acc}, {w0}, dword ptr [{y}]{{1to8}}",
+                "vpdpbusd {acc}, {w1}, dword ptr [{y} + 4]{{1to8}}",
+                "vpdpbusd {acc}, {w2}, dword ptr [{y} + 8]{{1to8}}",
+                "vpdpbusd {acc}, {w3}, dword ptr [{y} + 12]{{1to8}}",
+                acc = inout(ymm_reg) acc,
+                w0 = in(ymm_reg) w[0],
+                w1 = in(ymm_reg) w[1],
+                w2 = in(ymm_reg) w[2],
+                w3 = in(ymm_reg) w[3],
+                y = in(reg) y,
+                options(pure, readonly, nostack, preserves_flags),
+            );
+        }
+        acc
     }
 
     tile_dot_fn!("avx2,fma,f16c");

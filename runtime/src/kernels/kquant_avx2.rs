@@ -203,7 +203,7 @@ pub(super) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+pub(super) unsafe fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
     // SAFETY: the load reads the 16 bytes of `qs`; the rest is register-only.
     unsafe {
         let v = _mm_loadu_si128(qs.as_ptr().cast());
