@@ -227,7 +227,6 @@ impl Model {
             let q = &s.q;
             let n_head = hp.n_head;
             let att = &mut s.att[..nb * q_dim];
-            let dot = kern.row_dot(s.kv.kv_type_ggml())?;
             if let Some(cache) = s.kv.layer_f16(il) {
                 attend(
                     pool,
@@ -235,7 +234,7 @@ impl Model {
                     &mut s.att_scratch,
                     q,
                     &cache,
-                    dot,
+                    kern,
                     hd,
                     n_head,
                     group,
@@ -250,7 +249,7 @@ impl Model {
                     &mut s.att_scratch,
                     q,
                     &cache,
-                    dot,
+                    kern,
                     hd,
                     n_head,
                     group,
@@ -382,7 +381,7 @@ fn attend<T: KvElem>(
     scratch: &mut [AttnScratch],
     q: &[f32],
     cache: &LayerCache<'_, T>,
-    dot: edgellm_runtime::kernels::RowDot,
+    kern: &edgellm_runtime::kernels::Kernels,
     hd: usize,
     n_head: usize,
     group: usize,
@@ -402,7 +401,7 @@ fn attend<T: KvElem>(
             h / group,
             start..end,
             scale,
-            dot,
+            kern,
             &mut scratch[0],
             out,
         );

@@ -103,19 +103,33 @@ pub fn rope_apply(style: RopeStyle, n_dims: usize, x: &mut [f32], cos_sin: &[(f3
     }
 }
 
-/// In-place softmax; returns nothing, sums in f64 like ggml.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        let e = (*v - max).exp();
-        sum += e as f64;
-        *v = e;
-    }
+/// In-place softmax as ggml's `soft_max` op computes it: the maximum, the exponentials and
+/// their f64 sum by the kernel table's [`SoftMaxExp`](crate::kernels::SoftMaxExp), then one
+/// multiply by the sum's inverse.
+pub fn softmax(x: &mut [f32], exp_sum: crate::kernels::SoftMaxExp) {
+    let max = max_f32(x);
+    let sum = exp_sum(x, max);
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The largest value (-∞ for none), in 8 independent lanes so the compiler vectorizes it (a
+/// maximum is exact in any order; NaNs are not expected: scores come from finite caches).
+fn max_f32(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    for (m, v) in lanes.iter_mut().zip(rest) {
+        *m = if *v > *m { *v } else { *m };
+    }
+    lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// SiLU: `x / (1 + e^-x)`.
@@ -177,8 +191,12 @@ pub trait KvElem: crate::quant::Block + Send + Sync {
     const GGML_TYPE: crate::GgmlType;
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
+    /// `dst[i] = from_f32(src[i])` (the lengths must be equal), vectorized where the CPU can.
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]);
     /// This element type's query and probability buffers in a thread's scratch.
     fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]);
+    /// The kernel table's multi-row dot over rows of this type.
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self>;
 }
 
 impl KvElem for f16 {
@@ -191,8 +209,15 @@ impl KvElem for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        // F16C / FP16 conversions where present: the same round-to-nearest-even as `from_f32`.
+        half::slice::HalfFloatSliceExt::convert_from_f32_slice(dst, src);
+    }
     fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]) {
         (&mut s.scores, &mut s.q16, &mut s.p16)
+    }
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
+        k.rows_dot_f16()
     }
 }
 
@@ -206,8 +231,14 @@ impl KvElem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+    fn from_f32_slice(dst: &mut [Self], src: &[f32]) {
+        dst.copy_from_slice(src);
+    }
     fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]) {
         (&mut s.scores, &mut s.q32, &mut s.p32)
+    }
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
+        k.rows_dot_f32()
     }
 }
 
@@ -256,47 +287,47 @@ pub struct LayerCache<'a, T: KvElem> {
 
 /// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the cached positions
 /// `kv` of KV head `kv_head` (`0..=pos` for causal attention; a sliding window starts later,
-/// which is what ggml's `-inf` mask over the other positions amounts to). `q` and the probabilities are rounded to the cache's element
-/// type before their products, as ggml's f16 KV path does; both products run on the kernel
-/// table's row dot for that type (`dot`).
+/// which is what ggml's `-inf` mask over the other positions amounts to). `q` and the
+/// probabilities are rounded to the cache's element type before their products, as ggml's f16
+/// KV path does. Both products are one call each of the kernel table's multi-row dot for that
+/// type: the keys `kv` against `q`, then the head's `head_dim` transposed value rows (their
+/// columns `kv`) against the probabilities.
 pub fn attention_head<T: KvElem>(
     q: &[f32],
     cache: &LayerCache<'_, T>,
     kv_head: usize,
     kv: std::ops::Range<usize>,
     scale: f32,
-    dot: crate::kernels::RowDot,
+    kern: &crate::kernels::Kernels,
     scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    use crate::quant::block_bytes;
+    let dots = T::rows_dot(kern);
     let hd = q.len();
     let (scores, q_t, p_t) = T::buffers(scratch);
     let q_t = &mut q_t[..hd];
-    for (d, s) in q_t.iter_mut().zip(q) {
-        *d = T::from_f32(*s);
-    }
-    let q_bytes = block_bytes(q_t);
+    T::from_f32_slice(q_t, q);
     let n_kv = kv.len();
     let scores = &mut scores[..n_kv];
     let koff = kv_head * hd;
-    for (j, s) in kv.clone().zip(scores.iter_mut()) {
-        let row = j * cache.kv_dim + koff;
-        *s = dot(block_bytes(&cache.k[row..row + hd]), q_bytes) * scale;
+    dots(
+        &cache.k[kv.start * cache.kv_dim + koff..],
+        cache.kv_dim,
+        q_t,
+        scores,
+    );
+    for s in scores.iter_mut() {
+        *s *= scale;
     }
-    softmax(scores);
+    softmax(scores, kern.soft_max());
     let p_t = &mut p_t[..n_kv];
-    for (d, s) in p_t.iter_mut().zip(scores.iter()) {
-        *d = T::from_f32(*s);
-    }
-    let p_bytes = block_bytes(p_t);
-    for (d, o) in out.iter_mut().enumerate() {
-        let row = (koff + d) * cache.n_ctx;
-        *o = dot(
-            block_bytes(&cache.v_t[row + kv.start..row + kv.end]),
-            p_bytes,
-        );
-    }
+    T::from_f32_slice(p_t, scores);
+    dots(
+        &cache.v_t[koff * cache.n_ctx + kv.start..],
+        cache.n_ctx,
+        p_t,
+        &mut out[..hd],
+    );
 }
 
 #[cfg(test)]
@@ -360,7 +391,7 @@ mod tests {
     #[test]
     fn softmax_sums_to_one_and_orders() {
         let mut x = vec![1.0, 2.0, 3.0, -1e9];
-        softmax(&mut x);
+        softmax(&mut x, crate::kernels::Kernels::scalar().soft_max());
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
         let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
@@ -434,16 +465,20 @@ mod tests {
         }
     }
 
+    /// ns per attention head (SmolLM2's shape: head dim 64, KV width 192) at several context
+    /// lengths, best of many runs, for the detected kernel path.
+    /// `cargo test --release -p edgellm-runtime --lib bench_attention_head -- --ignored --nocapture`
     #[test]
-    fn attention_head_matches_naive_f64() {
-        let (hd, n_ctx, kv_dim, kv_head) = (8, 7, 16, 1);
+    #[ignore]
+    fn bench_attention_head() {
+        let (hd, kv_dim, n_ctx) = (64, 192, 1024);
         let k: Vec<f16> = (0..n_ctx * kv_dim)
             .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
             .collect();
         let v_t: Vec<f16> = (0..kv_dim * n_ctx)
             .map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2))
             .collect();
-        let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 3.5) * 0.3).collect();
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 31.5) * 0.03).collect();
         let cache = LayerCache {
             k: &k,
             v_t: &v_t,
@@ -451,47 +486,92 @@ mod tests {
             n_ctx,
         };
         let mut scratch = AttnScratch::new(n_ctx, hd, crate::GgmlType::F16);
-        let dot = crate::kernels::Kernels::scalar()
-            .row_dot(crate::GgmlType::F16)
-            .unwrap();
-        // Causal (all of 0..5) and a sliding window (the last 3 of them).
-        for kv in [0..5usize, 2..5] {
-            let mut out = vec![0.0; hd];
-            attention_head(
-                &q,
-                &cache,
-                kv_head,
-                kv.clone(),
-                0.5,
-                dot,
-                &mut scratch,
-                &mut out,
-            );
-            let mut s: Vec<f64> = kv
-                .clone()
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| q[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64())
-                        .sum::<f64>()
-                        * 0.5
-                })
-                .collect();
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            for x in s.iter_mut() {
-                *x = (*x - m).exp() / z;
+        let mut out = vec![0.0; hd];
+        let kern = crate::kernels::Kernels::detect();
+        for n_kv in [16usize, 64, 128, 256, 512, 1024] {
+            let reps = 200_000 / n_kv;
+            let mut best = f64::MAX;
+            for _ in 0..15 {
+                let t0 = std::time::Instant::now();
+                for _ in 0..reps {
+                    attention_head(&q, &cache, 1, 0..n_kv, 0.125, &kern, &mut scratch, &mut out);
+                    std::hint::black_box(&mut out);
+                }
+                best = best.min(t0.elapsed().as_secs_f64() * 1e9 / reps as f64);
             }
-            for d in 0..hd {
-                let want: f64 = kv
-                    .clone()
-                    .enumerate()
-                    .map(|(i, j)| s[i] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
-                    .sum();
-                assert!(
-                    (out[d] as f64 - want).abs() < 3e-3,
-                    "{kv:?} d {d}: {} vs {want}",
-                    out[d]
-                );
+            println!("{} n_kv {n_kv:5}: {best:8.0} ns per head", kern.path());
+        }
+    }
+
+    /// Every kernel path this CPU runs against a naive f64 attention, on a toy shape and on
+    /// SmolLM2's (head dim 64 of a KV width 192), causal and sliding-window ranges whose lengths
+    /// are no multiple of the vector width. The tolerance covers the f16 rounding of q and of
+    /// the probabilities.
+    #[test]
+    fn attention_head_matches_naive_f64() {
+        for (hd, n_ctx, kv_dim, kv_head, ranges) in [
+            (8, 7, 16, 1, vec![0..5usize, 2..5]),
+            (64, 45, 192, 2, vec![0..1, 0..37, 9..37, 0..45]),
+        ] {
+            let k: Vec<f16> = (0..n_ctx * kv_dim)
+                .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
+                .collect();
+            let v_t: Vec<f16> = (0..kv_dim * n_ctx)
+                .map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2))
+                .collect();
+            let q: Vec<f32> = (0..hd).map(|i| ((i % 8) as f32 - 3.5) * 0.3).collect();
+            let cache = LayerCache {
+                k: &k,
+                v_t: &v_t,
+                kv_dim,
+                n_ctx,
+            };
+            let mut scratch = AttnScratch::new(n_ctx, hd, crate::GgmlType::F16);
+            for path in crate::kernels::KernelPath::ALL {
+                if !(path.is_implemented() && path.is_supported()) {
+                    continue;
+                }
+                let kern = crate::kernels::Kernels::new(path).expect("supported path");
+                for kv in &ranges {
+                    let mut out = vec![0.0; hd];
+                    let scale = 0.5;
+                    attention_head(
+                        &q,
+                        &cache,
+                        kv_head,
+                        kv.clone(),
+                        scale,
+                        &kern,
+                        &mut scratch,
+                        &mut out,
+                    );
+                    let mut s: Vec<f64> = kv
+                        .clone()
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| q[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64())
+                                .sum::<f64>()
+                                * scale as f64
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                    for x in s.iter_mut() {
+                        *x = (*x - m).exp() / z;
+                    }
+                    for d in 0..hd {
+                        let want: f64 = kv
+                            .clone()
+                            .enumerate()
+                            .map(|(i, j)| s[i] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
+                            .sum();
+                        assert!(
+                            (out[d] as f64 - want).abs() < 3e-3,
+                            "{path} hd {hd} {kv:?} d {d}: {} vs {want}",
+                            out[d]
+                        );
+                    }
+                }
             }
         }
     }

@@ -241,3 +241,31 @@ pub fn vec_dot_bf16_f32(x: &[half::bf16], y: &[f32]) -> f32 {
     }
     sum as f32
 }
+
+/// Rows of an f16 matrix dotted with one vector: `out[r] = rows[r·stride..][..x.len()] · x`
+/// for every `r < out.len()`, each as [`vec_dot_f16`]. Attention's two products have this shape
+/// (keys against the query, transposed values against the probabilities).
+pub fn vec_dots_f16(rows: &[f16], stride: usize, x: &[f16], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f16(&rows[r * stride..][..x.len()], x);
+    }
+}
+
+/// [`vec_dots_f16`] over f32 rows, each as [`vec_dot_f32`].
+pub fn vec_dots_f32(rows: &[f32], stride: usize, x: &[f32], out: &mut [f32]) {
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f32(&rows[r * stride..][..x.len()], x);
+    }
+}
+
+/// `x[i] = e^(x[i] - max)` in place, returning Σ x[i] summed in f64: the exponentials of a
+/// softmax, as ggml's `ggml_vec_soft_max_f32` computes them (its scalar loop: libm's `expf`).
+pub fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        let e = (*v - max).exp();
+        sum += e as f64;
+        *v = e;
+    }
+    sum
+}
