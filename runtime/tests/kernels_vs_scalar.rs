@@ -483,10 +483,10 @@ proptest! {
 
     #[test]
     fn multi_row_dots_match_scalar(
-        (n_rows, n, pad) in (0usize..40, 0usize..150, 0usize..20),
+        (n_rows, n, pad, g) in (0usize..40, 1usize..150, 0usize..20, 1usize..=6),
         seed in prop::collection::vec(moderate_f32(), 64),
     ) {
-        check_rows_dots(n_rows, n, n + pad, &seed)?;
+        check_rows_dots(n_rows, n, n + pad, g, &seed)?;
     }
 
     #[test]
@@ -509,13 +509,16 @@ proptest! {
     }
 }
 
-/// Every path's multi-row dots (f16 and f32) against the scalar ones, each row within
-/// `FLOAT_REL · Σ|terms|`: `n_rows` rows of `n` values, `stride` apart (the matrix ends with
-/// the last row, as the KV cache's last head does), values cycled from `seed`.
+/// Every path's multi-row dots (f16 and f32 rows, `g` vectors) against the scalar ones, each
+/// result within `FLOAT_REL · Σ|terms|`: `n_rows` rows of `n` values, `stride` apart (the matrix
+/// ends with the last row, as the KV cache's last head does), values cycled from `seed`. The
+/// scalar results are checked against the one-row scalar dots (with the vector in f16 for f16
+/// rows, which holds the same values).
 fn check_rows_dots(
     n_rows: usize,
     n: usize,
     stride: usize,
+    g: usize,
     seed: &[f32],
 ) -> Result<(), TestCaseError> {
     let len = if n_rows == 0 {
@@ -526,50 +529,45 @@ fn check_rows_dots(
     let m: Vec<f32> = (0..len)
         .map(|i| seed[(i * 7 + i / 13) % seed.len()])
         .collect();
-    let x: Vec<f32> = (0..n).map(|i| seed[(i * 5 + 3) % seed.len()]).collect();
+    let x: Vec<f32> = (0..g * n).map(|i| seed[(i * 5 + 3) % seed.len()]).collect();
     let mh: Vec<f16> = m.iter().map(|&v| f16::from_f32(v)).collect();
     let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
     let mhf: Vec<f32> = mh.iter().map(|h| h.to_f32()).collect();
     let xhf: Vec<f32> = xh.iter().map(|h| h.to_f32()).collect();
     let scalar = Kernels::scalar();
-    let mut want32 = vec![0.0f32; n_rows];
-    let mut want16 = vec![0.0f32; n_rows];
-    (scalar.rows_dot_f32())(&m, stride, &x, &mut want32);
-    (scalar.rows_dot_f16())(&mh, stride, &xh, &mut want16);
-    for r in 0..n_rows {
-        // the scalar multi-row dot is the one-row dot of each row
-        let row = &m[r * stride..][..n];
-        prop_assert_eq!(
-            want32[r].to_bits(),
-            edgellm_runtime::kernels::scalar::vec_dot_f32(row, &x).to_bits()
-        );
+    let mut want32 = vec![0.0f32; g * n_rows];
+    let mut want16 = vec![0.0f32; g * n_rows];
+    (scalar.rows_dot_f32())(&m, stride, &x, n, &mut want32);
+    (scalar.rows_dot_f16())(&mh, stride, &xhf, n, &mut want16);
+    let dot16 = scalar.row_dot(GgmlType::F16).expect("f16 dot");
+    let dot32 = scalar.row_dot(GgmlType::F32).expect("f32 dot");
+    for h in 0..g {
+        for r in 0..n_rows {
+            let (row, row_h) = (&m[r * stride..][..n], &mh[r * stride..][..n]);
+            let (v, v_h) = (&x[h * n..][..n], &xh[h * n..][..n]);
+            let one32 = dot32(quant::block_bytes(row), quant::block_bytes(v));
+            let one16 = dot16(quant::block_bytes(row_h), quant::block_bytes(v_h));
+            prop_assert_eq!(want32[h * n_rows + r].to_bits(), one32.to_bits());
+            prop_assert_eq!(want16[h * n_rows + r].to_bits(), one16.to_bits());
+        }
     }
     for k in simd_kernels() {
-        let mut got32 = vec![f32::NAN; n_rows];
-        let mut got16 = vec![f32::NAN; n_rows];
-        (k.rows_dot_f32())(&m, stride, &x, &mut got32);
-        (k.rows_dot_f16())(&mh, stride, &xh, &mut got16);
-        for r in 0..n_rows {
-            let t32 = abs_terms_float(&m[r * stride..][..n], &x);
-            let t16 = abs_terms_float(&mhf[r * stride..][..n], &xhf);
-            let tol32 = FLOAT_REL * t32 + f64::from(f32::MIN_POSITIVE);
-            let tol16 = FLOAT_REL * t16 + f64::from(f32::MIN_POSITIVE);
-            let e32 = (f64::from(got32[r]) - f64::from(want32[r])).abs();
-            let e16 = (f64::from(got16[r]) - f64::from(want16[r])).abs();
-            prop_assert!(
-                e32 <= tol32,
-                "{} f32 rows: row {r}/{n_rows} of {n} (stride {stride}): {} vs {}",
-                k.path(),
-                got32[r],
-                want32[r]
-            );
-            prop_assert!(
-                e16 <= tol16,
-                "{} f16 rows: row {r}/{n_rows} of {n} (stride {stride}): {} vs {}",
-                k.path(),
-                got16[r],
-                want16[r]
-            );
+        let mut got32 = vec![f32::NAN; g * n_rows];
+        let mut got16 = vec![f32::NAN; g * n_rows];
+        (k.rows_dot_f32())(&m, stride, &x, n, &mut got32);
+        (k.rows_dot_f16())(&mh, stride, &xhf, n, &mut got16);
+        for h in 0..g {
+            for r in 0..n_rows {
+                let o = h * n_rows + r;
+                let t32 = abs_terms_float(&m[r * stride..][..n], &x[h * n..][..n]);
+                let t16 = abs_terms_float(&mhf[r * stride..][..n], &xhf[h * n..][..n]);
+                let tol32 = FLOAT_REL * t32 + f64::from(f32::MIN_POSITIVE);
+                let tol16 = FLOAT_REL * t16 + f64::from(f32::MIN_POSITIVE);
+                let e32 = (f64::from(got32[o]) - f64::from(want32[o])).abs();
+                let e16 = (f64::from(got16[o]) - f64::from(want16[o])).abs();
+                prop_assert!(e32 <= tol32, "{} f32 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got32[o], want32[o]);
+                prop_assert!(e16 <= tol16, "{} f16 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got16[o], want16[o]);
+            }
         }
     }
     Ok(())

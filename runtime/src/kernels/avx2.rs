@@ -595,120 +595,173 @@ unsafe fn hsum_f32_8x4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
     }
 }
 
-/// Defines `$step` and `$dots` for rows of `$t`, whose `|$p| $load` reads 8 elements at `$p`
-/// as f32 lanes.
+/// Defines `$step`, `$group` and `$dots` for rows of `$t`, whose `|$p| $load` reads 8 elements
+/// at `$p` as f32 lanes.
 ///
-/// `$step::<N>` dots `N` rows (at `p`, `stride` elements apart) with `x`: one accumulator per
-/// row, `x` loaded once per 8 columns for all `N` rows; the last `x.len() % 8` columns of each
-/// row go through a zero-padded stack tile against `x_tail` (the same columns of `x`, padded).
-/// `$dots` is the [`RowsDot`](super::RowsDot) kernel: 8 rows per step (the hsums of 8 rows
-/// share their shuffles), then 4, then single rows.
+/// `$step::<N, G>` dots `N` rows (at `p`, `stride` elements apart) with `G` f32 vectors (at
+/// `x`, `n` apart) over `n` columns: accumulator `k·G + h` (of 12) holds row `k` · vector `h`.
+/// Each 8 columns of a row are loaded and converted once for all `G` vectors: with a GQA group
+/// of query heads as the vectors, that conversion, the bound of a one-vector dot, is shared.
+/// The last `n % 8` columns of each row go through a zero-padded stack tile against `x_tail`
+/// (the same columns of the vectors, padded). `$group::<G, N>` runs `N` rows per step, then
+/// single rows, and writes the sums; `$dots` is the [`RowsDot`](super::RowsDot) kernel, which
+/// takes the vectors four at a time (12 accumulators and the row fit AVX2's 16 registers).
 macro_rules! float_rows_dots {
-    ($step:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
+    ($step:ident, $group:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
         /// # Safety
-        /// AVX2, FMA and F16C must be available; rows `0..N` of `x.len()` elements at `p`
-        /// must lie in one allocation.
+        /// AVX2, FMA and F16C must be available; rows `0..N` of `n` elements at `p` (`stride`
+        /// apart) and `G` vectors of `n` f32 at `x` must lie in their allocations; `N·G <= 12`.
         #[inline]
         #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn $step<const N: usize>(
+        unsafe fn $step<const N: usize, const G: usize>(
             p: *const $t,
             stride: usize,
-            x: &[$t],
-            x_tail: __m256,
-        ) -> [__m256; N] {
-            let n = x.len();
+            x: *const f32,
+            n: usize,
+            x_tail: &[__m256; 4],
+        ) -> [__m256; 12] {
             let n8 = n - n % 8;
-            // SAFETY: loads of 8 elements at column `i < n8` of a row stay inside that row
-            // (the caller's contract); the tail is copied out of the row by its exact length.
+            // SAFETY: loads of 8 elements at column `i < n8` of a row or a vector stay inside
+            // it (the caller's contract); the tails are copied out by their exact length.
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); N];
+                let mut acc = [_mm256_setzero_ps(); 12];
                 let mut i = 0;
                 while i < n8 {
-                    let xv = {
-                        let $p = x.as_ptr().add(i);
-                        $load
-                    };
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        let $p = p.add(k * stride + i);
-                        *a = _mm256_fmadd_ps($load, xv, *a);
+                    for k in 0..N {
+                        let r = {
+                            let $p = p.add(k * stride + i);
+                            $load
+                        };
+                        for h in 0..G {
+                            let xv = _mm256_loadu_ps(x.add(h * n + i));
+                            acc[k * G + h] = _mm256_fmadd_ps(r, xv, acc[k * G + h]);
+                        }
                     }
                     i += 8;
                 }
                 if n8 < n {
-                    for (k, a) in acc.iter_mut().enumerate() {
+                    for k in 0..N {
                         let mut tile = [<$t>::default(); 8];
                         std::ptr::copy_nonoverlapping(
                             p.add(k * stride + n8),
                             tile.as_mut_ptr(),
                             n - n8,
                         );
-                        let $p = tile.as_ptr();
-                        *a = _mm256_fmadd_ps($load, x_tail, *a);
+                        let r = {
+                            let $p = tile.as_ptr();
+                            $load
+                        };
+                        for h in 0..G {
+                            acc[k * G + h] = _mm256_fmadd_ps(r, x_tail[h], acc[k * G + h]);
+                        }
                     }
                 }
                 acc
             }
         }
 
-        /// `out[r] = rows[r·stride..][..x.len()] · x` in f32 lanes (twin: the scalar kernel of
-        /// the same name, which sums in f64; the difference is float rounding only).
+        /// `out[h·n_rows + r] = row r · vector h` for `G` vectors at `x` and `n_rows` rows.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be available; `x` holds `G·n` values, `out` `G·n_rows`, and
+        /// rows `0..n_rows` of `n` elements at `p` lie in one allocation; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $group<const G: usize, const N: usize>(
+            p: *const $t,
+            stride: usize,
+            x: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let n_rows = out.len() / G;
+            let n8 = n - n % 8;
+            let mut tails = [[0.0f32; 8]; 4];
+            for (h, t) in tails.iter_mut().enumerate().take(G) {
+                t[..n - n8].copy_from_slice(&x[h * n + n8..(h + 1) * n]);
+            }
+            // SAFETY: each step reads rows `r..r + M` with `r + M <= n_rows` (in bounds by the
+            // caller's contract) and the `G` vectors of `x`; the sums land in `out` through
+            // bounds-checked indexing.
+            unsafe {
+                let x_tail = [
+                    _mm256_loadu_ps(tails[0].as_ptr()),
+                    _mm256_loadu_ps(tails[1].as_ptr()),
+                    _mm256_loadu_ps(tails[2].as_ptr()),
+                    _mm256_loadu_ps(tails[3].as_ptr()),
+                ];
+                let mut sums = [0.0f32; 12];
+                let mut r = 0;
+                while r < n_rows {
+                    let m = if r + N <= n_rows { N } else { 1 };
+                    let acc = if m == N {
+                        $step::<N, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    } else {
+                        $step::<1, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    };
+                    let mut j = 0;
+                    while j + 4 <= m * G {
+                        let s = hsum_f32_8x4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]);
+                        _mm_storeu_ps(sums.as_mut_ptr().add(j), s);
+                        j += 4;
+                    }
+                    while j < m * G {
+                        sums[j] = hsum_f32_8(acc[j]);
+                        j += 1;
+                    }
+                    for k in 0..m {
+                        for h in 0..G {
+                            out[h * n_rows + r + k] = sums[k * G + h];
+                        }
+                    }
+                    r += m;
+                }
+            }
+        }
+
+        /// Rows dotted with f32 vectors in f32 lanes (see [`RowsDot`](super::RowsDot); twin:
+        /// the scalar kernel of the same name, which sums in f64: the difference is float
+        /// rounding only).
         ///
         /// # Safety
         /// AVX2, FMA and F16C must be available.
         #[target_feature(enable = "avx2,fma,f16c")]
-        pub(super) unsafe fn $dots(rows: &[$t], stride: usize, x: &[$t], out: &mut [f32]) {
-            let (n, n_rows) = (x.len(), out.len());
-            if n_rows == 0 {
-                return;
-            }
-            assert!(
-                rows.len() >= (n_rows - 1) * stride + n,
-                "{} rows of {n} with stride {stride} need more than {} elements",
-                n_rows,
-                rows.len()
-            );
-            let n8 = n - n % 8;
-            let mut tile = [<$t>::default(); 8];
-            tile[..n - n8].copy_from_slice(&x[n8..]);
-            let (p, o) = (rows.as_ptr(), out.as_mut_ptr());
-            // SAFETY: rows `r..r + N` with `r + N <= n_rows` lie in `rows` (asserted above), as
-            // the step requires; the stores write `out[r..r + N]`.
-            unsafe {
-                let x_tail = {
-                    let $p = tile.as_ptr();
-                    $load
-                };
-                let mut r = 0;
-                while r + 8 <= n_rows {
-                    let [a, b, c, d, e, f, g, h] = $step::<8>(p.add(r * stride), stride, x, x_tail);
-                    let lo = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-                    let hi = _mm256_hadd_ps(_mm256_hadd_ps(e, f), _mm256_hadd_ps(g, h));
-                    let sums = _mm256_add_ps(
-                        _mm256_permute2f128_ps(lo, hi, 0x20),
-                        _mm256_permute2f128_ps(lo, hi, 0x31),
-                    );
-                    _mm256_storeu_ps(o.add(r), sums);
-                    r += 8;
+        pub(super) unsafe fn $dots(
+            rows: &[$t],
+            stride: usize,
+            xs: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let (g, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+            let mut h0 = 0;
+            while h0 < g {
+                let gc = (g - h0).min(4);
+                let x = &xs[h0 * n..(h0 + gc) * n];
+                let o = &mut out[h0 * n_rows..(h0 + gc) * n_rows];
+                let p = rows.as_ptr();
+                // SAFETY: `rows_dot_shape` checked that the `n_rows` rows lie in `rows`; `x`
+                // and `o` hold `gc` vectors and `gc` output rows; N·G is at most 9.
+                unsafe {
+                    match gc {
+                        1 => $group::<1, 8>(p, stride, x, n, o),
+                        2 => $group::<2, 4>(p, stride, x, n, o),
+                        3 => $group::<3, 3>(p, stride, x, n, o),
+                        _ => $group::<4, 2>(p, stride, x, n, o),
+                    }
                 }
-                if r + 4 <= n_rows {
-                    let [a, b, c, d] = $step::<4>(p.add(r * stride), stride, x, x_tail);
-                    _mm_storeu_ps(o.add(r), hsum_f32_8x4(a, b, c, d));
-                    r += 4;
-                }
-                while r < n_rows {
-                    let [a] = $step::<1>(p.add(r * stride), stride, x, x_tail);
-                    *o.add(r) = hsum_f32_8(a);
-                    r += 1;
-                }
+                h0 += gc;
             }
         }
     };
 }
 
-float_rows_dots!(rows_step_f16, vec_dots_f16, f16, |p| _mm256_cvtph_ps(
-    _mm_loadu_si128(p.cast())
-));
-float_rows_dots!(rows_step_f32, vec_dots_f32, f32, |p| _mm256_loadu_ps(p));
+float_rows_dots!(rows_step_f16, rows_group_f16, vec_dots_f16, f16, |p| {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+});
+float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
+    _mm256_loadu_ps(p)
+});
 
 /// The constants of [`expf_8`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
 /// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and

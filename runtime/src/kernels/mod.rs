@@ -202,13 +202,17 @@ pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
 /// loads and scale conversions shared by both rows.
 pub type RowDot2 = fn(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2];
 
-/// Rows of a matrix dotted with one vector: `out[r] = rows[r·stride..][..x.len()] · x` for every
-/// `r < out.len()` (panics if `rows` is shorter than that). Attention's two products have this
-/// shape: the cached keys (`stride` = the KV width) against the query, the transposed values
-/// (`stride` = the context length) against the probabilities. The SIMD kernels load `x` once
-/// for several rows and reduce several rows' lanes together, which is most of the work at head
-/// sizes of 64. Each `out[r]` is the path's `x · row` up to the order of float additions.
-pub type RowsDot<T> = fn(rows: &[T], stride: usize, x: &[T], out: &mut [f32]);
+/// Rows of a matrix dotted with `g` vectors: `out[h·n_rows + r] = rows[r·stride..][..n] · xs[h·n..][..n]`
+/// for every vector `h < g = xs.len() / n` and row `r < n_rows = out.len() / g` (panics unless
+/// `n > 0`, `xs` holds whole vectors, `out` whole output rows and `rows` all `n_rows` rows).
+/// Attention's two products have this shape, for the query heads of one GQA group at once:
+/// the cached keys (`stride` = the KV width) against the queries, then the transposed values
+/// (`stride` = the context length) against the probabilities. The vectors are f32 holding values
+/// of the row type (an f16 cache's queries and probabilities rounded to f16 first), so their
+/// products are those of ggml's f16 dot. The SIMD kernels convert each row chunk once for all
+/// vectors and reduce several sums' lanes together. Each result is `row · vector` up to the
+/// order of float additions.
+pub type RowsDot<T> = fn(rows: &[T], stride: usize, xs: &[f32], n: usize, out: &mut [f32]);
 
 /// The exponentials of a softmax in place: `x[i] = e^(x[i] - max)`, returning their sum in f64
 /// (ggml's `ggml_vec_soft_max_f32`). The SIMD paths compute `e^x` as ggml's do (`ggml_v_expf`,
@@ -568,10 +572,10 @@ pub(crate) use row_dot_entry;
 macro_rules! rows_dot_entry {
     ($name:ident, $kernel:path, $t:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` as a table entry.")]
-        pub(super) fn $name(rows: &[$t], stride: usize, x: &[$t], out: &mut [f32]) {
+        pub(super) fn $name(rows: &[$t], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
             // SAFETY: only `Kernels::new` stores this entry, for a path whose `is_supported`
             // check covers the features the kernel enables.
-            unsafe { $kernel(rows, stride, x, out) }
+            unsafe { $kernel(rows, stride, xs, n, out) }
         }
     };
 }
@@ -627,6 +631,32 @@ macro_rules! quantize_q8_groups {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use quantize_q8_groups;
+
+/// `(g, n_rows)` of a [`RowsDot`] call, after checking its promises: `n > 0`, whole vectors and
+/// output rows, and the rows inside the matrix (`(n_rows - 1)·stride + n <= rows_len`).
+pub(crate) fn rows_dot_shape(
+    rows_len: usize,
+    stride: usize,
+    xs_len: usize,
+    n: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    assert!(
+        n > 0 && xs_len % n == 0 && xs_len > 0,
+        "{xs_len} values are no whole vectors of {n}"
+    );
+    let g = xs_len / n;
+    assert!(
+        out_len % g == 0,
+        "{out_len} outputs are no whole rows for {g} vectors"
+    );
+    let n_rows = out_len / g;
+    assert!(
+        n_rows == 0 || (n_rows - 1) * stride + n <= rows_len,
+        "{n_rows} rows of {n} with stride {stride} need more than {rows_len} elements"
+    );
+    (g, n_rows)
+}
 
 /// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
 /// loader validated) yields NaN so it shows in the output instead of passing silently.

@@ -562,115 +562,175 @@ pub(super) unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
     }
 }
 
-/// Defines `$step` and `$dots` for rows of `$t`, whose `|$p| $load` reads 4 elements at `$p`
-/// as f32 lanes.
+/// Defines `$step`, `$group` and `$dots` for rows of `$t`, whose `|$p| $load` reads 4 elements
+/// at `$p` as f32 lanes: the NEON twin of the AVX2 module's `float_rows_dots!` (4 lanes per
+/// step; the same 12 accumulators, of NEON's 32 registers).
 ///
-/// `$step::<N>` dots `N` rows (at `p`, `stride` elements apart) with `x`: one accumulator per
-/// row, `x` loaded once per 4 columns for all `N` rows; the last `x.len() % 4` columns of each
-/// row go through a zero-padded stack tile against `x_tail` (the same columns of `x`, padded).
-/// `$dots` is the [`RowsDot`](super::RowsDot) kernel: 8 rows per step, then 4, then single
-/// rows; four rows' lanes are reduced together by pairwise adds.
+/// `$step::<N, G>` dots `N` rows (at `p`, `stride` elements apart) with `G` f32 vectors (at
+/// `x`, `n` apart) over `n` columns: accumulator `k·G + h` holds row `k` · vector `h`; each 4
+/// columns of a row are loaded and converted once for all `G` vectors. The last `n % 4` columns
+/// of each row go through a zero-padded stack tile against `x_tail`. `$group::<G, N>` runs `N`
+/// rows per step, then single rows, and writes the sums (four at a time by pairwise adds);
+/// `$dots` is the [`RowsDot`](super::RowsDot) kernel, taking the vectors four at a time.
 macro_rules! float_rows_dots {
-    ($step:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
+    ($step:ident, $group:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
         /// # Safety
-        /// NEON must be available; rows `0..N` of `x.len()` elements at `p` must lie in one
-        /// allocation.
+        /// NEON must be available; rows `0..N` of `n` elements at `p` (`stride` apart) and `G`
+        /// vectors of `n` f32 at `x` must lie in their allocations; `N·G <= 12`.
         #[inline]
         #[target_feature(enable = "neon")]
-        unsafe fn $step<const N: usize>(
+        unsafe fn $step<const N: usize, const G: usize>(
             p: *const $t,
             stride: usize,
-            x: &[$t],
-            x_tail: float32x4_t,
-        ) -> [float32x4_t; N] {
-            let n = x.len();
+            x: *const f32,
+            n: usize,
+            x_tail: &[float32x4_t; 4],
+        ) -> [float32x4_t; 12] {
             let n4 = n - n % 4;
-            // SAFETY: loads of 4 elements at column `i < n4` of a row stay inside that row
-            // (the caller's contract); the tail is copied out of the row by its exact length.
+            // SAFETY: loads of 4 elements at column `i < n4` of a row or a vector stay inside
+            // it (the caller's contract); the tails are copied out by their exact length.
             unsafe {
-                let mut acc = [vdupq_n_f32(0.0); N];
+                let mut acc = [vdupq_n_f32(0.0); 12];
                 let mut i = 0;
                 while i < n4 {
-                    let xv = {
-                        let $p = x.as_ptr().add(i);
-                        $load
-                    };
-                    for (k, a) in acc.iter_mut().enumerate() {
-                        let $p = p.add(k * stride + i);
-                        *a = vfmaq_f32(*a, $load, xv);
+                    for k in 0..N {
+                        let r = {
+                            let $p = p.add(k * stride + i);
+                            $load
+                        };
+                        for h in 0..G {
+                            let xv = vld1q_f32(x.add(h * n + i));
+                            acc[k * G + h] = vfmaq_f32(acc[k * G + h], r, xv);
+                        }
                     }
                     i += 4;
                 }
                 if n4 < n {
-                    for (k, a) in acc.iter_mut().enumerate() {
+                    for k in 0..N {
                         let mut tile = [<$t>::default(); 4];
                         std::ptr::copy_nonoverlapping(
                             p.add(k * stride + n4),
                             tile.as_mut_ptr(),
                             n - n4,
                         );
-                        let $p = tile.as_ptr();
-                        *a = vfmaq_f32(*a, $load, x_tail);
+                        let r = {
+                            let $p = tile.as_ptr();
+                            $load
+                        };
+                        for h in 0..G {
+                            acc[k * G + h] = vfmaq_f32(acc[k * G + h], r, x_tail[h]);
+                        }
                     }
                 }
                 acc
             }
         }
 
-        /// `out[r] = rows[r·stride..][..x.len()] · x` in f32 lanes (twin: the scalar kernel of
-        /// the same name, which sums in f64; the difference is float rounding only).
+        /// `out[h·n_rows + r] = row r · vector h` for `G` vectors at `x` and `n_rows` rows.
+        ///
+        /// # Safety
+        /// NEON must be available; `x` holds `G·n` values, `out` `G·n_rows`, and rows
+        /// `0..n_rows` of `n` elements at `p` lie in one allocation; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "neon")]
+        unsafe fn $group<const G: usize, const N: usize>(
+            p: *const $t,
+            stride: usize,
+            x: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let n_rows = out.len() / G;
+            let n4 = n - n % 4;
+            let mut tails = [[0.0f32; 4]; 4];
+            for (h, t) in tails.iter_mut().enumerate().take(G) {
+                t[..n - n4].copy_from_slice(&x[h * n + n4..(h + 1) * n]);
+            }
+            // SAFETY: each step reads rows `r..r + M` with `r + M <= n_rows` (in bounds by the
+            // caller's contract) and the `G` vectors of `x`; the sums land in `out` through
+            // bounds-checked indexing.
+            unsafe {
+                let x_tail = [
+                    vld1q_f32(tails[0].as_ptr()),
+                    vld1q_f32(tails[1].as_ptr()),
+                    vld1q_f32(tails[2].as_ptr()),
+                    vld1q_f32(tails[3].as_ptr()),
+                ];
+                let mut sums = [0.0f32; 12];
+                let mut r = 0;
+                while r < n_rows {
+                    let m = if r + N <= n_rows { N } else { 1 };
+                    let acc = if m == N {
+                        $step::<N, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    } else {
+                        $step::<1, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    };
+                    let mut j = 0;
+                    while j + 4 <= m * G {
+                        let s = vpaddq_f32(
+                            vpaddq_f32(acc[j], acc[j + 1]),
+                            vpaddq_f32(acc[j + 2], acc[j + 3]),
+                        );
+                        vst1q_f32(sums.as_mut_ptr().add(j), s);
+                        j += 4;
+                    }
+                    while j < m * G {
+                        sums[j] = vaddvq_f32(acc[j]);
+                        j += 1;
+                    }
+                    for k in 0..m {
+                        for h in 0..G {
+                            out[h * n_rows + r + k] = sums[k * G + h];
+                        }
+                    }
+                    r += m;
+                }
+            }
+        }
+
+        /// Rows dotted with f32 vectors in f32 lanes (see [`RowsDot`](super::RowsDot); twin:
+        /// the scalar kernel of the same name, which sums in f64: the difference is float
+        /// rounding only).
         ///
         /// # Safety
         /// NEON must be available.
         #[target_feature(enable = "neon")]
-        pub(super) unsafe fn $dots(rows: &[$t], stride: usize, x: &[$t], out: &mut [f32]) {
-            let (n, n_rows) = (x.len(), out.len());
-            if n_rows == 0 {
-                return;
-            }
-            assert!(
-                rows.len() >= (n_rows - 1) * stride + n,
-                "{} rows of {n} with stride {stride} need more than {} elements",
-                n_rows,
-                rows.len()
-            );
-            let n4 = n - n % 4;
-            let mut tile = [<$t>::default(); 4];
-            tile[..n - n4].copy_from_slice(&x[n4..]);
-            let (p, o) = (rows.as_ptr(), out.as_mut_ptr());
-            // SAFETY: rows `r..r + N` with `r + N <= n_rows` lie in `rows` (asserted above), as
-            // the step requires; the stores write `out[r..r + N]`.
-            unsafe {
-                let x_tail = {
-                    let $p = tile.as_ptr();
-                    $load
-                };
-                let mut r = 0;
-                while r + 8 <= n_rows {
-                    let [a, b, c, d, e, f, g, h] = $step::<8>(p.add(r * stride), stride, x, x_tail);
-                    vst1q_f32(o.add(r), vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
-                    vst1q_f32(o.add(r + 4), vpaddq_f32(vpaddq_f32(e, f), vpaddq_f32(g, h)));
-                    r += 8;
+        pub(super) unsafe fn $dots(
+            rows: &[$t],
+            stride: usize,
+            xs: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let (g, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+            let mut h0 = 0;
+            while h0 < g {
+                let gc = (g - h0).min(4);
+                let x = &xs[h0 * n..(h0 + gc) * n];
+                let o = &mut out[h0 * n_rows..(h0 + gc) * n_rows];
+                let p = rows.as_ptr();
+                // SAFETY: `rows_dot_shape` checked that the `n_rows` rows lie in `rows`; `x`
+                // and `o` hold `gc` vectors and `gc` output rows; N·G is at most 9.
+                unsafe {
+                    match gc {
+                        1 => $group::<1, 8>(p, stride, x, n, o),
+                        2 => $group::<2, 4>(p, stride, x, n, o),
+                        3 => $group::<3, 3>(p, stride, x, n, o),
+                        _ => $group::<4, 2>(p, stride, x, n, o),
+                    }
                 }
-                if r + 4 <= n_rows {
-                    let [a, b, c, d] = $step::<4>(p.add(r * stride), stride, x, x_tail);
-                    vst1q_f32(o.add(r), vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d)));
-                    r += 4;
-                }
-                while r < n_rows {
-                    let [a] = $step::<1>(p.add(r * stride), stride, x, x_tail);
-                    *o.add(r) = vaddvq_f32(a);
-                    r += 1;
-                }
+                h0 += gc;
             }
         }
     };
 }
 
-float_rows_dots!(rows_step_f16, vec_dots_f16, f16, |p| cvt_f16x4(vld1_u16(
-    p.cast::<u16>()
-)));
-float_rows_dots!(rows_step_f32, vec_dots_f32, f32, |p| vld1q_f32(p));
+float_rows_dots!(rows_step_f16, rows_group_f16, vec_dots_f16, f16, |p| {
+    cvt_f16x4(vld1_u16(p.cast::<u16>()))
+});
+float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
+    vld1q_f32(p)
+});
 
 /// The constants of [`expf_4`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
 /// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and

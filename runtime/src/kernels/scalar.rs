@@ -242,19 +242,35 @@ pub fn vec_dot_bf16_f32(x: &[half::bf16], y: &[f32]) -> f32 {
     sum as f32
 }
 
-/// Rows of an f16 matrix dotted with one vector: `out[r] = rows[r·stride..][..x.len()] · x`
-/// for every `r < out.len()`, each as [`vec_dot_f16`]. Attention's two products have this shape
-/// (keys against the query, transposed values against the probabilities).
-pub fn vec_dots_f16(rows: &[f16], stride: usize, x: &[f16], out: &mut [f32]) {
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = vec_dot_f16(&rows[r * stride..][..x.len()], x);
+/// Rows of an f16 matrix dotted with f32 vectors holding f16 values (see
+/// [`RowsDot`](super::RowsDot)): each `out[h·n_rows + r]` is Σ row·vector with f32 products
+/// summed in f64, as [`vec_dot_f16`] computes it for the vector in f16.
+pub fn vec_dots_f16(rows: &[f16], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+    if n_rows == 0 {
+        return;
+    }
+    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+        for (r, o) in o.iter_mut().enumerate() {
+            let mut sum = 0.0f64;
+            for (a, b) in rows[r * stride..][..n].iter().zip(x) {
+                sum += (a.to_f32() * b) as f64;
+            }
+            *o = sum as f32;
+        }
     }
 }
 
 /// [`vec_dots_f16`] over f32 rows, each as [`vec_dot_f32`].
-pub fn vec_dots_f32(rows: &[f32], stride: usize, x: &[f32], out: &mut [f32]) {
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = vec_dot_f32(&rows[r * stride..][..x.len()], x);
+pub fn vec_dots_f32(rows: &[f32], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+    if n_rows == 0 {
+        return;
+    }
+    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+        for (r, o) in o.iter_mut().enumerate() {
+            *o = vec_dot_f32(&rows[r * stride..][..n], x);
+        }
     }
 }
 
