@@ -12,6 +12,10 @@
 //! equal to the sums of their quants, as the quantizer does) take 1 to 12 super-blocks; their
 //! Σ|terms| counts the scale part and the minimum part of each weight separately.
 //!
+//! The attention kernels: the multi-row dots (f16 and f32 rows, 1 to 6 vectors, any length and
+//! stride) within the float dots' budget of the scalar ones, which equal the one-row dots bit
+//! for bit; the softmax exponentials within 2 ulp of libm's `expf`, their sum within 1e-6.
+//!
 //! The activation quantizers must write exactly the scalar bytes, ties and specials included.
 //! Also: asking for a path the CPU lacks is an error (never a crash), and `EDGELLM_KERNELS`
 //! parsing. `bench_row_dots` (ignored) prints ns per row for each path.
