@@ -220,7 +220,6 @@ impl Model {
             let q = &s.q;
             let n_head = hp.n_head;
             let att = &mut s.att[..nb * q_dim];
-            let dot = kern.row_dot(s.kv.kv_type_ggml())?;
             if let Some(cache) = s.kv.layer_f16(il) {
                 attend(
                     pool,
@@ -228,7 +227,7 @@ impl Model {
                     &mut s.att_scratch,
                     q,
                     &cache,
-                    dot,
+                    kern,
                     hd,
                     n_head,
                     group,
@@ -243,7 +242,7 @@ impl Model {
                     &mut s.att_scratch,
                     q,
                     &cache,
-                    dot,
+                    kern,
                     hd,
                     n_head,
                     group,
@@ -360,15 +359,18 @@ enum OutRows {
     All,
 }
 
-/// Attention for every (token, head) of the batch, in parallel over heads: token `t` sees
-/// cached positions `0..=pos0 + t`, or only the last `window` of them on a sliding-window layer.
+/// Attention for every (token, query head) of the batch, in parallel: token `t` sees cached
+/// positions `0..=pos0 + t`, or only the last `window` of them on a sliding-window layer.
+///
+/// The query heads of a GQA group read the same cache rows, so one `ops::attention` call takes
+/// several of them ([`heads_per_call`]); the pool splits the calls over its threads.
 fn attend<T: KvElem>(
     pool: &edgellm_runtime::kernels::threadpool::ThreadPool,
     att: &mut [f32],
     scratch: &mut [AttnScratch],
     q: &[f32],
     cache: &LayerCache<'_, T>,
-    dot: edgellm_runtime::kernels::RowDot,
+    kern: &edgellm_runtime::kernels::Kernels,
     hd: usize,
     n_head: usize,
     group: usize,
@@ -376,21 +378,42 @@ fn attend<T: KvElem>(
     window: Option<usize>,
     scale: f32,
 ) {
-    pool.for_each_row(att, hd, scratch, 1, &|row, out, scratch| {
-        let t = row / n_head;
-        let h = row % n_head;
-        let qh = &q[row * hd..(row + 1) * hd];
+    let nb = att.len() / (n_head * hd);
+    let per_call = heads_per_call(nb * n_head, group, pool.n_threads());
+    let calls_per_token = n_head / per_call;
+    pool.for_each_row(att, per_call * hd, scratch, 1, &|row, out, scratch| {
+        let t = row / calls_per_token;
+        let h0 = (row % calls_per_token) * per_call;
+        let qh = &q[(t * n_head + h0) * hd..(t * n_head + h0 + per_call) * hd];
         let end = pos0 + t + 1;
         let start = window.map_or(0, |w| end.saturating_sub(w));
-        ops::attention_head(
+        ops::attention(
             qh,
+            hd,
             cache,
-            h / group,
+            h0 / group,
             start..end,
             scale,
-            dot,
+            kern,
             &mut scratch[0],
             out,
         );
     });
+}
+
+/// Query heads per `ops::attention` call: a divisor of the GQA `group` (so a call's heads share
+/// their KV head), at most `ops::ATTN_MAX_HEADS`, chosen to minimize the busiest thread's work
+/// over `n_heads` heads in all: `ceil(calls / threads)` calls of `per_call` heads, a head in a
+/// call of `c` costing about `HEAD_COST[c]` of a lone one (measured by the runtime's
+/// `bench_attention`: the cache rows are converted once per call). A prompt batch takes whole
+/// groups; one decoded token may split a group so both threads get work.
+fn heads_per_call(n_heads: usize, group: usize, threads: usize) -> usize {
+    const HEAD_COST: [f64; ops::ATTN_MAX_HEADS + 1] = [1.0, 1.0, 0.9, 0.88, 0.9];
+    (1..=group.min(ops::ATTN_MAX_HEADS))
+        .filter(|c| group % c == 0)
+        .min_by(|&a, &b| {
+            let cost = |c: usize| (n_heads / c).div_ceil(threads) as f64 * c as f64 * HEAD_COST[c];
+            cost(a).total_cmp(&cost(b))
+        })
+        .unwrap_or(1)
 }

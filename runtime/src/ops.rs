@@ -103,19 +103,33 @@ pub fn rope_apply(style: RopeStyle, n_dims: usize, x: &mut [f32], cos_sin: &[(f3
     }
 }
 
-/// In-place softmax; returns nothing, sums in f64 like ggml.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        let e = (*v - max).exp();
-        sum += e as f64;
-        *v = e;
-    }
+/// In-place softmax as ggml's `soft_max` op computes it: the maximum, the exponentials and
+/// their f64 sum by the kernel table's [`SoftMaxExp`](crate::kernels::SoftMaxExp), then one
+/// multiply by the sum's inverse.
+pub fn softmax(x: &mut [f32], exp_sum: crate::kernels::SoftMaxExp) {
+    let max = max_f32(x);
+    let sum = exp_sum(x, max);
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }
+}
+
+/// The largest value (-∞ for none), in 8 independent lanes so the compiler vectorizes it (a
+/// maximum is exact in any order; NaNs are not expected: scores come from finite caches).
+fn max_f32(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = if *v > *m { *v } else { *m };
+        }
+    }
+    for (m, v) in lanes.iter_mut().zip(rest) {
+        *m = if *v > *m { *v } else { *m };
+    }
+    lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// SiLU: `x / (1 + e^-x)`.
@@ -177,8 +191,10 @@ pub trait KvElem: crate::quant::Block + Send + Sync {
     const GGML_TYPE: crate::GgmlType;
     fn from_f32(v: f32) -> Self;
     fn to_f32(self) -> f32;
-    /// This element type's query and probability buffers in a thread's scratch.
-    fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]);
+    /// Rounds every value to this type and back (what storing it in the cache would keep).
+    fn round_f32s(x: &mut [f32]);
+    /// The kernel table's multi-row dot over rows of this type.
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self>;
 }
 
 impl KvElem for f16 {
@@ -191,8 +207,19 @@ impl KvElem for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
-    fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]) {
-        (&mut s.scores, &mut s.q16, &mut s.p16)
+    fn round_f32s(x: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        // Through a stack tile with half's slice conversions (F16C / FP16 where present: the
+        // same round-to-nearest-even as `from_f32`, without a feature check per value).
+        let mut tile = [f16::ZERO; 64];
+        for c in x.chunks_mut(64) {
+            let t = &mut tile[..c.len()];
+            t.convert_from_f32_slice(c);
+            t.convert_to_f32_slice(c);
+        }
+    }
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
+        k.rows_dot_f16()
     }
 }
 
@@ -206,42 +233,39 @@ impl KvElem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
-    fn buffers(s: &mut AttnScratch) -> (&mut [f32], &mut [Self], &mut [Self]) {
-        (&mut s.scores, &mut s.q32, &mut s.p32)
+    fn round_f32s(_: &mut [f32]) {}
+    fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
+        k.rows_dot_f32()
     }
 }
 
-/// One thread's attention scratch, allocated once for a context length and head size: scores
-/// `[n_ctx]` f32, and the query `[head_dim]` and probabilities `[n_ctx]` in the cache's element
-/// type (only the buffers of that type are sized).
+/// Query heads [`attention`] takes at once, at most: one kernel call then serves up to this
+/// many heads of a GQA group (the kernels' register budget), and the scratch holds as many.
+pub const ATTN_MAX_HEADS: usize = 4;
+
+/// One thread's attention scratch, allocated once for a context length and head size: the
+/// scores, then probabilities, of up to [`ATTN_MAX_HEADS`] heads `[ATTN_MAX_HEADS][n_ctx]` and
+/// their queries `[ATTN_MAX_HEADS][head_dim]`, f32 (rounded to the cache's element type where
+/// ggml rounds them).
 #[derive(Clone, Debug, Default)]
 pub struct AttnScratch {
-    pub scores: Vec<f32>,
-    pub q16: Vec<f16>,
-    pub p16: Vec<f16>,
-    pub q32: Vec<f32>,
-    pub p32: Vec<f32>,
+    scores: Vec<f32>,
+    q: Vec<f32>,
 }
 
 impl AttnScratch {
-    pub fn new(n_ctx: usize, head_dim: usize, elem: crate::GgmlType) -> AttnScratch {
-        let mut s = AttnScratch {
-            scores: vec![0.0; n_ctx],
-            ..Default::default()
-        };
-        if elem == crate::GgmlType::F16 {
-            s.q16 = vec![f16::ZERO; head_dim];
-            s.p16 = vec![f16::ZERO; n_ctx];
-        } else {
-            s.q32 = vec![0.0; head_dim];
-            s.p32 = vec![0.0; n_ctx];
+    /// The scratch for contexts up to `n_ctx` and heads of `head_dim`, for any cache element
+    /// type (`_elem`: both types share the f32 buffers).
+    pub fn new(n_ctx: usize, head_dim: usize, _elem: crate::GgmlType) -> AttnScratch {
+        AttnScratch {
+            scores: vec![0.0; ATTN_MAX_HEADS * n_ctx],
+            q: vec![0.0; ATTN_MAX_HEADS * head_dim],
         }
-        s
     }
 
-    /// Heap bytes of one thread's scratch.
-    pub fn bytes_for(n_ctx: usize, head_dim: usize, elem_bytes: usize) -> usize {
-        4 * n_ctx + elem_bytes * (n_ctx + head_dim)
+    /// Heap bytes of one thread's scratch (`_elem_bytes`: the same for every element type).
+    pub fn bytes_for(n_ctx: usize, head_dim: usize, _elem_bytes: usize) -> usize {
+        4 * ATTN_MAX_HEADS * (n_ctx + head_dim)
     }
 }
 
@@ -254,49 +278,64 @@ pub struct LayerCache<'a, T: KvElem> {
     pub n_ctx: usize,
 }
 
-/// One attention head for one query: `out = softmax(scale · q·Kᵀ) · V` over the cached positions
-/// `kv` of KV head `kv_head` (`0..=pos` for causal attention; a sliding window starts later,
-/// which is what ggml's `-inf` mask over the other positions amounts to). `q` and the probabilities are rounded to the cache's element
-/// type before their products, as ggml's f16 KV path does; both products run on the kernel
-/// table's row dot for that type (`dot`).
-pub fn attention_head<T: KvElem>(
+/// Attention of `n_heads = q.len() / head_dim` query heads (at most [`ATTN_MAX_HEADS`]) that
+/// share KV head `kv_head`, for one query position: per head `out = softmax(scale · q·Kᵀ) · V`
+/// over the cached positions `kv` (`0..=pos` for causal attention; a sliding window starts
+/// later, which is what ggml's `-inf` mask over the other positions amounts to). `q` and `out`
+/// are `[n_heads][head_dim]`. The queries and the probabilities are rounded to the cache's
+/// element type before their products, as ggml's f16 KV path does. Both products are one call
+/// each of the kernel table's multi-row dot for that type, for all heads at once: the keys `kv`
+/// against the queries, then the head's `head_dim` transposed value rows (their columns `kv`)
+/// against the probabilities; each cache row is read once for the group.
+pub fn attention<T: KvElem>(
     q: &[f32],
+    head_dim: usize,
     cache: &LayerCache<'_, T>,
     kv_head: usize,
     kv: std::ops::Range<usize>,
     scale: f32,
-    dot: crate::kernels::RowDot,
+    kern: &crate::kernels::Kernels,
     scratch: &mut AttnScratch,
     out: &mut [f32],
 ) {
-    use crate::quant::block_bytes;
-    let hd = q.len();
-    let (scores, q_t, p_t) = T::buffers(scratch);
-    let q_t = &mut q_t[..hd];
-    for (d, s) in q_t.iter_mut().zip(q) {
-        *d = T::from_f32(*s);
-    }
-    let q_bytes = block_bytes(q_t);
+    let dots = T::rows_dot(kern);
+    let hd = head_dim;
+    let n_heads = q.len() / hd;
+    assert!(
+        n_heads <= ATTN_MAX_HEADS && n_heads * hd == q.len() && out.len() == q.len(),
+        "attention of {} values as heads of {hd} into {}",
+        q.len(),
+        out.len()
+    );
+    assert!(!kv.is_empty(), "attention over no cached position");
+    let q_r = &mut scratch.q[..q.len()];
+    q_r.copy_from_slice(q);
+    T::round_f32s(q_r);
     let n_kv = kv.len();
-    let scores = &mut scores[..n_kv];
+    let scores = &mut scratch.scores[..n_heads * n_kv];
     let koff = kv_head * hd;
-    for (j, s) in kv.clone().zip(scores.iter_mut()) {
-        let row = j * cache.kv_dim + koff;
-        *s = dot(block_bytes(&cache.k[row..row + hd]), q_bytes) * scale;
+    // [n_heads][n_kv]
+    dots(
+        &cache.k[kv.start * cache.kv_dim + koff..],
+        cache.kv_dim,
+        q_r,
+        hd,
+        scores,
+    );
+    for s in scores.chunks_exact_mut(n_kv) {
+        for v in s.iter_mut() {
+            *v *= scale;
+        }
+        softmax(s, kern.soft_max());
+        T::round_f32s(s);
     }
-    softmax(scores);
-    let p_t = &mut p_t[..n_kv];
-    for (d, s) in p_t.iter_mut().zip(scores.iter()) {
-        *d = T::from_f32(*s);
-    }
-    let p_bytes = block_bytes(p_t);
-    for (d, o) in out.iter_mut().enumerate() {
-        let row = (koff + d) * cache.n_ctx;
-        *o = dot(
-            block_bytes(&cache.v_t[row + kv.start..row + kv.end]),
-            p_bytes,
-        );
-    }
+    dots(
+        &cache.v_t[koff * cache.n_ctx + kv.start..],
+        cache.n_ctx,
+        scores,
+        n_kv,
+        out,
+    );
 }
 
 #[cfg(test)]
@@ -360,7 +399,7 @@ mod tests {
     #[test]
     fn softmax_sums_to_one_and_orders() {
         let mut x = vec![1.0, 2.0, 3.0, -1e9];
-        softmax(&mut x);
+        softmax(&mut x, crate::kernels::Kernels::scalar().soft_max());
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[2] > x[1] && x[1] > x[0] && x[3] == 0.0);
         let e: Vec<f64> = [1.0f64, 2.0, 3.0].iter().map(|v| v.exp()).collect();
@@ -434,16 +473,23 @@ mod tests {
         }
     }
 
+    /// ns per attention head (SmolLM2's shape: head dim 64, KV width 192) at several context
+    /// lengths, best of many runs, for the detected kernel path, with 1 to `ATTN_MAX_HEADS`
+    /// heads of a GQA group per call.
+    /// `cargo test --release -p edgellm-runtime --lib bench_attention -- --ignored --nocapture`
     #[test]
-    fn attention_head_matches_naive_f64() {
-        let (hd, n_ctx, kv_dim, kv_head) = (8, 7, 16, 1);
+    #[ignore]
+    fn bench_attention() {
+        let (hd, kv_dim, n_ctx) = (64, 192, 1024);
         let k: Vec<f16> = (0..n_ctx * kv_dim)
             .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
             .collect();
         let v_t: Vec<f16> = (0..kv_dim * n_ctx)
             .map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2))
             .collect();
-        let q: Vec<f32> = (0..hd).map(|i| (i as f32 - 3.5) * 0.3).collect();
+        let q: Vec<f32> = (0..4 * hd)
+            .map(|i| ((i % 61) as f32 - 31.5) * 0.03)
+            .collect();
         let cache = LayerCache {
             k: &k,
             v_t: &v_t,
@@ -451,47 +497,118 @@ mod tests {
             n_ctx,
         };
         let mut scratch = AttnScratch::new(n_ctx, hd, crate::GgmlType::F16);
-        let dot = crate::kernels::Kernels::scalar()
-            .row_dot(crate::GgmlType::F16)
-            .unwrap();
-        // Causal (all of 0..5) and a sliding window (the last 3 of them).
-        for kv in [0..5usize, 2..5] {
-            let mut out = vec![0.0; hd];
-            attention_head(
-                &q,
-                &cache,
-                kv_head,
-                kv.clone(),
-                0.5,
-                dot,
-                &mut scratch,
-                &mut out,
-            );
-            let mut s: Vec<f64> = kv
-                .clone()
-                .map(|j| {
-                    (0..hd)
-                        .map(|d| q[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64())
-                        .sum::<f64>()
-                        * 0.5
-                })
-                .collect();
-            let m = s.iter().cloned().fold(f64::MIN, f64::max);
-            let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
-            for x in s.iter_mut() {
-                *x = (*x - m).exp() / z;
+        let mut out = vec![0.0; 4 * hd];
+        let kern = crate::kernels::Kernels::detect();
+        for n_kv in [16usize, 64, 128, 256, 512, 1024] {
+            let mut line = format!("{} n_kv {n_kv:5}, ns per head:", kern.path());
+            for heads in 1..=ATTN_MAX_HEADS {
+                let reps = 50_000 / n_kv;
+                let mut best = f64::MAX;
+                for _ in 0..40 {
+                    let t0 = std::time::Instant::now();
+                    for _ in 0..reps {
+                        attention(
+                            &q[..heads * hd],
+                            hd,
+                            &cache,
+                            1,
+                            0..n_kv,
+                            0.125,
+                            &kern,
+                            &mut scratch,
+                            &mut out[..heads * hd],
+                        );
+                        std::hint::black_box(&mut out);
+                    }
+                    let ns = t0.elapsed().as_secs_f64() * 1e9 / (reps * heads) as f64;
+                    best = best.min(ns);
+                }
+                line += &format!("  {heads}/call {best:6.0}");
             }
-            for d in 0..hd {
-                let want: f64 = kv
-                    .clone()
-                    .enumerate()
-                    .map(|(i, j)| s[i] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
-                    .sum();
-                assert!(
-                    (out[d] as f64 - want).abs() < 3e-3,
-                    "{kv:?} d {d}: {} vs {want}",
-                    out[d]
-                );
+            println!("{line}");
+        }
+    }
+
+    /// Every kernel path this CPU runs against a naive f64 attention, on a toy shape and on
+    /// SmolLM2's (head dim 64 of a KV width 192, groups of 1, 3 and 4 heads), causal and
+    /// sliding-window ranges whose lengths are no multiple of the vector width. The tolerance
+    /// covers the f16 rounding of q and of the probabilities.
+    #[test]
+    fn attention_matches_naive_f64() {
+        for (hd, n_ctx, kv_dim, kv_head, heads, ranges) in [
+            (8, 7, 16, 1, 1, vec![0..5usize, 2..5]),
+            (8, 7, 16, 1, 2, vec![0..5usize, 2..5]),
+            (64, 45, 192, 2, 1, vec![0..1, 0..37, 9..37, 0..45]),
+            (64, 45, 192, 2, 3, vec![0..1, 0..37, 9..37, 0..45]),
+            (64, 45, 192, 0, 4, vec![0..2, 0..45]),
+        ] {
+            let k: Vec<f16> = (0..n_ctx * kv_dim)
+                .map(|i| f16::from_f32(((i * 5 % 11) as f32 - 5.0) * 0.1))
+                .collect();
+            let v_t: Vec<f16> = (0..kv_dim * n_ctx)
+                .map(|i| f16::from_f32(((i * 3 % 7) as f32 - 3.0) * 0.2))
+                .collect();
+            let q: Vec<f32> = (0..heads * hd)
+                .map(|i| ((i * 7 % 9) as f32 - 3.5) * 0.3)
+                .collect();
+            let cache = LayerCache {
+                k: &k,
+                v_t: &v_t,
+                kv_dim,
+                n_ctx,
+            };
+            let mut scratch = AttnScratch::new(n_ctx, hd, crate::GgmlType::F16);
+            for path in crate::kernels::KernelPath::ALL {
+                if !(path.is_implemented() && path.is_supported()) {
+                    continue;
+                }
+                let kern = crate::kernels::Kernels::new(path).expect("supported path");
+                for kv in &ranges {
+                    let mut out = vec![0.0; heads * hd];
+                    let scale = 0.5;
+                    attention(
+                        &q,
+                        hd,
+                        &cache,
+                        kv_head,
+                        kv.clone(),
+                        scale,
+                        &kern,
+                        &mut scratch,
+                        &mut out,
+                    );
+                    for h in 0..heads {
+                        let qh = &q[h * hd..(h + 1) * hd];
+                        let mut s: Vec<f64> = kv
+                            .clone()
+                            .map(|j| {
+                                (0..hd)
+                                    .map(|d| {
+                                        qh[d] as f64 * k[j * kv_dim + kv_head * hd + d].to_f64()
+                                    })
+                                    .sum::<f64>()
+                                    * scale as f64
+                            })
+                            .collect();
+                        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                        for x in s.iter_mut() {
+                            *x = (*x - m).exp() / z;
+                        }
+                        for d in 0..hd {
+                            let want: f64 = kv
+                                .clone()
+                                .enumerate()
+                                .map(|(i, j)| s[i] * v_t[(kv_head * hd + d) * n_ctx + j].to_f64())
+                                .sum();
+                            let got = out[h * hd + d] as f64;
+                            assert!(
+                                (got - want).abs() < 3e-3,
+                                "{path} hd {hd} heads {heads} {kv:?} h {h} d {d}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
             }
         }
     }

@@ -12,6 +12,10 @@
 //! equal to the sums of their quants, as the quantizer does) take 1 to 12 super-blocks; their
 //! Σ|terms| counts the scale part and the minimum part of each weight separately.
 //!
+//! The attention kernels: the multi-row dots (f16 and f32 rows, 1 to 6 vectors, any length and
+//! stride) within the float dots' budget of the scalar ones, which equal the one-row dots bit
+//! for bit; the softmax exponentials within 2 ulp of libm's `expf`, their sum within 1e-6.
+//!
 //! The activation quantizers must write exactly the scalar bytes, ties and specials included.
 //! Also: asking for a path the CPU lacks is an error (never a crash), and `EDGELLM_KERNELS`
 //! parsing. `bench_row_dots` (ignored) prints ns per row for each path.
@@ -484,10 +488,131 @@ proptest! {
     }
 
     #[test]
+    fn multi_row_dots_match_scalar(
+        (n_rows, n, pad, g) in (0usize..40, 1usize..150, 0usize..20, 1usize..=6),
+        seed in prop::collection::vec(moderate_f32(), 64),
+    ) {
+        check_rows_dots(n_rows, n, n + pad, g, &seed)?;
+    }
+
+    #[test]
+    fn soft_max_exponentials_match_scalar(
+        x in prop::collection::vec(prop_oneof![
+            6 => -30.0f32..30.0,
+            2 => -120.0f32..0.0,
+            1 => -1e4f32..1e4,
+            1 => Just(0.0f32),
+        ], 0..100),
+        max in prop_oneof![Just(None), (-30.0f32..30.0).prop_map(Some)],
+    ) {
+        check_soft_max(&x, max)?;
+    }
+
+    #[test]
     fn quantize_act_writes_the_scalar_bytes(x in prop::collection::vec(act_value(), 32..=32 * 49)) {
         let n = x.len() / 32 * 32;
         check_quantize_act(&x[..n])?;
     }
+}
+
+/// Every path's multi-row dots (f16 and f32 rows, `g` vectors) against the scalar ones, each
+/// result within `FLOAT_REL · Σ|terms|`: `n_rows` rows of `n` values, `stride` apart (the matrix
+/// ends with the last row, as the KV cache's last head does), values cycled from `seed`. The
+/// scalar results are checked against the one-row scalar dots (with the vector in f16 for f16
+/// rows, which holds the same values).
+fn check_rows_dots(
+    n_rows: usize,
+    n: usize,
+    stride: usize,
+    g: usize,
+    seed: &[f32],
+) -> Result<(), TestCaseError> {
+    let len = if n_rows == 0 {
+        0
+    } else {
+        (n_rows - 1) * stride + n
+    };
+    let m: Vec<f32> = (0..len)
+        .map(|i| seed[(i * 7 + i / 13) % seed.len()])
+        .collect();
+    let x: Vec<f32> = (0..g * n).map(|i| seed[(i * 5 + 3) % seed.len()]).collect();
+    let mh: Vec<f16> = m.iter().map(|&v| f16::from_f32(v)).collect();
+    let xh: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
+    let mhf: Vec<f32> = mh.iter().map(|h| h.to_f32()).collect();
+    let xhf: Vec<f32> = xh.iter().map(|h| h.to_f32()).collect();
+    let scalar = Kernels::scalar();
+    let mut want32 = vec![0.0f32; g * n_rows];
+    let mut want16 = vec![0.0f32; g * n_rows];
+    (scalar.rows_dot_f32())(&m, stride, &x, n, &mut want32);
+    (scalar.rows_dot_f16())(&mh, stride, &xhf, n, &mut want16);
+    let dot16 = scalar.row_dot(GgmlType::F16).expect("f16 dot");
+    let dot32 = scalar.row_dot(GgmlType::F32).expect("f32 dot");
+    for h in 0..g {
+        for r in 0..n_rows {
+            let (row, row_h) = (&m[r * stride..][..n], &mh[r * stride..][..n]);
+            let (v, v_h) = (&x[h * n..][..n], &xh[h * n..][..n]);
+            let one32 = dot32(quant::block_bytes(row), quant::block_bytes(v));
+            let one16 = dot16(quant::block_bytes(row_h), quant::block_bytes(v_h));
+            prop_assert_eq!(want32[h * n_rows + r].to_bits(), one32.to_bits());
+            prop_assert_eq!(want16[h * n_rows + r].to_bits(), one16.to_bits());
+        }
+    }
+    for k in simd_kernels() {
+        let mut got32 = vec![f32::NAN; g * n_rows];
+        let mut got16 = vec![f32::NAN; g * n_rows];
+        (k.rows_dot_f32())(&m, stride, &x, n, &mut got32);
+        (k.rows_dot_f16())(&mh, stride, &xhf, n, &mut got16);
+        for h in 0..g {
+            for r in 0..n_rows {
+                let o = h * n_rows + r;
+                let t32 = abs_terms_float(&m[r * stride..][..n], &x[h * n..][..n]);
+                let t16 = abs_terms_float(&mhf[r * stride..][..n], &xhf[h * n..][..n]);
+                let tol32 = FLOAT_REL * t32 + f64::from(f32::MIN_POSITIVE);
+                let tol16 = FLOAT_REL * t16 + f64::from(f32::MIN_POSITIVE);
+                let e32 = (f64::from(got32[o]) - f64::from(want32[o])).abs();
+                let e16 = (f64::from(got16[o]) - f64::from(want16[o])).abs();
+                prop_assert!(e32 <= tol32, "{} f32 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got32[o], want32[o]);
+                prop_assert!(e16 <= tol16, "{} f16 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got16[o], want16[o]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every path's softmax exponentials against the scalar ones (libm's `expf`): each value
+/// within 2 ulp relative (the SIMD `expf` is within 1.5 ulp, libm's within 0.5) or both below
+/// the normal range (the SIMD path flushes from about -103.9, where libm's goes on in
+/// subnormals), the sum within 1e-6 relative. `max` is the row's maximum (as softmax passes it)
+/// or an arbitrary value, so arguments above 0 up to overflow are covered too.
+fn check_soft_max(x: &[f32], max: Option<f32>) -> Result<(), TestCaseError> {
+    let max = max.unwrap_or_else(|| x.iter().copied().fold(f32::NEG_INFINITY, f32::max));
+    let mut want = x.to_vec();
+    let want_sum = (Kernels::scalar().soft_max())(&mut want, max);
+    for k in simd_kernels() {
+        let mut got = x.to_vec();
+        let got_sum = (k.soft_max())(&mut got, max);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let close = if w.is_infinite() {
+                g == w
+            } else {
+                (f64::from(g) - f64::from(w)).abs() <= 2.4e-7 * f64::from(w).abs()
+                    || (g.abs() < f32::MIN_POSITIVE && w.abs() < f32::MIN_POSITIVE)
+            };
+            prop_assert!(
+                close,
+                "{}: e^({} - {max}) = {g}, scalar {w}",
+                k.path(),
+                x[i]
+            );
+        }
+        let close_sum = if want_sum.is_infinite() {
+            got_sum == want_sum
+        } else {
+            (got_sum - want_sum).abs() <= 1e-6 * want_sum.abs()
+        };
+        prop_assert!(close_sum, "{}: sum {got_sum}, scalar {want_sum}", k.path());
+    }
+    Ok(())
 }
 
 /// Activation values: ordinary, huge, tiny (down to subnormal), exact ties after scaling

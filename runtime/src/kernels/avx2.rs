@@ -29,7 +29,7 @@ use half::{bf16, f16};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
-use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, GROUP};
+use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -40,6 +40,15 @@ row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
 row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot2_entry!(row_dot2_q4_1, vec_dot2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 row_dot2_entry!(row_dot2_q8_0, vec_dot2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
+rows_dot_entry!(rows_dot_f16, vec_dots_f16, f16);
+rows_dot_entry!(rows_dot_f32, vec_dots_f32, f32);
+
+/// [`vec_soft_max_f32`] as a table entry.
+pub(super) fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    // SAFETY: only stored in a `Kernels` table for the avx2 or avx512 path, built after
+    // `KernelPath::is_supported` confirmed AVX2, FMA and F16C.
+    unsafe { vec_soft_max_f32(x, max) }
+}
 
 /// [`quantize_row_q8_0_avx2`] as a table entry.
 pub(super) fn quantize_row_q8_0_entry(x: &[f32], y: &mut [BlockQ8_0]) {
@@ -829,6 +838,310 @@ pub(super) unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
             ),
             |j| x[j].to_f32() * y[j].to_f32()
         )
+    }
+}
+
+/// The four sums of `a`, `b`, `c`, `d`'s lanes, in that order (three `hadd`s and one add
+/// instead of four separate reductions).
+///
+/// # Safety
+/// AVX must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_f32_8x4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
+    // SAFETY: register-only intrinsics; AVX is the caller's contract.
+    unsafe {
+        // [a01 a23 b01 b23 | a45 a67 b45 b67], then [a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7]
+        let abcd = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+        _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1))
+    }
+}
+
+/// Defines `$step`, `$group` and `$dots` for rows of `$t`, whose `|$p| $load` reads 8 elements
+/// at `$p` as f32 lanes.
+///
+/// `$step::<N, G>` dots `N` rows (at `p`, `stride` elements apart) with `G` f32 vectors (at
+/// `x`, `n` apart) over `n` columns: accumulator `k·G + h` (of 12) holds row `k` · vector `h`.
+/// Each 8 columns of a row are loaded and converted once for all `G` vectors: with a GQA group
+/// of query heads as the vectors, that conversion, the bound of a one-vector dot, is shared.
+/// The last `n % 8` columns of each row go through a zero-padded stack tile against `x_tail`
+/// (the same columns of the vectors, padded). `$group::<G, N>` runs `N` rows per step, then
+/// single rows, and writes the sums; `$dots` is the [`RowsDot`](super::RowsDot) kernel, which
+/// takes the vectors four at a time (12 accumulators and the row fit AVX2's 16 registers).
+macro_rules! float_rows_dots {
+    ($step:ident, $group:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
+        /// # Safety
+        /// AVX2, FMA and F16C must be available; rows `0..N` of `n` elements at `p` (`stride`
+        /// apart) and `G` vectors of `n` f32 at `x` must lie in their allocations; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $step<const N: usize, const G: usize>(
+            p: *const $t,
+            stride: usize,
+            x: *const f32,
+            n: usize,
+            x_tail: &[__m256; 4],
+        ) -> [__m256; 12] {
+            let n8 = n - n % 8;
+            // SAFETY: loads of 8 elements at column `i < n8` of a row or a vector stay inside
+            // it (the caller's contract); the tails are copied out by their exact length.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); 12];
+                let mut i = 0;
+                while i < n8 {
+                    for k in 0..N {
+                        let r = {
+                            let $p = p.add(k * stride + i);
+                            $load
+                        };
+                        for h in 0..G {
+                            let xv = _mm256_loadu_ps(x.add(h * n + i));
+                            acc[k * G + h] = _mm256_fmadd_ps(r, xv, acc[k * G + h]);
+                        }
+                    }
+                    i += 8;
+                }
+                if n8 < n {
+                    for k in 0..N {
+                        let mut tile = [<$t>::default(); 8];
+                        std::ptr::copy_nonoverlapping(
+                            p.add(k * stride + n8),
+                            tile.as_mut_ptr(),
+                            n - n8,
+                        );
+                        let r = {
+                            let $p = tile.as_ptr();
+                            $load
+                        };
+                        for h in 0..G {
+                            acc[k * G + h] = _mm256_fmadd_ps(r, x_tail[h], acc[k * G + h]);
+                        }
+                    }
+                }
+                acc
+            }
+        }
+
+        /// `out[h·n_rows + r] = row r · vector h` for `G` vectors at `x` and `n_rows` rows.
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be available; `x` holds `G·n` values, `out` `G·n_rows`, and
+        /// rows `0..n_rows` of `n` elements at `p` lie in one allocation; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $group<const G: usize, const N: usize>(
+            p: *const $t,
+            stride: usize,
+            x: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let n_rows = out.len() / G;
+            let n8 = n - n % 8;
+            let mut tails = [[0.0f32; 8]; 4];
+            for (h, t) in tails.iter_mut().enumerate().take(G) {
+                t[..n - n8].copy_from_slice(&x[h * n + n8..(h + 1) * n]);
+            }
+            // SAFETY: each step reads rows `r..r + M` with `r + M <= n_rows` (in bounds by the
+            // caller's contract) and the `G` vectors of `x`; the sums land in `out` through
+            // bounds-checked indexing.
+            unsafe {
+                let x_tail = [
+                    _mm256_loadu_ps(tails[0].as_ptr()),
+                    _mm256_loadu_ps(tails[1].as_ptr()),
+                    _mm256_loadu_ps(tails[2].as_ptr()),
+                    _mm256_loadu_ps(tails[3].as_ptr()),
+                ];
+                let mut sums = [0.0f32; 12];
+                let mut r = 0;
+                while r < n_rows {
+                    let m = if r + N <= n_rows { N } else { 1 };
+                    let acc = if m == N {
+                        $step::<N, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    } else {
+                        $step::<1, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    };
+                    let mut j = 0;
+                    while j + 4 <= m * G {
+                        let s = hsum_f32_8x4(acc[j], acc[j + 1], acc[j + 2], acc[j + 3]);
+                        _mm_storeu_ps(sums.as_mut_ptr().add(j), s);
+                        j += 4;
+                    }
+                    while j < m * G {
+                        sums[j] = hsum_f32_8(acc[j]);
+                        j += 1;
+                    }
+                    for k in 0..m {
+                        for h in 0..G {
+                            out[h * n_rows + r + k] = sums[k * G + h];
+                        }
+                    }
+                    r += m;
+                }
+            }
+        }
+
+        /// Rows dotted with f32 vectors in f32 lanes (see [`RowsDot`](super::RowsDot); twin:
+        /// the scalar kernel of the same name, which sums in f64: the difference is float
+        /// rounding only).
+        ///
+        /// # Safety
+        /// AVX2, FMA and F16C must be available.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $dots(
+            rows: &[$t],
+            stride: usize,
+            xs: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let (g, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+            let mut h0 = 0;
+            while h0 < g {
+                let gc = (g - h0).min(4);
+                let x = &xs[h0 * n..(h0 + gc) * n];
+                let o = &mut out[h0 * n_rows..(h0 + gc) * n_rows];
+                let p = rows.as_ptr();
+                // SAFETY: `rows_dot_shape` checked that the `n_rows` rows lie in `rows`; `x`
+                // and `o` hold `gc` vectors and `gc` output rows; N·G is at most 9.
+                unsafe {
+                    match gc {
+                        1 => $group::<1, 8>(p, stride, x, n, o),
+                        2 => $group::<2, 4>(p, stride, x, n, o),
+                        3 => $group::<3, 3>(p, stride, x, n, o),
+                        _ => $group::<4, 2>(p, stride, x, n, o),
+                    }
+                }
+                h0 += gc;
+            }
+        }
+    };
+}
+
+float_rows_dots!(rows_step_f16, rows_group_f16, vec_dots_f16, f16, |p| {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+});
+float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
+    _mm256_loadu_ps(p)
+});
+
+/// The constants of [`expf_8`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
+/// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and
+/// the polynomial's coefficients of b⁵ … b¹.
+const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
+const EXP_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+const EXP_C: [f32; 5] = [
+    f32::from_bits(0x3c07_2010),
+    f32::from_bits(0x3d2b_9f17),
+    f32::from_bits(0x3e2a_af33),
+    f32::from_bits(0x3eff_fedb),
+    f32::from_bits(0x3f7f_fff6),
+];
+
+/// e^x in 8 lanes, as ggml's AVX2 `ggml_v_expf` (Arm's optimized-routines `expf`): x = n·ln 2 + b
+/// with n an integer (rounded by the shifter) and |b| ≤ ln 2 / 2, e^b - 1 by a degree-5
+/// polynomial, 2ⁿ built in the exponent bits. Lanes with |n| > 126 take a path that scales in
+/// two steps, so results overflow to ∞ above ~88.7 and flush to 0 below ~-103.9, as `expf`
+/// does. Within 1.5 ulp of e^x.
+///
+/// # Safety
+/// AVX2 and FMA must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn expf_8(x: __m256) -> __m256 {
+    // SAFETY: register-only intrinsics; AVX2 and FMA are the caller's contract.
+    unsafe {
+        let shift = _mm256_set1_ps(EXP_SHIFT);
+        let z = _mm256_fmadd_ps(x, _mm256_set1_ps(EXP_INV_LN2), shift);
+        let n = _mm256_sub_ps(z, shift);
+        let b = _mm256_fnmadd_ps(
+            n,
+            _mm256_set1_ps(EXP_LN2_LO),
+            _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x),
+        );
+        // 2ⁿ: n's integer sits in z's low mantissa bits; shifted into the exponent field and
+        // added to 1.0's bits.
+        let e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+        let k = _mm256_castsi256_ps(_mm256_add_epi32(
+            e,
+            _mm256_castps_si256(_mm256_set1_ps(1.0)),
+        ));
+        let abs_n = _mm256_andnot_ps(_mm256_set1_ps(-0.0), n);
+        let big = _mm256_cmp_ps(abs_n, _mm256_set1_ps(126.0), _CMP_GT_OQ);
+        let u = _mm256_mul_ps(b, b);
+        let [c0, c1, c2, c3, c4] = [
+            _mm256_set1_ps(EXP_C[0]),
+            _mm256_set1_ps(EXP_C[1]),
+            _mm256_set1_ps(EXP_C[2]),
+            _mm256_set1_ps(EXP_C[3]),
+            _mm256_set1_ps(EXP_C[4]),
+        ];
+        let j = _mm256_fmadd_ps(
+            _mm256_fmadd_ps(_mm256_fmadd_ps(c0, b, c1), u, _mm256_fmadd_ps(c2, b, c3)),
+            u,
+            _mm256_mul_ps(c4, b),
+        );
+        let near = _mm256_fmadd_ps(j, k, k);
+        if _mm256_movemask_ps(big) == 0 {
+            return near;
+        }
+        // |n| > 126: 2ⁿ = s1·s2 with both factors representable; |n| > 192: s1² alone
+        // (∞ or 0).
+        let g = _mm256_and_si256(
+            _mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+            _mm256_set1_epi32(0x8200_0000u32 as i32),
+        );
+        let s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f00_0000)));
+        let s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+        let huge = _mm256_cmp_ps(abs_n, _mm256_set1_ps(192.0), _CMP_GT_OQ);
+        let scaled = _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1);
+        _mm256_blendv_ps(
+            _mm256_blendv_ps(near, scaled, big),
+            _mm256_mul_ps(s1, s1),
+            huge,
+        )
+    }
+}
+
+/// `x[i] = e^(x[i] - max)` with [`expf_8`], returning Σ x[i] (twin:
+/// [`scalar::vec_soft_max_f32`](super::scalar::vec_soft_max_f32)). The sum runs in f64 lanes;
+/// the last `len % 8` values go through a stack tile.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    let n = x.len();
+    let n8 = n - n % 8;
+    let p = x.as_mut_ptr();
+    // SAFETY: 8 values are loaded and stored at `i` only while `i + 8 <= n`.
+    unsafe {
+        let m = _mm256_set1_ps(max);
+        let (mut lo, mut hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+        let mut i = 0;
+        while i < n8 {
+            let v = expf_8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), m));
+            _mm256_storeu_ps(p.add(i), v);
+            lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+            hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+            i += 8;
+        }
+        let s = _mm256_add_pd(lo, hi);
+        let s = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+        let mut sum = _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+        if n8 < n {
+            let mut tile = [0.0f32; 8];
+            tile[..n - n8].copy_from_slice(&x[n8..]);
+            let v = expf_8(_mm256_sub_ps(_mm256_loadu_ps(tile.as_ptr()), m));
+            _mm256_storeu_ps(tile.as_mut_ptr(), v);
+            for (d, e) in x[n8..].iter_mut().zip(tile) {
+                *d = e;
+                sum += e as f64;
+            }
+        }
+        sum
     }
 }
 

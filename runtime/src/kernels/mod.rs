@@ -205,6 +205,25 @@ pub type RowDot = fn(w: &[u8], a: &[u8]) -> f32;
 /// loads and scale conversions shared by both rows.
 pub type RowDot2 = fn(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2];
 
+/// Rows of a matrix dotted with `g` vectors: `out[h·n_rows + r] = rows[r·stride..][..n] · xs[h·n..][..n]`
+/// for every vector `h < g = xs.len() / n` and row `r < n_rows = out.len() / g` (panics unless
+/// `n > 0`, `xs` holds whole vectors, `out` whole output rows and `rows` all `n_rows` rows).
+/// Attention's two products have this shape, for the query heads of one GQA group at once:
+/// the cached keys (`stride` = the KV width) against the queries, then the transposed values
+/// (`stride` = the context length) against the probabilities. The vectors are f32 holding values
+/// of the row type (an f16 cache's queries and probabilities rounded to f16 first), so their
+/// products are those of ggml's f16 dot. The SIMD kernels convert each row chunk once for all
+/// vectors and reduce several sums' lanes together. Each result is `row · vector` up to the
+/// order of float additions.
+pub type RowsDot<T> = fn(rows: &[T], stride: usize, xs: &[f32], n: usize, out: &mut [f32]);
+
+/// The exponentials of a softmax in place: `x[i] = e^(x[i] - max)`, returning their sum in f64
+/// (ggml's `ggml_vec_soft_max_f32`). The SIMD paths compute `e^x` as ggml's do (`ggml_v_expf`,
+/// the Arm optimized-routines algorithm: within 1.5 ulp of the exact value where libm's `expf`,
+/// the scalar path, is within 0.5), so they differ from the scalar one by an ulp or two per
+/// value and by the order of the additions.
+pub type SoftMaxExp = fn(x: &mut [f32], max: f32) -> f64;
+
 /// Quantizes one f32 row into Q8_0 activation blocks (`x.len() == 32 * y.len()`).
 type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
 /// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
@@ -232,6 +251,10 @@ pub struct Kernels {
     q4_1x2: Option<RowDot2>,
     q8_0x2: Option<RowDot2>,
     q5_0x2: Option<RowDot2>,
+    /// The KV cache's multi-row dots (attention).
+    f16_rows: RowsDot<f16>,
+    f32_rows: RowsDot<f32>,
+    soft_max: SoftMaxExp,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
     quantize_q8_k: QuantizeQ8K,
@@ -266,6 +289,9 @@ impl Kernels {
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
                 bf16: avx2::row_dot_bf16,
+                f16_rows: avx2::rows_dot_f16,
+                f32_rows: avx2::rows_dot_f32,
+                soft_max: avx2::soft_max_f32,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
@@ -292,6 +318,9 @@ impl Kernels {
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
                 bf16: avx2::row_dot_bf16,
+                f16_rows: avx2::rows_dot_f16,
+                f32_rows: avx2::rows_dot_f32,
+                soft_max: avx2::soft_max_f32,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
@@ -310,6 +339,9 @@ impl Kernels {
                 f16: neon::row_dot_f16,
                 f32: neon::row_dot_f32,
                 bf16: neon::row_dot_bf16,
+                f16_rows: neon::rows_dot_f16,
+                f32_rows: neon::rows_dot_f32,
+                soft_max: neon::soft_max_f32,
                 quantize_q8_0: neon::quantize_row_q8_0_entry,
                 quantize_q8_1: neon::quantize_row_q8_1_entry,
                 q4_k: kquant_neon::row_dot_q4_k,
@@ -370,6 +402,9 @@ impl Kernels {
             q4_1x2: None,
             q8_0x2: None,
             q5_0x2: None,
+            f16_rows: scalar::vec_dots_f16,
+            f32_rows: scalar::vec_dots_f32,
+            soft_max: scalar::vec_soft_max_f32,
             quantize_q8_0: quant::quantize_row_q8_0,
             quantize_q8_1: quant::quantize_row_q8_1,
             quantize_q8_k: quant::quantize_row_q8_k,
@@ -429,6 +464,21 @@ impl Kernels {
             GgmlType::Q5_0 => self.q5_0x2,
             _ => None,
         }
+    }
+
+    /// The multi-row dot over f16 rows (an f16 KV cache).
+    pub fn rows_dot_f16(&self) -> RowsDot<f16> {
+        self.f16_rows
+    }
+
+    /// The multi-row dot over f32 rows (an f32 KV cache).
+    pub fn rows_dot_f32(&self) -> RowsDot<f32> {
+        self.f32_rows
+    }
+
+    /// The exponentials of a softmax (see [`SoftMaxExp`]).
+    pub fn soft_max(&self) -> SoftMaxExp {
+        self.soft_max
     }
 
     /// The row-dot function for weights of type `weight`.
@@ -529,6 +579,21 @@ macro_rules! row_dot_entry {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use row_dot_entry;
 
+/// Like [`row_dot_entry`], for a [`RowsDot`] kernel `$kernel(rows, stride, x, out)` over `$t`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! rows_dot_entry {
+    ($name:ident, $kernel:path, $t:ty) => {
+        #[doc = concat!("`", stringify!($kernel), "` as a table entry.")]
+        pub(super) fn $name(rows: &[$t], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+            // SAFETY: only `Kernels::new` stores this entry, for a path whose `is_supported`
+            // check covers the features the kernel enables.
+            unsafe { $kernel(rows, stride, xs, n, out) }
+        }
+    };
+}
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+pub(crate) use rows_dot_entry;
+
 /// Blocks the SIMD activation quantizers handle per group: their scales are computed
 /// together, so the two dependent divisions per block become two vector divisions per group.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -578,6 +643,32 @@ macro_rules! quantize_q8_groups {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) use quantize_q8_groups;
+
+/// `(g, n_rows)` of a [`RowsDot`] call, after checking its promises: `n > 0`, whole vectors and
+/// output rows, and the rows inside the matrix (`(n_rows - 1)·stride + n <= rows_len`).
+pub(crate) fn rows_dot_shape(
+    rows_len: usize,
+    stride: usize,
+    xs_len: usize,
+    n: usize,
+    out_len: usize,
+) -> (usize, usize) {
+    assert!(
+        n > 0 && xs_len % n == 0 && xs_len > 0,
+        "{xs_len} values are no whole vectors of {n}"
+    );
+    let g = xs_len / n;
+    assert!(
+        out_len % g == 0,
+        "{out_len} outputs are no whole rows for {g} vectors"
+    );
+    let n_rows = out_len / g;
+    assert!(
+        n_rows == 0 || (n_rows - 1) * stride + n <= rows_len,
+        "{n_rows} rows of {n} with stride {stride} need more than {rows_len} elements"
+    );
+    (g, n_rows)
+}
 
 /// Views both byte rows as blocks; a length or alignment mismatch (impossible for tensors the
 /// loader validated) yields NaN so it shows in the output instead of passing silently.

@@ -30,7 +30,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, GROUP};
+use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
@@ -78,6 +78,15 @@ row_dot2_entry!(
 );
 row_dot_entry!(row_dot_f16, vec_dot_f16, f16, f16);
 row_dot_entry!(row_dot_f32, vec_dot_f32, f32, f32);
+rows_dot_entry!(rows_dot_f16, vec_dots_f16, f16);
+rows_dot_entry!(rows_dot_f32, vec_dots_f32, f32);
+
+/// [`vec_soft_max_f32`] as a table entry.
+pub(super) fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    // SAFETY: only stored in a `Kernels` table for a NEON path, built after
+    // `KernelPath::is_supported` confirmed NEON.
+    unsafe { vec_soft_max_f32(x, max) }
+}
 row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
 
 /// [`quantize_row_q8_0_neon`] as a table entry.
@@ -550,6 +559,285 @@ pub(super) unsafe fn vec_dot_f16(x: &[f16], y: &[f16]) -> f32 {
             ),
             |j| x[j].to_f32() * y[j].to_f32()
         )
+    }
+}
+
+/// Defines `$step`, `$group` and `$dots` for rows of `$t`, whose `|$p| $load` reads 4 elements
+/// at `$p` as f32 lanes: the NEON twin of the AVX2 module's `float_rows_dots!` (4 lanes per
+/// step; the same 12 accumulators, of NEON's 32 registers).
+///
+/// `$step::<N, G>` dots `N` rows (at `p`, `stride` elements apart) with `G` f32 vectors (at
+/// `x`, `n` apart) over `n` columns: accumulator `k·G + h` holds row `k` · vector `h`; each 4
+/// columns of a row are loaded and converted once for all `G` vectors. The last `n % 4` columns
+/// of each row go through a zero-padded stack tile against `x_tail`. `$group::<G, N>` runs `N`
+/// rows per step, then single rows, and writes the sums (four at a time by pairwise adds);
+/// `$dots` is the [`RowsDot`](super::RowsDot) kernel, taking the vectors four at a time.
+macro_rules! float_rows_dots {
+    ($step:ident, $group:ident, $dots:ident, $t:ty, |$p:ident| $load:expr) => {
+        /// # Safety
+        /// NEON must be available; rows `0..N` of `n` elements at `p` (`stride` apart) and `G`
+        /// vectors of `n` f32 at `x` must lie in their allocations; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "neon")]
+        unsafe fn $step<const N: usize, const G: usize>(
+            p: *const $t,
+            stride: usize,
+            x: *const f32,
+            n: usize,
+            x_tail: &[float32x4_t; 4],
+        ) -> [float32x4_t; 12] {
+            let n4 = n - n % 4;
+            // SAFETY: loads of 4 elements at column `i < n4` of a row or a vector stay inside
+            // it (the caller's contract); the tails are copied out by their exact length.
+            unsafe {
+                let mut acc = [vdupq_n_f32(0.0); 12];
+                let mut i = 0;
+                while i < n4 {
+                    for k in 0..N {
+                        let r = {
+                            let $p = p.add(k * stride + i);
+                            $load
+                        };
+                        for h in 0..G {
+                            let xv = vld1q_f32(x.add(h * n + i));
+                            acc[k * G + h] = vfmaq_f32(acc[k * G + h], r, xv);
+                        }
+                    }
+                    i += 4;
+                }
+                if n4 < n {
+                    for k in 0..N {
+                        let mut tile = [<$t>::default(); 4];
+                        std::ptr::copy_nonoverlapping(
+                            p.add(k * stride + n4),
+                            tile.as_mut_ptr(),
+                            n - n4,
+                        );
+                        let r = {
+                            let $p = tile.as_ptr();
+                            $load
+                        };
+                        for h in 0..G {
+                            acc[k * G + h] = vfmaq_f32(acc[k * G + h], r, x_tail[h]);
+                        }
+                    }
+                }
+                acc
+            }
+        }
+
+        /// `out[h·n_rows + r] = row r · vector h` for `G` vectors at `x` and `n_rows` rows.
+        ///
+        /// # Safety
+        /// NEON must be available; `x` holds `G·n` values, `out` `G·n_rows`, and rows
+        /// `0..n_rows` of `n` elements at `p` lie in one allocation; `N·G <= 12`.
+        #[inline]
+        #[target_feature(enable = "neon")]
+        unsafe fn $group<const G: usize, const N: usize>(
+            p: *const $t,
+            stride: usize,
+            x: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let n_rows = out.len() / G;
+            let n4 = n - n % 4;
+            let mut tails = [[0.0f32; 4]; 4];
+            for (h, t) in tails.iter_mut().enumerate().take(G) {
+                t[..n - n4].copy_from_slice(&x[h * n + n4..(h + 1) * n]);
+            }
+            // SAFETY: each step reads rows `r..r + M` with `r + M <= n_rows` (in bounds by the
+            // caller's contract) and the `G` vectors of `x`; the sums land in `out` through
+            // bounds-checked indexing.
+            unsafe {
+                let x_tail = [
+                    vld1q_f32(tails[0].as_ptr()),
+                    vld1q_f32(tails[1].as_ptr()),
+                    vld1q_f32(tails[2].as_ptr()),
+                    vld1q_f32(tails[3].as_ptr()),
+                ];
+                let mut sums = [0.0f32; 12];
+                let mut r = 0;
+                while r < n_rows {
+                    let m = if r + N <= n_rows { N } else { 1 };
+                    let acc = if m == N {
+                        $step::<N, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    } else {
+                        $step::<1, G>(p.add(r * stride), stride, x.as_ptr(), n, &x_tail)
+                    };
+                    let mut j = 0;
+                    while j + 4 <= m * G {
+                        let s = vpaddq_f32(
+                            vpaddq_f32(acc[j], acc[j + 1]),
+                            vpaddq_f32(acc[j + 2], acc[j + 3]),
+                        );
+                        vst1q_f32(sums.as_mut_ptr().add(j), s);
+                        j += 4;
+                    }
+                    while j < m * G {
+                        sums[j] = vaddvq_f32(acc[j]);
+                        j += 1;
+                    }
+                    for k in 0..m {
+                        for h in 0..G {
+                            out[h * n_rows + r + k] = sums[k * G + h];
+                        }
+                    }
+                    r += m;
+                }
+            }
+        }
+
+        /// Rows dotted with f32 vectors in f32 lanes (see [`RowsDot`](super::RowsDot); twin:
+        /// the scalar kernel of the same name, which sums in f64: the difference is float
+        /// rounding only).
+        ///
+        /// # Safety
+        /// NEON must be available.
+        #[target_feature(enable = "neon")]
+        pub(super) unsafe fn $dots(
+            rows: &[$t],
+            stride: usize,
+            xs: &[f32],
+            n: usize,
+            out: &mut [f32],
+        ) {
+            let (g, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+            let mut h0 = 0;
+            while h0 < g {
+                let gc = (g - h0).min(4);
+                let x = &xs[h0 * n..(h0 + gc) * n];
+                let o = &mut out[h0 * n_rows..(h0 + gc) * n_rows];
+                let p = rows.as_ptr();
+                // SAFETY: `rows_dot_shape` checked that the `n_rows` rows lie in `rows`; `x`
+                // and `o` hold `gc` vectors and `gc` output rows; N·G is at most 9.
+                unsafe {
+                    match gc {
+                        1 => $group::<1, 8>(p, stride, x, n, o),
+                        2 => $group::<2, 4>(p, stride, x, n, o),
+                        3 => $group::<3, 3>(p, stride, x, n, o),
+                        _ => $group::<4, 2>(p, stride, x, n, o),
+                    }
+                }
+                h0 += gc;
+            }
+        }
+    };
+}
+
+float_rows_dots!(rows_step_f16, rows_group_f16, vec_dots_f16, f16, |p| {
+    cvt_f16x4(vld1_u16(p.cast::<u16>()))
+});
+float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
+    vld1q_f32(p)
+});
+
+/// The constants of [`expf_4`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
+/// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and
+/// the polynomial's coefficients of b⁵ … b¹.
+const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
+const EXP_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+const EXP_C: [f32; 5] = [
+    f32::from_bits(0x3c07_2010),
+    f32::from_bits(0x3d2b_9f17),
+    f32::from_bits(0x3e2a_af33),
+    f32::from_bits(0x3eff_fedb),
+    f32::from_bits(0x3f7f_fff6),
+];
+
+/// e^x in 4 lanes, as ggml's NEON `ggml_v_expf` (Arm's optimized-routines `expf`): x = n·ln 2 + b
+/// with n an integer (rounded by the shifter) and |b| ≤ ln 2 / 2, e^b - 1 by a degree-5
+/// polynomial, 2ⁿ built in the exponent bits. Lanes with |n| > 126 take a path that scales in
+/// two steps, so results overflow to ∞ above ~88.7 and flush to 0 below ~-103.9, as `expf`
+/// does. Within 1.5 ulp of e^x.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn expf_4(x: float32x4_t) -> float32x4_t {
+    // SAFETY: register-only intrinsics; NEON is the caller's contract.
+    unsafe {
+        let shift = vdupq_n_f32(EXP_SHIFT);
+        let z = vfmaq_f32(shift, x, vdupq_n_f32(EXP_INV_LN2));
+        let n = vsubq_f32(z, shift);
+        let b = vfmsq_f32(
+            vfmsq_f32(x, n, vdupq_n_f32(EXP_LN2_HI)),
+            n,
+            vdupq_n_f32(EXP_LN2_LO),
+        );
+        // 2ⁿ: n's integer sits in z's low mantissa bits; shifted into the exponent field and
+        // added to 1.0's bits.
+        let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
+        let k = vreinterpretq_f32_u32(vaddq_u32(e, vreinterpretq_u32_f32(vdupq_n_f32(1.0))));
+        let big = vcagtq_f32(n, vdupq_n_f32(126.0));
+        let u = vmulq_f32(b, b);
+        let [c0, c1, c2, c3, c4] = [
+            vdupq_n_f32(EXP_C[0]),
+            vdupq_n_f32(EXP_C[1]),
+            vdupq_n_f32(EXP_C[2]),
+            vdupq_n_f32(EXP_C[3]),
+            vdupq_n_f32(EXP_C[4]),
+        ];
+        let j = vfmaq_f32(
+            vmulq_f32(c4, b),
+            vfmaq_f32(vfmaq_f32(c3, c2, b), vfmaq_f32(c1, c0, b), u),
+            u,
+        );
+        let near = vfmaq_f32(k, j, k);
+        if vmaxvq_u32(big) == 0 {
+            return near;
+        }
+        // |n| > 126: 2ⁿ = s1·s2 with both factors representable; |n| > 192: s1² alone
+        // (∞ or 0).
+        let g = vandq_u32(vclezq_f32(n), vdupq_n_u32(0x8200_0000));
+        let s1 = vreinterpretq_f32_u32(vaddq_u32(g, vdupq_n_u32(0x7f00_0000)));
+        let s2 = vreinterpretq_f32_u32(vsubq_u32(e, g));
+        vbslq_f32(
+            vcagtq_f32(n, vdupq_n_f32(192.0)),
+            vmulq_f32(s1, s1),
+            vbslq_f32(big, vmulq_f32(vfmaq_f32(s2, s2, j), s1), near),
+        )
+    }
+}
+
+/// `x[i] = e^(x[i] - max)` with [`expf_4`], returning Σ x[i] (twin:
+/// [`scalar::vec_soft_max_f32`](super::scalar::vec_soft_max_f32)). The sum runs in f64 lanes;
+/// the last `len % 4` values go through a stack tile.
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    let n = x.len();
+    let n4 = n - n % 4;
+    let p = x.as_mut_ptr();
+    // SAFETY: 4 values are loaded and stored at `i` only while `i + 4 <= n`.
+    unsafe {
+        let m = vdupq_n_f32(max);
+        let (mut lo, mut hi) = (vdupq_n_f64(0.0), vdupq_n_f64(0.0));
+        let mut i = 0;
+        while i < n4 {
+            let v = expf_4(vsubq_f32(vld1q_f32(p.add(i)), m));
+            vst1q_f32(p.add(i), v);
+            lo = vaddq_f64(lo, vcvt_f64_f32(vget_low_f32(v)));
+            hi = vaddq_f64(hi, vcvt_high_f64_f32(v));
+            i += 4;
+        }
+        let mut sum = vaddvq_f64(vaddq_f64(lo, hi));
+        if n4 < n {
+            let mut tile = [0.0f32; 4];
+            tile[..n - n4].copy_from_slice(&x[n4..]);
+            let v = expf_4(vsubq_f32(vld1q_f32(tile.as_ptr()), m));
+            vst1q_f32(tile.as_mut_ptr(), v);
+            for (d, e) in x[n4..].iter_mut().zip(tile) {
+                *d = e;
+                sum += e as f64;
+            }
+        }
+        sum
     }
 }
 

@@ -241,3 +241,47 @@ pub fn vec_dot_bf16_f32(x: &[half::bf16], y: &[f32]) -> f32 {
     }
     sum as f32
 }
+
+/// Rows of an f16 matrix dotted with f32 vectors holding f16 values (see
+/// [`RowsDot`](super::RowsDot)): each `out[h·n_rows + r]` is Σ row·vector with f32 products
+/// summed in f64, as [`vec_dot_f16`] computes it for the vector in f16.
+pub fn vec_dots_f16(rows: &[f16], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+    if n_rows == 0 {
+        return;
+    }
+    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+        for (r, o) in o.iter_mut().enumerate() {
+            let mut sum = 0.0f64;
+            for (a, b) in rows[r * stride..][..n].iter().zip(x) {
+                sum += (a.to_f32() * b) as f64;
+            }
+            *o = sum as f32;
+        }
+    }
+}
+
+/// [`vec_dots_f16`] over f32 rows, each as [`vec_dot_f32`].
+pub fn vec_dots_f32(rows: &[f32], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+    if n_rows == 0 {
+        return;
+    }
+    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+        for (r, o) in o.iter_mut().enumerate() {
+            *o = vec_dot_f32(&rows[r * stride..][..n], x);
+        }
+    }
+}
+
+/// `x[i] = e^(x[i] - max)` in place, returning Σ x[i] summed in f64: the exponentials of a
+/// softmax, as ggml's `ggml_vec_soft_max_f32` computes them (its scalar loop: libm's `expf`).
+pub fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+    let mut sum = 0.0f64;
+    for v in x.iter_mut() {
+        let e = (*v - max).exp();
+        sum += e as f64;
+        *v = e;
+    }
+    sum
+}
