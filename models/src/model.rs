@@ -87,6 +87,9 @@ impl Model {
             (hparams, weights, tokenizer, chat_template, name)
         };
         let pool = ThreadPool::new(opts.n_threads.max(1)).map_err(ModelError::Threads)?;
+        if hparams.ffn_act == crate::arch::FfnAct::GeluTanh {
+            edgellm_runtime::ops::prepare_gelu();
+        }
         let load_ms = start.elapsed().as_secs_f64() * 1000.0;
         log::info!(
             "loaded {} ({}, {} layers, {} MB mapped) in {load_ms:.1} ms, kernels {}, {} threads",

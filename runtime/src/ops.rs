@@ -154,8 +154,9 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 }
 
 /// GELU as ggml's CPU backend computes it (`GGML_GELU_FP16`): 0 at or below -10, identity at or
-/// above 10, else the input rounded to f16, [`gelu_tanh`] of it, the result rounded to f16 (ggml
-/// reads a 64k-entry table built exactly so; computing the entry is cheaper than holding it).
+/// above 10, else the input rounded to f16 looked up in a 64k-entry table of [`gelu_tanh`]
+/// rounded to f16, as ggml's `ggml_table_gelu_f16` (computing `tanh` per element was a third
+/// of Gemma's prompt time). The table is built on first use; [`prepare_gelu`] builds it ahead.
 #[inline]
 pub fn gelu_tanh_f16(x: f32) -> f32 {
     if x <= -10.0 {
@@ -163,9 +164,24 @@ pub fn gelu_tanh_f16(x: f32) -> f32 {
     } else if x >= 10.0 {
         x
     } else {
-        let xr = f16::from_f32(x).to_f32();
-        f16::from_f32(gelu_tanh(xr)).to_f32()
+        let h = f16::from_f32(x).to_bits();
+        f16::from_bits(gelu_f16_table()[usize::from(h)]).to_f32()
     }
+}
+
+/// Entry `h`: [`gelu_tanh`] of the f16 with bits `h`, rounded to f16 (bits).
+fn gelu_f16_table() -> &'static [u16] {
+    static TABLE: std::sync::OnceLock<Vec<u16>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|h| f16::from_f32(gelu_tanh(f16::from_bits(h).to_f32())).to_bits())
+            .collect()
+    })
+}
+
+/// Builds the GELU table now (at load), so the first token does not allocate it.
+pub fn prepare_gelu() {
+    gelu_f16_table();
 }
 
 /// `gate[i] = gelu(gate[i]) * up[i]` (GeGLU, Gemma's FFN), with ggml's f16-rounded GELU
@@ -341,6 +357,20 @@ pub fn attention<T: KvElem>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gelu_table_equals_the_direct_computation() {
+        for h in 0..=u16::MAX {
+            let x = f16::from_bits(h).to_f32();
+            if !(x > -10.0 && x < 10.0) {
+                continue;
+            }
+            let direct = f16::from_f32(gelu_tanh(x)).to_f32();
+            assert_eq!(gelu_tanh_f16(x).to_bits(), direct.to_bits(), "x = {x}");
+        }
+        assert_eq!(gelu_tanh_f16(-10.5), 0.0);
+        assert_eq!(gelu_tanh_f16(12.25), 12.25);
+    }
 
     #[test]
     fn rms_norm_matches_naive() {

@@ -178,19 +178,37 @@ pub(super) unsafe fn scale_products_2(xd0: f16, yd0: f16, xd1: f16, yd1: f16) ->
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn scale_products_split(xd0: f16, yd0: f16, xd1: f16, yd1: f16) -> __m256 {
-    let bits = u64::from(xd0.to_bits())
-        | (u64::from(yd0.to_bits()) << 16)
-        | (u64::from(xd1.to_bits()) << 32)
-        | (u64::from(yd1.to_bits()) << 48);
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe { _mm256_mul_ps(f16_halves(xd0, xd1), f16_halves(yd0, yd1)) }
+}
+
+/// `a` in lanes 0..4 and `b` in lanes 4..8, as f32: two broadcasts, a blend and one
+/// conversion (cheaper than packing the halves in general registers). Two-row kernels convert
+/// the activation pair's scales once this way and multiply each row's by them.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_halves(a: f16, b: f16) -> __m256 {
     // SAFETY: register-only intrinsics; the features are the caller's contract.
     unsafe {
-        let v = _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64)); // [xd0, yd0, xd1, yd1]
-        let p = _mm_mul_ps(v, _mm_movehdup_ps(v)); // [d0, _, d1, _]
-        _mm256_permutevar8x32_ps(
-            _mm256_castps128_ps256(p),
-            _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2),
-        )
+        let (a, b) = (a.to_bits() as i16, b.to_bits() as i16);
+        _mm256_cvtph_ps(_mm_blend_epi16(_mm_set1_epi16(a), _mm_set1_epi16(b), 0xF0))
     }
+}
+
+/// A Q4_1 (or Q5_1) block pair's `[d, m]` f16 fields, then the activation pair's `[d, s]`,
+/// each in lanes `0, 1` (first block) and `4, 5` (second) as f32; the other lanes are zero.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_pair_fields(a0: [f16; 2], a1: [f16; 2]) -> __m256 {
+    let word = |a: [f16; 2]| (u32::from(a[0].to_bits()) | (u32::from(a[1].to_bits()) << 16)) as i32;
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe { _mm256_cvtph_ps(_mm_setr_epi32(word(a0), 0, word(a1), 0)) }
 }
 
 /// A Q4_1 block pair's f16 fields as one conversion: `(d, ms)` where `d` holds `xd0·yd0` in
@@ -452,8 +470,9 @@ macro_rules! int_row_dots {
                 let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
                 let q0 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo0, hi0, ylo, yhi, off));
                 let q1 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo1, hi1, ylo, yhi, off));
-                let d0 = scale_products_split(x0[0].d, y[0].d, x0[1].d, y[1].d);
-                let d1 = scale_products_split(x1[0].d, y[0].d, x1[1].d, y[1].d);
+                let yd = f16_halves(y[0].d, y[1].d);
+                let d0 = _mm256_mul_ps(f16_halves(x0[0].d, x0[1].d), yd);
+                let d1 = _mm256_mul_ps(f16_halves(x1[0].d, x1[1].d), yd);
                 (
                     _mm256_fmadd_ps(d0, q0, acc.0),
                     _mm256_fmadd_ps(d1, q1, acc.1),
@@ -517,8 +536,13 @@ macro_rules! int_row_dots {
                 let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
                 let q0 = _mm256_cvtepi32_ps(dot_q4_pair(lo0, hi0, ylo, yhi));
                 let q1 = _mm256_cvtepi32_ps(dot_q4_pair(lo1, hi1, ylo, yhi));
-                let (d0, ms0) = scale_products_q4_1_split(&x0[0], &x0[1], &y[0], &y[1]);
-                let (d1, ms1) = scale_products_q4_1_split(&x1[0], &x1[1], &y[0], &y[1]);
+                // [xd·yd, xm·ys] of each block in lanes 0, 1 and 4, 5, as the one-row split.
+                let yds = f16_pair_fields([y[0].d, y[0].s], [y[1].d, y[1].s]);
+                let ms0 =
+                    _mm256_mul_ps(f16_pair_fields([x0[0].d, x0[0].m], [x0[1].d, x0[1].m]), yds);
+                let ms1 =
+                    _mm256_mul_ps(f16_pair_fields([x1[0].d, x1[0].m], [x1[1].d, x1[1].m]), yds);
+                let (d0, d1) = (_mm256_permute_ps(ms0, 0), _mm256_permute_ps(ms1, 0));
                 (
                     (
                         _mm256_fmadd_ps(d0, q0, acc.0 .0),

@@ -21,9 +21,9 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    dot_block_pairs, dot_block_pairs2, hsum_f32_8, int_row_dots, load_q8, nibbles_pair,
-    nibbles_single, q8_pair, scale_product, scale_products_2, scale_products_q4_1_single,
-    scale_products_q4_1_split, scale_products_split, sum_lanes_1_5,
+    dot_block_pairs, dot_block_pairs2, f16_halves, f16_pair_fields, hsum_f32_8, int_row_dots,
+    load_q8, nibbles_pair, nibbles_single, q8_pair, scale_product, scale_products_2,
+    scale_products_q4_1_single, scale_products_q4_1_split, scale_products_split, sum_lanes_1_5,
 };
 use super::{row_dot2_entry, row_dot_entry};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
