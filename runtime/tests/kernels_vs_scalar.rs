@@ -515,6 +515,21 @@ proptest! {
     }
 }
 
+/// The grouping check of [`check_rows_dots`] on values with full mantissas (the property test's
+/// values are coarse enough that many sums are exact in any order, which would hide an order
+/// difference): rows past a step's block and single rows, 1 to 6 vectors, tails of 0 to 7.
+#[test]
+fn multi_row_dots_do_not_depend_on_grouping() {
+    let seed: Vec<f32> = (0..97u32)
+        .map(|i| ((i as f32) * 0.618_034).fract() * 2.0 - 1.0 + 1.0 / (3.0 + i as f32))
+        .collect();
+    for (n_rows, n) in [(17, 64), (9, 256), (20, 61), (33, 8)] {
+        for g in 1..=6 {
+            check_rows_dots(n_rows, n, n + 3, g, &seed).expect("grouping-independent results");
+        }
+    }
+}
+
 /// Every path's multi-row dots (f16 and f32 rows, `g` vectors) against the scalar ones, each
 /// result within `FLOAT_REL · Σ|terms|`: `n_rows` rows of `n` values, `stride` apart (the matrix
 /// ends with the last row, as the KV cache's last head does), values cycled from `seed`. The
@@ -573,6 +588,54 @@ fn check_rows_dots(
                 let e16 = (f64::from(got16[o]) - f64::from(want16[o])).abs();
                 prop_assert!(e32 <= tol32, "{} f32 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got32[o], want32[o]);
                 prop_assert!(e16 <= tol16, "{} f16 rows: vector {h}/{g}, row {r}/{n_rows} of {n} (stride {stride}): {} vs {}", k.path(), got16[o], want16[o]);
+            }
+        }
+        // Grouping must not change a result: each vector alone, and each row alone, gives the
+        // same bits as the grouped call (a query's attention scores may not depend on how
+        // many other queries shared its call).
+        for h in 0..g {
+            let v = &x[h * n..(h + 1) * n];
+            let vh = &xhf[h * n..(h + 1) * n];
+            let (mut one32, mut one16) = (vec![f32::NAN; n_rows], vec![f32::NAN; n_rows]);
+            (k.rows_dot_f32())(&m, stride, v, n, &mut one32);
+            (k.rows_dot_f16())(&mh, stride, vh, n, &mut one16);
+            for r in 0..n_rows {
+                let o = h * n_rows + r;
+                prop_assert_eq!(
+                    one32[r].to_bits(),
+                    got32[o].to_bits(),
+                    "{} f32 vector {}/{} alone, row {}",
+                    k.path(),
+                    h,
+                    g,
+                    r
+                );
+                prop_assert_eq!(
+                    one16[r].to_bits(),
+                    got16[o].to_bits(),
+                    "{} f16 vector {}/{} alone, row {}",
+                    k.path(),
+                    h,
+                    g,
+                    r
+                );
+                let (mut a32, mut a16) = ([f32::NAN], [f32::NAN]);
+                (k.rows_dot_f32())(&m[r * stride..r * stride + n], stride, v, n, &mut a32);
+                (k.rows_dot_f16())(&mh[r * stride..r * stride + n], stride, vh, n, &mut a16);
+                prop_assert_eq!(
+                    a32[0].to_bits(),
+                    got32[o].to_bits(),
+                    "{} f32 row {} alone",
+                    k.path(),
+                    r
+                );
+                prop_assert_eq!(
+                    a16[0].to_bits(),
+                    got16[o].to_bits(),
+                    "{} f16 row {} alone",
+                    k.path(),
+                    r
+                );
             }
         }
     }

@@ -881,6 +881,27 @@ unsafe fn hsum_f32_8x4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
     }
 }
 
+/// The sum of one register's lanes in exactly [`hsum_f32_8x4`]'s order, so a result does not
+/// depend on whether its sum was reduced alone or in a group of four (attention must give a
+/// query the same scores however its batch was grouped: a conversation continued from the
+/// prompt cache has to match the same prompt evaluated fresh).
+///
+/// # Safety
+/// AVX must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_f32_8_as_x4(a: __m256) -> f32 {
+    // SAFETY: register-only intrinsics; AVX is the caller's contract.
+    unsafe {
+        let t = _mm256_hadd_ps(a, a);
+        let t = _mm256_hadd_ps(t, t);
+        _mm_cvtss_f32(_mm_add_ps(
+            _mm256_castps256_ps128(t),
+            _mm256_extractf128_ps(t, 1),
+        ))
+    }
+}
+
 /// Defines `$step`, `$group` and `$dots` for rows of `$t`, whose `|$p| $load` reads 8 elements
 /// at `$p` as f32 lanes.
 ///
@@ -992,7 +1013,7 @@ macro_rules! float_rows_dots {
                         j += 4;
                     }
                     while j < m * G {
-                        sums[j] = hsum_f32_8(acc[j]);
+                        sums[j] = hsum_f32_8_as_x4(acc[j]);
                         j += 1;
                     }
                     for k in 0..m {
