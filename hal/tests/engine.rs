@@ -84,10 +84,10 @@ fn jobs_run_in_order_and_reuse_the_cached_prefix() {
     assert!(matches!(ev_a[1], Event::Progress { .. }));
     assert!(matches!(ev_a.last(), Some(Event::Done(_))));
     assert!(!text_a.is_empty());
-    // Greedy twice: the same answer; the second evaluates only the last prompt token.
+    // Greedy twice: the same answer; the second evaluates only the last two prompt tokens.
     assert_eq!(text_a, text_b);
     assert_eq!(sum_a.reused_tokens, 0);
-    assert_eq!(sum_b.reused_tokens, sum_b.prompt_tokens - 1);
+    assert_eq!(sum_b.reused_tokens, sum_b.prompt_tokens - 2);
     assert_eq!(
         h.stats.reused_tokens.load(Ordering::Relaxed) as usize,
         sum_b.reused_tokens

@@ -237,11 +237,11 @@ fn json_mode_answers_with_json_lines() {
         .len();
     assert_eq!(done["usage"]["prompt_tokens"], prompt_tokens);
 
-    // The same prompt again: all but the last prompt token come from the cache.
+    // The same prompt again: all but the last two prompt tokens come from the cache.
     t.send(format!("{request}\n").as_bytes());
     let again: serde_json::Value =
         serde_json::from_str(t.expect("}}\r\n").rsplit("\r\n").nth(1).unwrap()).unwrap();
-    assert_eq!(again["usage"]["cached_tokens"], prompt_tokens - 1);
+    assert_eq!(again["usage"]["cached_tokens"], prompt_tokens - 2);
 
     // A chat request, with a stop string.
     t.send(

@@ -106,11 +106,11 @@ fn every_endpoint_answers_in_its_shape() {
         assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], finish);
         assert_eq!(chunks[n - 1]["choices"], json!([]));
         assert_eq!(chunks[n - 1]["usage"]["completion_tokens"], completion_tokens);
-        // The second identical prompt came from the cache (all but its last token).
+        // The second identical prompt came from the cache (all but its last two tokens).
         let cached = chunks[n - 1]["usage"]["prompt_tokens_details"]["cached_tokens"]
             .as_u64()
             .unwrap();
-        assert_eq!(cached + 1, chunks[n - 1]["usage"]["prompt_tokens"].as_u64().unwrap());
+        assert_eq!(cached + 2, chunks[n - 1]["usage"]["prompt_tokens"].as_u64().unwrap());
 
         // Completions, whole and streamed.
         let body = json!({"prompt": "The capital of France is", "max_tokens": 6, "temperature": 0});

@@ -318,7 +318,7 @@ impl BeamSearch {
             s.reset();
         }
         // Prefix reuse as the generator does it: keep what the first state shares with the
-        // prompt, but evaluate at least the last prompt token so its logits are fresh.
+        // prompt, but evaluate at least its last two tokens (see `State::keep_prompt_prefix`).
         let first = &mut self.states[0];
         let reused_tokens = first.keep_prompt_prefix(prompt);
         model.forward(first, &prompt[reused_tokens..], LogitsWanted::Last)?;

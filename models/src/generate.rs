@@ -163,7 +163,7 @@ impl Generator {
         self.sampler.reset();
 
         // Prefix reuse: keep what the cache shares with the prompt, but always evaluate at
-        // least the last prompt token so its logits are fresh.
+        // least the last two prompt tokens, in a batch (see `State::keep_prompt_prefix`).
         let common = state.keep_prompt_prefix(prompt);
         for &t in prompt {
             self.sampler.accept(t);

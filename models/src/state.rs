@@ -245,9 +245,13 @@ impl State {
         self.logit_rows = 0;
     }
 
-    /// Prefix reuse: keeps the positions this state shares with `prompt`, but never the whole
-    /// prompt (its last token is always evaluated again, so its logits are fresh); returns how
-    /// many positions were kept. `prompt` must not be empty.
+    /// Prefix reuse: keeps the positions this state shares with `prompt`, but never the
+    /// prompt's last two tokens; returns how many positions were kept. `prompt` must not be
+    /// empty. The last token must be evaluated again for fresh logits, and evaluating two
+    /// keeps it in a batch: a batch computes for each token exactly what a fresh evaluation
+    /// of the whole prompt computes for it, while a token alone goes through the one-token
+    /// kernels, whose float sums are ordered differently (and near-ties could then flip
+    /// between a cached and a fresh request).
     pub fn keep_prompt_prefix(&mut self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -255,7 +259,7 @@ impl State {
             .zip(prompt)
             .take_while(|(a, b)| a == b)
             .count()
-            .min(prompt.len().saturating_sub(1));
+            .min(prompt.len().saturating_sub(2));
         self.truncate(common);
         common
     }

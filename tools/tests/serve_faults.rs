@@ -71,9 +71,8 @@ fn a_model_replaced_on_disk_serves_on_until_sighup_maps_the_new_file() {
         "--no-serial",
     ]);
     let mut serve = Serve::start_args(&args, Some(&socket));
-    // Asked twice: the second answer comes through the prefix cache (the prompt's last token
-    // evaluated alone rather than in a batch, which can round differently), the path every
-    // later request takes.
+    // Asked twice: the second answer comes through the prefix cache (the prompt's last two
+    // tokens evaluated again), the path every later request takes.
     answer(&socket);
     let first = answer(&socket);
     let old_bytes = health(&socket)["model_file_bytes"].as_u64().unwrap();
