@@ -215,20 +215,9 @@ where
     (W, A): Repack<W>,
 {
     let rows = w.rows;
-    let nblocks = w.cols / QK8_0;
-    if w.cols % QK8_0 != 0 || rows == 0 || nb == 0 {
-        return false;
-    }
-    let rb = w.row_bytes();
-    let Ok(wblocks) = quant::blocks::<W>(&w.data[..rows * rb]) else {
+    let Some((wblocks, ablocks, nblocks)) = gemm_blocks::<W, A>(w, act, arb, nb, QK8_0) else {
         return false;
     };
-    let Ok(ablocks) = quant::blocks::<A>(&act[..nb * arb]) else {
-        return false;
-    };
-    if wblocks.len() != rows * nblocks || ablocks.len() != nb * nblocks {
-        return false;
-    }
     let groups = rows.div_ceil(TILE_ROWS);
     pool.run(&|index, n_threads| {
         let (g0, g1) = split_range(groups, index, n_threads, 1);
@@ -284,6 +273,26 @@ where
         }
     });
     true
+}
+
+/// The weight matrix and the `nb` activation rows of a gemm call as blocks of `elems`
+/// elements each, and the blocks per row; `None` if the shapes do not fit (the caller then
+/// leaves the product to the row dots).
+pub(super) fn gemm_blocks<'w, W: Block, A: Block>(
+    w: &WeightMatrix<'w>,
+    act: &'w [u8],
+    arb: usize,
+    nb: usize,
+    elems: usize,
+) -> Option<(&'w [W], &'w [A], usize)> {
+    let (rows, nblocks) = (w.rows, w.cols / elems);
+    if w.cols % elems != 0 || rows == 0 || nb == 0 {
+        return None;
+    }
+    let wblocks = quant::blocks::<W>(w.data.get(..rows * w.row_bytes())?).ok()?;
+    let ablocks = quant::blocks::<A>(act.get(..nb * arb)?).ok()?;
+    (wblocks.len() == rows * nblocks && ablocks.len() == nb * nblocks)
+        .then_some((wblocks, ablocks, nblocks))
 }
 
 /// Per weight/activation pair: the repack and the tile dot, dispatched on the ISA.

@@ -24,12 +24,12 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::gemm::{f16x8, transpose_8x8_i32, vnni_dot4_bcast, TILE_ROWS, TILE_TOKENS};
+use super::gemm::{f16x8, gemm_blocks, transpose_8x8_i32, vnni_dot4_bcast, TILE_ROWS, TILE_TOKENS};
 use super::matmul::{DisjointOut, WeightMatrix};
 use super::threadpool::{split_range, ThreadPool};
 use crate::ggml_type::GgmlType;
 use crate::quant::k_quants::scale_min_k4;
-use crate::quant::{self, Block, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
+use crate::quant::{Block, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, QK_K};
 
 /// Super-blocks repacked at a time (8 rows × 8 super-blocks: 23 KiB, in L1).
 const CHUNK_BLOCKS: usize = 8;
@@ -196,20 +196,10 @@ fn run<W: KWeight>(
     out: &DisjointOut,
 ) -> bool {
     let rows = w.rows;
-    let nblocks = w.cols / QK_K;
-    if w.cols % QK_K != 0 || rows == 0 || nb == 0 {
-        return false;
-    }
-    let rb = w.row_bytes();
-    let Ok(wblocks) = quant::blocks::<W>(&w.data[..rows * rb]) else {
+    let Some((wblocks, ablocks, nblocks)) = gemm_blocks::<W, BlockQ8K>(w, act, arb, nb, QK_K)
+    else {
         return false;
     };
-    let Ok(ablocks) = quant::blocks::<BlockQ8K>(&act[..nb * arb]) else {
-        return false;
-    };
-    if wblocks.len() != rows * nblocks || ablocks.len() != nb * nblocks {
-        return false;
-    }
     let groups = rows.div_ceil(TILE_ROWS);
     pool.run(&|index, n_threads| {
         let (g0, g1) = split_range(groups, index, n_threads, 1);
