@@ -252,20 +252,8 @@ where
                         let acts = &ablocks[(t0 + tt) * nblocks + k0..];
                         let sides = &side[tt * kn..];
                         let sums = <(W, A)>::tile_dot(isa, nt, tile, acts, nblocks, sides);
-                        for (c, sum) in sums.iter().enumerate().take(nt) {
-                            let base = (t0 + tt + c) * rows + r0;
-                            for (r, &v) in sum.iter().enumerate().take(nr) {
-                                // SAFETY: rows `r0..r0 + nr` belong to this worker's groups
-                                // alone, so no other thread touches these indices.
-                                unsafe {
-                                    if k0 == 0 {
-                                        out.write(base + r, v);
-                                    } else {
-                                        out.add(base + r, v);
-                                    }
-                                }
-                            }
-                        }
+                        // SAFETY: rows `r0..r0 + nr` belong to this worker's groups alone.
+                        unsafe { store_tile(out, &sums, nt, nr, t0 + tt, rows, r0, k0 == 0) };
                         tt += nt;
                     }
                 }
@@ -273,6 +261,38 @@ where
         }
     });
     true
+}
+
+/// Writes a tile's sums (`nt` tokens from `token0`, `nr` rows from `r0`) into `out`, whose
+/// rows are `rows` long: stored by a matrix's first chunk of blocks, added by the others.
+///
+/// # Safety
+/// No other thread may touch rows `r0..r0 + nr` of `out` during the job.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub(super) unsafe fn store_tile(
+    out: &DisjointOut,
+    sums: &[[f32; 8]; TILE_TOKENS],
+    nt: usize,
+    nr: usize,
+    token0: usize,
+    rows: usize,
+    r0: usize,
+    first_chunk: bool,
+) {
+    for (c, sum) in sums.iter().enumerate().take(nt) {
+        let base = (token0 + c) * rows + r0;
+        for (r, &v) in sum.iter().enumerate().take(nr) {
+            // SAFETY: the row is in `r0..r0 + nr` (the caller's contract).
+            unsafe {
+                if first_chunk {
+                    out.write(base + r, v);
+                } else {
+                    out.add(base + r, v);
+                }
+            }
+        }
+    }
 }
 
 /// The weight matrix and the `nb` activation rows of a gemm call as blocks of `elems`

@@ -24,7 +24,9 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::gemm::{f16x8, gemm_blocks, transpose_8x8_i32, vnni_dot4_bcast, TILE_ROWS, TILE_TOKENS};
+use super::gemm::{
+    f16x8, gemm_blocks, store_tile, transpose_8x8_i32, vnni_dot4_bcast, TILE_ROWS, TILE_TOKENS,
+};
 use super::matmul::{DisjointOut, WeightMatrix};
 use super::threadpool::{split_range, ThreadPool};
 use crate::ggml_type::GgmlType;
@@ -224,20 +226,8 @@ fn run<W: KWeight>(
                     let acts = &ablocks[t0 * nblocks + k0..];
                     // SAFETY: as above, and the VNNI path's check covers AVX512-VNNI/VL.
                     let sums = unsafe { tile_dot::<W>(nt, tile, acts, nblocks) };
-                    for (c, sum) in sums.iter().enumerate().take(nt) {
-                        let base = (t0 + c) * rows + r0;
-                        for (r, &v) in sum.iter().enumerate().take(nr) {
-                            // SAFETY: rows `r0..r0 + nr` belong to this worker's groups
-                            // alone, so no other thread touches these indices.
-                            unsafe {
-                                if k0 == 0 {
-                                    out.write(base + r, v);
-                                } else {
-                                    out.add(base + r, v);
-                                }
-                            }
-                        }
-                    }
+                    // SAFETY: rows `r0..r0 + nr` belong to this worker's groups alone.
+                    unsafe { store_tile(out, &sums, nt, nr, t0, rows, r0, k0 == 0) };
                     t0 += nt;
                 }
             }
