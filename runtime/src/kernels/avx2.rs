@@ -170,6 +170,17 @@ pub(super) unsafe fn scale_products_2(xd0: f16, yd0: f16, xd1: f16, yd1: f16) ->
     }
 }
 
+/// An f16 value converted exactly to f32 in all eight lanes.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_splat(h: f16) -> __m256 {
+    // SAFETY: register-only intrinsics; the features are the caller's contract.
+    unsafe { _mm256_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16)) }
+}
+
 /// The scale products of two block pairs for the pair arrangement: `xd0·yd0` in lanes 0..4
 /// and `xd1·yd1` in lanes 4..8.
 ///
@@ -608,8 +619,12 @@ macro_rules! int_row_dots {
             // SAFETY: as in `pair_q4_0`.
             unsafe {
                 let (y0, y1) = (load_q8(&y[0].qs), load_q8(&y[1].qs));
-                let (d00, d01) = scale_products_2(x0[0].d, y[0].d, x0[1].d, y[1].d);
-                let (d10, d11) = scale_products_2(x1[0].d, y[0].d, x1[1].d, y[1].d);
+                // each scale broadcast from memory and converted in place: no scalar assembly
+                let (yd0, yd1) = (f16_splat(y[0].d), f16_splat(y[1].d));
+                let d00 = _mm256_mul_ps(f16_splat(x0[0].d), yd0);
+                let d01 = _mm256_mul_ps(f16_splat(x0[1].d), yd1);
+                let d10 = _mm256_mul_ps(f16_splat(x1[0].d), yd0);
+                let d11 = _mm256_mul_ps(f16_splat(x1[1].d), yd1);
                 let q00 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x0[0].qs), y0));
                 let q01 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x0[1].qs), y1));
                 let q10 = _mm256_cvtepi32_ps(dot_i8(load_q8(&x1[0].qs), y0));

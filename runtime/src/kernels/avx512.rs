@@ -21,8 +21,8 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    dot_block_pairs, dot_block_pairs2, f16_halves, f16_pair_fields, hsum_f32_8, int_row_dots,
-    load_q8, nibbles_pair, nibbles_single, q8_pair, scale_product, scale_products_2,
+    dot_block_pairs, dot_block_pairs2, f16_halves, f16_pair_fields, f16_splat, hsum_f32_8,
+    int_row_dots, load_q8, nibbles_pair, nibbles_single, q8_pair, scale_product, scale_products_2,
     scale_products_q4_1_single, scale_products_q4_1_split, scale_products_split, sum_lanes_1_5,
 };
 use super::{row_dot2_entry, row_dot_entry};
@@ -56,6 +56,29 @@ pub(super) unsafe fn dpbusd(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
         );
     }
     acc
+}
+
+/// `a | (b & c)` bitwise (`vpternlogd`, one instruction for the two).
+///
+/// # Safety
+/// AVX512F and AVX512VL must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn or_and(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
+    let mut a = a;
+    // SAFETY: the EVEX `vpternlogd` on ymm registers exists on every CPU with AVX512F and
+    // AVX512VL (the caller's contract); it reads and writes only the three registers named.
+    // Immediate 0xF8 is the truth table of A | (B & C) (A = 0xF0, B = 0xCC, C = 0xAA).
+    unsafe {
+        asm!(
+            "vpternlogd {a}, {b}, {c}, 0xF8",
+            a = inout(ymm_reg) a,
+            b = in(ymm_reg) b,
+            c = in(ymm_reg) c,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    a
 }
 
 /// Σ q·y for the pair arrangement (`q` nibbles, unsigned): `lo·ylo + hi·yhi`.

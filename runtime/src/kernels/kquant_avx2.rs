@@ -289,30 +289,54 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
 /// computed once for both rows), whose i32 lanes hold the same four-element groups as
 /// `maddubs` + `madd`; the scales and FMAs as in the one-row kernel.
 ///
+/// Per row and block: the 16 nibble bytes broadcast to both halves and shifted apart with one
+/// variable shift, the fifth bits spread by one shuffle and compare and merged with one
+/// `vpternlogd`, the accumulator started at `-16·Σa`, the f16 scale broadcast and converted in
+/// place (about half the instructions of the one-row kernel's sequence).
+///
 /// # Safety
-/// AVX2, FMA, F16C, AVX512-VNNI and AVX512VL must be available.
+/// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni(
     x0: &[BlockQ5_0],
     x1: &[BlockQ5_0],
     y: &[BlockQ8_0],
 ) -> [f32; 2] {
-    use super::avx512::dpbusd;
+    use super::avx512::{dpbusd, or_and};
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
     unsafe {
         let sixteen = _mm256_set1_epi8(16);
+        let low4 = _mm256_set1_epi8(0x0F);
         let zero = _mm256_setzero_si256();
+        // the low half keeps the low nibbles, the high half takes the high ones
+        let nibble_shift = _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0);
+        let byte_of_bit = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let own_bit_clear = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        let ones = _mm256_set1_epi64x(-1);
+        let levels = |b: &BlockQ5_0| {
+            let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.qs.as_ptr().cast()));
+            let nibbles = _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), low4);
+            let spread =
+                _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), byte_of_bit);
+            let bit_set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, own_bit_clear), ones);
+            or_and(nibbles, bit_set, sixteen)
+        };
+        let scale = |d: &half::f16| _mm256_cvtph_ps(_mm_set1_epi16(d.to_bits() as i16));
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for ((b0, b1), yb) in x0.iter().zip(x1).zip(y) {
             let a = load_q8(&yb.qs);
-            let off = dpbusd(zero, sixteen, a);
-            let s0 = _mm256_sub_epi32(dpbusd(zero, q5_levels(&b0.qs, b0.qh), a), off);
-            let s1 = _mm256_sub_epi32(dpbusd(zero, q5_levels(&b1.qs, b1.qh), a), off);
-            let s = f16x4([b0.d.to_bits(), yb.d.to_bits(), b1.d.to_bits(), 0]); // [d0, yd, d1, 0]
-            let yd = _mm_movehdup_ps(s);
-            let d0 = _mm256_broadcastss_ps(_mm_mul_ss(s, yd));
-            let d1 = _mm256_broadcastss_ps(_mm_mul_ss(_mm_movehl_ps(s, s), yd));
+            let neg_off = _mm256_sub_epi32(zero, dpbusd(zero, sixteen, a));
+            let s0 = dpbusd(neg_off, levels(b0), a);
+            let s1 = dpbusd(neg_off, levels(b1), a);
+            let yd = scale(&yb.d);
+            let d0 = _mm256_mul_ps(scale(&b0.d), yd);
+            let d1 = _mm256_mul_ps(scale(&b1.d), yd);
             acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
             acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(s1), acc1);
         }

@@ -192,7 +192,7 @@ pub fn matmul_many(
     let mut segs: [Option<Segment<'_>>; MAX_PROJECTIONS] = [None, None, None, None];
     let mut total = 0;
     for (seg, p) in segs.iter_mut().zip(&mut projections[..left]) {
-        let s = Segment::new(kernels, &p.w, p.out, total)?;
+        let s = Segment::new(kernels, &p.w, p.out)?;
         total += p.w.rows;
         *seg = Some(s);
     }
@@ -201,15 +201,14 @@ pub fn matmul_many(
     }
     let segs = &segs;
     pool.run(&|index, n_threads| {
-        let (g0, g1) = split_range(total, index, n_threads, 4);
+        // Each worker takes its share of every matrix, not of their concatenation: the
+        // matrices' rows cost differently (a Q8_0 value matrix beside Q5_0 query and key
+        // ones), and equal shares of each keep the workers' loads equal.
         for seg in segs.iter().flatten() {
-            let lo = g0.max(seg.first_row) - seg.first_row;
-            let hi = g1
-                .min(seg.first_row + seg.w.rows)
-                .saturating_sub(seg.first_row);
+            let (lo, hi) = split_range(seg.w.rows, index, n_threads, 4);
             if lo < hi {
-                // SAFETY: global rows `g0..g1` belong to this worker alone, so the segment's
-                // rows `lo..hi` are written by no other thread.
+                // SAFETY: the ranges `split_range` gives the workers are disjoint, so the
+                // segment's rows `lo..hi` are written by no other thread.
                 unsafe { seg.rows(lo, hi, act, arb, nb) };
             }
         }
@@ -276,8 +275,8 @@ pub fn matmul_gated(
     }
     let arb = quantize_rows(pool, kernels, gate.ty, gate.cols, x, nb, act)?;
     let act: &[u8] = &act[..nb * arb];
-    let g = Segment::new(kernels, gate, hg, 0)?;
-    let u = Segment::new(kernels, up, hu, 0)?;
+    let g = Segment::new(kernels, gate, hg)?;
+    let u = Segment::new(kernels, up, hu)?;
     let (g, u) = (&g, &u);
     pool.run(&|index, n_threads| {
         let (r0, r1) = split_range(n, index, n_threads, 4);
@@ -341,11 +340,10 @@ fn gemm_batches(
     projections.len()
 }
 
-/// One matrix of a combined dispatch: its rows are rows `first_row..` of the whole.
+/// One matrix of a combined dispatch.
 struct Segment<'w> {
     w: WeightMatrix<'w>,
     out: DisjointOut,
-    first_row: usize,
     rb: usize,
     dot: RowDot,
     dot2: Option<RowDot2>,
@@ -356,7 +354,6 @@ impl<'w> Segment<'w> {
         kernels: &Kernels,
         w: &WeightMatrix<'w>,
         out: &mut [f32],
-        first_row: usize,
     ) -> Result<Segment<'w>, KernelError> {
         let rb = w.row_bytes();
         if rb == 0 || w.data.len() < w.rows * rb {
@@ -365,7 +362,6 @@ impl<'w> Segment<'w> {
         Ok(Segment {
             w: *w,
             out: DisjointOut::new(out),
-            first_row,
             rb,
             dot: kernels.row_dot(w.ty)?,
             dot2: kernels.row_dot2(w.ty),
