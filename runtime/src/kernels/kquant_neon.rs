@@ -20,22 +20,14 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use crate::quant::k_quants::scale_min_k4;
-use crate::quant::{
-    fp16_to_fp32, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
-};
+use crate::quant::{BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_1};
 
+use super::neon::f16_to_f32;
 use super::row_dot_entry;
 
 row_dot_entry!(row_dot_q4_k, vec_dot_q4_k_q8_k, BlockQ4K, BlockQ8K);
 row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
-row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
-row_dot_entry!(
-    row_dot_q5_0_dotprod,
-    vec_dot_q5_0_q8_0_dotprod,
-    BlockQ5_0,
-    BlockQ8_0
-);
 row_dot_entry!(
     row_dot_q5_1_dotprod,
     vec_dot_q5_1_q8_1_dotprod,
@@ -179,8 +171,8 @@ macro_rules! kquant_dots {
                         isum = vmlaq_n_s32(isum, lo, scales[2 * j]);
                         isum = vmlaq_n_s32(isum, hi, scales[2 * j + 1]);
                     }
-                    let d = yb.d * fp16_to_fp32(xb.d);
-                    let dmin = yb.d * fp16_to_fp32(xb.dmin);
+                    let d = yb.d * f16_to_f32(xb.d);
+                    let dmin = yb.d * f16_to_f32(xb.dmin);
                     sumf +=
                         d * vaddvq_s32(isum) as f32 - dmin * q4_k_mins_sum(&mins, &yb.bsums) as f32;
                 }
@@ -235,7 +227,7 @@ macro_rules! kquant_dots {
                             }
                         }
                     }
-                    sumf += fp16_to_fp32(xb.d) * yb.d * (vaddvq_s32(isum) - 32 * isum_mins) as f32;
+                    sumf += f16_to_f32(xb.d) * yb.d * (vaddvq_s32(isum) - 32 * isum_mins) as f32;
                 }
                 sumf
             }
@@ -287,37 +279,11 @@ unsafe fn load_q8_32(qs: &[i8; 32]) -> (int8x16_t, int8x16_t) {
     unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
 }
 
-/// Defines the Q5_0 and Q5_1 dots over one 16-byte dot primitive, with its features. The
-/// levels fit signed bytes (Q5_0's minus 16: -16..=15; Q5_1's 0..=31), so both use the signed
-/// dot; per block, one int-to-float conversion and one FMA into 4 f32 lanes.
-macro_rules! q5_dots {
-    ($q5_0:ident, $q5_1:ident, $features:literal, $dot16:path) => {
-        /// Q5_0 · Q8_0: `(level - 16) · q8` per block, times both scales (twin:
-        /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)).
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-            // SAFETY: register operations and loads of the blocks' own arrays; the features are
-            // the caller's contract.
-            unsafe {
-                let sixteen = vdupq_n_s8(16);
-                let mut acc = [vdupq_n_f32(0.0); 2];
-                for (i, (xb, yb)) in x.iter().zip(y).enumerate() {
-                    let (lo, hi) = q5_levels(&xb.qs, xb.qh);
-                    let (alo, ahi) = load_q8_32(&yb.qs);
-                    let sumi = vaddq_s32(
-                        $dot16(vsubq_s8(vreinterpretq_s8_u8(lo), sixteen), alo),
-                        $dot16(vsubq_s8(vreinterpretq_s8_u8(hi), sixteen), ahi),
-                    );
-                    let d = fp16_to_fp32(xb.d) * fp16_to_fp32(yb.d);
-                    acc[i % 2] = vfmaq_n_f32(acc[i % 2], vcvtq_f32_s32(sumi), d);
-                }
-                vaddvq_f32(vaddq_f32(acc[0], acc[1]))
-            }
-        }
-
+/// Defines the Q5_1 dot over one 16-byte dot primitive, with its features. The levels
+/// (0..=31) fit signed bytes, so it uses the signed dot; per block, one int-to-float conversion
+/// and one FMA into 4 f32 lanes. (Q5_0 is in [`neon`](super::neon), with a two-row form.)
+macro_rules! q5_1_dot {
+    ($q5_1:ident, $features:literal, $dot16:path) => {
         /// Q5_1 · Q8_1: `level · q8` per block times both scales, plus `m · s` (twin:
         /// [`scalar::vec_dot_q5_1_q8_1`](super::scalar::vec_dot_q5_1_q8_1)).
         ///
@@ -336,9 +302,9 @@ macro_rules! q5_dots {
                         $dot16(vreinterpretq_s8_u8(lo), alo),
                         $dot16(vreinterpretq_s8_u8(hi), ahi),
                     );
-                    let d = fp16_to_fp32(xb.d) * fp16_to_fp32(yb.d);
+                    let d = f16_to_f32(xb.d) * f16_to_f32(yb.d);
                     acc[i % 2] = vfmaq_n_f32(acc[i % 2], vcvtq_f32_s32(sumi), d);
-                    sum_ms += fp16_to_fp32(xb.m) * fp16_to_fp32(yb.s);
+                    sum_ms += f16_to_f32(xb.m) * f16_to_f32(yb.s);
                 }
                 vaddvq_f32(vaddq_f32(acc[0], acc[1])) + sum_ms
             }
@@ -346,10 +312,5 @@ macro_rules! q5_dots {
     };
 }
 
-q5_dots!(vec_dot_q5_0_q8_0, vec_dot_q5_1_q8_1, "neon", dot16);
-q5_dots!(
-    vec_dot_q5_0_q8_0_dotprod,
-    vec_dot_q5_1_q8_1_dotprod,
-    "neon,dotprod",
-    dot16_dotprod
-);
+q5_1_dot!(vec_dot_q5_1_q8_1, "neon", dot16);
+q5_1_dot!(vec_dot_q5_1_q8_1_dotprod, "neon,dotprod", dot16_dotprod);

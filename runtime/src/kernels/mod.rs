@@ -346,11 +346,12 @@ impl Kernels {
                 quantize_q8_1: neon::quantize_row_q8_1_entry,
                 q4_k: kquant_neon::row_dot_q4_k,
                 q6_k: kquant_neon::row_dot_q6_k,
-                q5_0: kquant_neon::row_dot_q5_0,
+                q5_0: neon::row_dot_q5_0,
                 q5_1: kquant_neon::row_dot_q5_1,
                 q4_0x2: Some(neon::row_dot2_q4_0),
                 q4_1x2: Some(neon::row_dot2_q4_1),
                 q8_0x2: Some(neon::row_dot2_q8_0),
+                q5_0x2: Some(neon::row_dot2_q5_0),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -362,11 +363,12 @@ impl Kernels {
                 q8_0: neon::row_dot_q8_0_dotprod,
                 q4_k: kquant_neon::row_dot_q4_k_dotprod,
                 q6_k: kquant_neon::row_dot_q6_k_dotprod,
-                q5_0: kquant_neon::row_dot_q5_0_dotprod,
+                q5_0: neon::row_dot_q5_0_dotprod,
                 q5_1: kquant_neon::row_dot_q5_1_dotprod,
                 q4_0x2: Some(neon::row_dot2_q4_0_dotprod),
                 q4_1x2: Some(neon::row_dot2_q4_1_dotprod),
                 q8_0x2: Some(neon::row_dot2_q8_0_dotprod),
+                q5_0x2: Some(neon::row_dot2_q5_0_dotprod),
                 ..Kernels::new(KernelPath::Neon)?
             },
             #[allow(unreachable_patterns)]

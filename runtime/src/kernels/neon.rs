@@ -32,6 +32,7 @@ use half::{bf16, f16};
 
 use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
+use crate::quant::BlockQ5_0;
 use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
@@ -53,6 +54,20 @@ row_dot_entry!(
     row_dot_q8_0_dotprod,
     vec_dot_q8_0_q8_0_dotprod,
     BlockQ8_0,
+    BlockQ8_0
+);
+row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+row_dot_entry!(
+    row_dot_q5_0_dotprod,
+    vec_dot_q5_0_q8_0_dotprod,
+    BlockQ5_0,
+    BlockQ8_0
+);
+row_dot2_entry!(row_dot2_q5_0, vec_dot2_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
+row_dot2_entry!(
+    row_dot2_q5_0_dotprod,
+    vec_dot2_q5_0_q8_0_dotprod,
+    BlockQ5_0,
     BlockQ8_0
 );
 row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
@@ -148,6 +163,18 @@ unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
     r
 }
 
+/// An f16 converted exactly to f32 with `fcvtl` (the `half` crate's conversion is an
+/// out-of-line call on aarch64).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn f16_to_f32(h: f16) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe { vgetq_lane_f32::<0>(cvt_f16x4(vcreate_u16(u64::from(h.to_bits())))) }
+}
+
 /// `a · b` of two f16 scales, each converted exactly (as the scalar kernels do).
 ///
 /// # Safety
@@ -205,7 +232,7 @@ unsafe fn load_q8(qs: &[i8; 32]) -> (int8x16_t, int8x16_t) {
 }
 
 /// Σ a·b per 4 i32 lanes over two pairs of 16 small signed bytes, without dot product: whose
-/// four products per i16 lane fit (`|a| <= 15`, `|b| <= 128`).
+/// four products per i16 lane fit (`|a| <= 63`, `|b| <= 128`; Q4 and Q5 levels).
 ///
 /// # Safety
 /// NEON must be available.
@@ -278,6 +305,38 @@ unsafe fn q4_1_values(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
     unsafe {
         let (lo, hi) = nibbles(qs);
         (vreinterpretq_s8_u8(lo), vreinterpretq_s8_u8(hi))
+    }
+}
+
+/// Q5_0's 32 levels minus 16 (-16..=15) as signed bytes: elements 0..16 (low nibbles, fifth
+/// bits from `qh` bits 0..16) and 16..32 (high nibbles, bits 16..32). One `tbl` per half
+/// spreads a `qh` byte over each group of 8 lanes, each lane tests its own bit, and the lanes
+/// whose bit is clear lose 16 (`bic` + `sub`): no widening, no per-byte moves from the
+/// general registers.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q5_0_values(qs: &[u8; 16], qh: [u8; 4]) -> (int8x16_t, int8x16_t) {
+    // SAFETY: register-only operations and the load in `nibbles`; NEON is the caller's contract.
+    unsafe {
+        let (lo, hi) = nibbles(qs);
+        let h = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(qh)));
+        // lanes 0..8 take byte 0 (2), lanes 8..16 byte 1 (3); each lane then tests bit lane % 8
+        let spread_lo = vreinterpretq_u8_u64(vcombine_u64(
+            vcreate_u64(0),
+            vcreate_u64(0x0101_0101_0101_0101),
+        ));
+        let spread_hi = vaddq_u8(spread_lo, vdupq_n_u8(2));
+        let lane_bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
+        let sixteen = vdupq_n_u8(16);
+        let clear =
+            |spread: uint8x16_t| vbicq_u8(sixteen, vtstq_u8(vqtbl1q_u8(h, spread), lane_bit));
+        (
+            vreinterpretq_s8_u8(vsubq_u8(lo, clear(spread_lo))),
+            vreinterpretq_s8_u8(vsubq_u8(hi, clear(spread_hi))),
+        )
     }
 }
 
@@ -480,6 +539,20 @@ int_dot_pair! {
     plain: dot_i8,
     |x, y, acc, dot| {
         let p = dot(load_q8(&x.qs), load_q8(&y.qs));
+        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+    }
+}
+
+int_dot_pair! {
+    /// Σ (q5 - 16) · q8 per block, times both scales (twin:
+    /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)): SmolLM2's and
+    /// Gemma-3's Q4_K_M files are mostly Q5_0 (their rows are not multiples of 256).
+    vec_dot_q5_0_q8_0 / vec_dot_q5_0_q8_0_dotprod, block_q5_0_q8_0 / block_q5_0_q8_0_dotprod,
+    x2: vec_dot2_q5_0_q8_0 / vec_dot2_q5_0_q8_0_dotprod,
+    BlockQ5_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
+    plain: dot_small,
+    |x, y, acc, dot| {
+        let p = dot(q5_0_values(&x.qs, x.qh), load_q8(&y.qs));
         vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
     }
 }
