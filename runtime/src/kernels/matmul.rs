@@ -377,6 +377,10 @@ impl<'w> Segment<'w> {
     /// # Safety
     /// No other thread may touch output rows `r0..r1` of this segment during the call.
     unsafe fn rows(&self, r0: usize, r1: usize, act: &[u8], arb: usize, nb: usize) {
+        if nb == 1 {
+            // SAFETY: the caller's contract.
+            return unsafe { self.rows_one_token(r0, r1, &act[..arb]) };
+        }
         let (rb, rows) = (self.rb, self.w.rows);
         let row = |r: usize| &self.w.data[r * rb..(r + 1) * rb];
         let mut next = r0;
@@ -402,6 +406,35 @@ impl<'w> Segment<'w> {
                 // SAFETY: row `r` is in `r0..r1` (the caller's contract).
                 unsafe { self.out.write(t * rows + r, (self.dot)(wrow, a)) };
             }
+        }
+    }
+}
+
+impl Segment<'_> {
+    /// [`Segment::rows`] for one activation row (a decode step): the output rows as one slice
+    /// and the weight rows as two chunk iterators, so the loop around the kernel calls holds no
+    /// index arithmetic or bounds checks.
+    ///
+    /// # Safety
+    /// As [`Segment::rows`].
+    unsafe fn rows_one_token(&self, r0: usize, r1: usize, act: &[u8]) {
+        let rb = self.rb;
+        let data = &self.w.data[r0 * rb..r1 * rb];
+        // SAFETY: output rows `r0..r1` belong to this call alone (the caller's contract).
+        let out = unsafe { self.out.slice_mut(r0, r1 - r0) };
+        let mut done = 0;
+        if let Some(dot2) = self.dot2 {
+            let half = (r1 - r0) / 2;
+            let (wa, wb) = data[..2 * half * rb].split_at(half * rb);
+            let (oa, ob) = out[..2 * half].split_at_mut(half);
+            let pairs = wa.chunks_exact(rb).zip(wb.chunks_exact(rb));
+            for ((a, b), (va, vb)) in pairs.zip(oa.iter_mut().zip(ob)) {
+                [*va, *vb] = dot2(a, b, act);
+            }
+            done = 2 * half;
+        }
+        for (w, v) in data[done * rb..].chunks_exact(rb).zip(&mut out[done..]) {
+            *v = (self.dot)(w, act);
         }
     }
 }
