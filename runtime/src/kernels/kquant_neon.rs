@@ -19,7 +19,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use crate::quant::k_quants::scale_min_k4;
+use crate::quant::k_quants::scales_mins_k4;
 use crate::quant::{BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_1};
 
 use super::neon::f16_to_f32;
@@ -115,10 +115,43 @@ unsafe fn load16_i8(a: &[i8; 256], at: usize) -> int8x16_t {
     unsafe { vld1q_s8(s.as_ptr()) }
 }
 
-/// Σ_j m_j · (activation sum of sub-block j) for Q4_K (two 16-value sums per sub-block).
-#[inline(always)]
-fn q4_k_mins_sum(mins: &[i32; 8], bsums: &[i16; 16]) -> i32 {
-    (0..16).map(|k| i32::from(bsums[k]) * mins[k / 2]).sum()
+/// Σ_j m_j · (activation sum of sub-block j) for Q4_K: the 16 activation sums added in pairs
+/// (at most 2 · 16 · 127 each, exact in i16), times the mins, widened and summed.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q4_k_mins_sum(mins: [u8; 8], bsums: &[i16; 16]) -> i32 {
+    // SAFETY: the loads read the 16 `bsums`; the rest is register-only.
+    unsafe {
+        let pairs = vpaddq_s16(vld1q_s16(bsums.as_ptr()), vld1q_s16(bsums.as_ptr().add(8)));
+        let m = vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(u64::from_le_bytes(mins))));
+        vaddvq_s32(vmlal_high_s16(
+            vmull_s16(vget_low_s16(pairs), vget_low_s16(m)),
+            pairs,
+            m,
+        ))
+    }
+}
+
+/// Σ_k scale_k · (activation sum k) for Q6_K's 16 signed sub-block scales, widened and summed.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q6_k_scaled_sums(scales: &[i8; 16], bsums: &[i16; 16]) -> i32 {
+    // SAFETY: the loads read the 16 scales and the 16 `bsums`; the rest is register-only.
+    unsafe {
+        let sc = vld1q_s8(scales.as_ptr());
+        let (s0, s1) = (vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc));
+        let (b0, b1) = (vld1q_s16(bsums.as_ptr()), vld1q_s16(bsums.as_ptr().add(8)));
+        let p = vmull_s16(vget_low_s16(b0), vget_low_s16(s0));
+        let p = vmlal_high_s16(p, b0, s0);
+        let p = vmlal_s16(p, vget_low_s16(b1), vget_low_s16(s1));
+        vaddvq_s32(vmlal_high_s16(p, b1, s1))
+    }
 }
 
 /// Defines the Q4_K and Q6_K dots over one 16-byte dot primitive, with its features.
@@ -137,13 +170,7 @@ macro_rules! kquant_dots {
                 let m4 = vdupq_n_u8(0x0F);
                 let mut sumf = 0.0f32;
                 for (xb, yb) in x.iter().zip(y) {
-                    let mut scales = [0i32; 8];
-                    let mut mins = [0i32; 8];
-                    for j in 0..8 {
-                        let (sc, m) = scale_min_k4(j, &xb.scales);
-                        scales[j] = i32::from(sc);
-                        mins[j] = i32::from(m);
-                    }
+                    let (scales, mins) = scales_mins_k4(&xb.scales);
                     let mut isum = vdupq_n_s32(0);
                     for j in 0..4 {
                         let b0 = load16_u8(&xb.qs, 32 * j);
@@ -168,13 +195,13 @@ macro_rules! kquant_dots {
                                 load16_i8(&yb.qs, 64 * j + 48),
                             ),
                         );
-                        isum = vmlaq_n_s32(isum, lo, scales[2 * j]);
-                        isum = vmlaq_n_s32(isum, hi, scales[2 * j + 1]);
+                        isum = vmlaq_n_s32(isum, lo, i32::from(scales[2 * j]));
+                        isum = vmlaq_n_s32(isum, hi, i32::from(scales[2 * j + 1]));
                     }
                     let d = yb.d * f16_to_f32(xb.d);
                     let dmin = yb.d * f16_to_f32(xb.dmin);
                     sumf +=
-                        d * vaddvq_s32(isum) as f32 - dmin * q4_k_mins_sum(&mins, &yb.bsums) as f32;
+                        d * vaddvq_s32(isum) as f32 - dmin * q4_k_mins_sum(mins, &yb.bsums) as f32;
                 }
                 sumf
             }
@@ -190,12 +217,10 @@ macro_rules! kquant_dots {
             // SAFETY: as for the Q4_K dot.
             unsafe {
                 let m4 = vdupq_n_u8(0x0F);
-                let m3 = vdupq_n_u8(0x03);
+                let bits45 = vdupq_n_u8(0x30);
                 let mut sumf = 0.0f32;
                 for (xb, yb) in x.iter().zip(y) {
-                    let isum_mins: i32 = (0..16)
-                        .map(|k| i32::from(yb.bsums[k]) * i32::from(xb.scales[k]))
-                        .sum();
+                    let isum_mins = q6_k_scaled_sums(&xb.scales, &yb.bsums);
                     let mut isum = vdupq_n_s32(0);
                     for n in 0..2 {
                         let qh = [load16_u8(&xb.qh, 32 * n), load16_u8(&xb.qh, 32 * n + 16)];
@@ -214,13 +239,15 @@ macro_rules! kquant_dots {
                                 } else {
                                     vshrq_n_u8(low, 4)
                                 };
+                                // the two high bits of value k moved to bits 4..6, then
+                                // selected into the nibble (`bsl`)
                                 let high = match k {
-                                    0 => vandq_u8(qh[h], m3),
-                                    1 => vandq_u8(vshrq_n_u8(qh[h], 2), m3),
-                                    2 => vandq_u8(vshrq_n_u8(qh[h], 4), m3),
-                                    _ => vshrq_n_u8(qh[h], 6),
+                                    0 => vshlq_n_u8(qh[h], 4),
+                                    1 => vshlq_n_u8(qh[h], 2),
+                                    2 => qh[h],
+                                    _ => vshrq_n_u8(qh[h], 2),
                                 };
-                                let q = vreinterpretq_s8_u8(vorrq_u8(low, vshlq_n_u8(high, 4)));
+                                let q = vreinterpretq_s8_u8(vbslq_u8(bits45, high, low));
                                 let p = $dot16(q, load16_i8(&yb.qs, 128 * n + 32 * k + 16 * h));
                                 isum =
                                     vmlaq_n_s32(isum, p, i32::from(xb.scales[8 * n + 2 * k + h]));

@@ -179,6 +179,25 @@ pub fn scale_min_k4(j: usize, q: &[u8; K_SCALE_SIZE]) -> (u8, u8) {
     }
 }
 
+/// All eight `(scale, min)` pairs of [`scale_min_k4`] at once, as `(scales, mins)`, from the
+/// three little-endian words of the packed bytes: sub-blocks 0..4 are the low 6 bits of words 0
+/// (scales) and 1 (mins); sub-blocks 4..8 take a nibble of word 2 and the top 2 bits of word 0
+/// (scales) or word 1 (mins) per byte.
+#[inline(always)]
+pub fn scales_mins_k4(q: &[u8; K_SCALE_SIZE]) -> ([u8; 8], [u8; 8]) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let word = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let scales_hi = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mins_hi = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    (
+        (u64::from(w0 & LOW6) | (u64::from(scales_hi) << 32)).to_le_bytes(),
+        (u64::from(w1 & LOW6) | (u64::from(mins_hi) << 32)).to_le_bytes(),
+    )
+}
+
 /// The per-sub-block half of Q4_K's and Q5_K's reference quantizers: solves each 32-value
 /// sub-block with [`make_qkx2_quants`] (weights `sqrt(mean(x²)) + |x|`), quantizes the eight
 /// scales and mins to 6 bits against their maxima, packs them, and re-derives the levels from the
@@ -264,6 +283,30 @@ pub(crate) fn quantize_super_block_scale_min(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scales_mins_k4_equals_scale_min_k4() {
+        // every byte value in every position, with varied neighbours
+        for v in 0..=255u8 {
+            for pos in 0..K_SCALE_SIZE {
+                let mut q = [0u8; K_SCALE_SIZE];
+                for (i, b) in q.iter_mut().enumerate() {
+                    *b = (i as u8)
+                        .wrapping_mul(37)
+                        .wrapping_add(v.rotate_left(i as u32));
+                }
+                q[pos] = v;
+                let (scales, mins) = super::scales_mins_k4(&q);
+                for j in 0..8 {
+                    assert_eq!(
+                        (scales[j], mins[j]),
+                        super::scale_min_k4(j, &q),
+                        "{q:?} j={j}"
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
