@@ -8,7 +8,8 @@
 # time) with GGML_NATIVE=OFF, AMX off (its AMX path is wrong for Q4_0/Q4_1 on CPUs that have
 # it) and AVX/AVX2/FMA/F16C plus whichever of AVX-512 (F, VBMI, VNNI, BF16) and AVX-VNNI this
 # CPU has, into .bench/ (gitignored).
-# TYPES (default Q4_0 Q4_1 Q8_0) are made from the default Q4_1 model with `edgellm quantize`.
+# TYPES (default Q4_0 Q4_1 Q8_0) are made from the default Q4_1 model with `edgellm quantize`;
+# a TYPE ending in .gguf is a model file used as it is (K-quant files, Gemma-3).
 # The two programs run in alternation (ABAB...), ROUNDS rounds (default 3), each round doing
 # llama-bench -r 3 and edgellm bench -r 3; the table gives means and edgellm/llama.cpp ratios.
 # A benchmark, not a test: CI does not run it. Needs a quiet machine.
@@ -62,10 +63,15 @@ edgellm=target/release/edgellm
 tools/fetch-model.sh >/dev/null
 base=models/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 
-printf '%-6s %-9s %10s %10s %7s\n' type test llama.cpp edgellm ratio
+printf '%-22s %-9s %10s %10s %7s\n' type test llama.cpp edgellm ratio
 for ty in "${types[@]}"; do
     model=$base
-    if [[ $ty != Q4_1 ]]; then
+    if [[ $ty == *.gguf ]]; then
+        # a model file given directly (e.g. a K-quant or Gemma file): labelled by its name
+        model=$ty
+        ty=$(basename "$ty" .gguf)
+        ty=${ty#SmolLM2-135M-Instruct.}
+    elif [[ $ty != Q4_1 ]]; then
         model="$work/SmolLM2-135M-Instruct.$ty.gguf"
         [[ -f $model ]] || "$edgellm" quantize "$base" "$model" "$ty" 2>/dev/null
     fi
@@ -80,7 +86,7 @@ for ty in "${types[@]}"; do
     done
     mean() { printf '%s\n' "$@" | awk '{s += $1} END {printf "%.1f", s / NR}'; }
     lp=$(mean "${l_pp[@]}") lt=$(mean "${l_tg[@]}") ep=$(mean "${e_pp[@]}") et=$(mean "${e_tg[@]}")
-    printf '%-6s %-9s %10s %10s %7.2f\n' "$ty" "pp$n_prompt" "$lp" "$ep" "$(awk -v a="$ep" -v b="$lp" 'BEGIN {print a / b}')"
-    printf '%-6s %-9s %10s %10s %7.2f\n' "$ty" "tg$n_gen" "$lt" "$et" "$(awk -v a="$et" -v b="$lt" 'BEGIN {print a / b}')"
+    printf '%-22s %-9s %10s %10s %7.2f\n' "$ty" "pp$n_prompt" "$lp" "$ep" "$(awk -v a="$ep" -v b="$lp" 'BEGIN {print a / b}')"
+    printf '%-22s %-9s %10s %10s %7.2f\n' "$ty" "tg$n_gen" "$lt" "$et" "$(awk -v a="$et" -v b="$lt" 'BEGIN {print a / b}')"
 done
 echo "(tokens/s, means of $rounds alternating rounds of 3 repetitions each, $threads threads)"
