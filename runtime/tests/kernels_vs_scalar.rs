@@ -168,6 +168,19 @@ fn k_rows<W: std::fmt::Debug>(
     })
 }
 
+/// Two weight rows of K-quant super-blocks and one Q8_K activation row, as [`k_rows`].
+fn two_k_rows<W: std::fmt::Debug>(
+    w: impl Strategy<Value = W> + Clone,
+) -> impl Strategy<Value = (Vec<W>, Vec<W>, Vec<BlockQ8K>)> {
+    prop_oneof![prop::sample::select(vec![1usize, 2, 6, 9]), 1usize..12].prop_flat_map(move |n| {
+        (
+            prop::collection::vec(w.clone(), n),
+            prop::collection::vec(w.clone(), n),
+            prop::collection::vec(block_q8_k_act(), n),
+        )
+    })
+}
+
 fn finite_f16() -> impl Strategy<Value = f16> + Clone {
     prop_oneof![
         4 => (-4.0f32..4.0).prop_map(f16::from_f32),
@@ -400,11 +413,15 @@ proptest! {
         (v0, v1, b) in two_rows(block_q4_1(), block_q8_1_act()),
         (u0, u1, c) in two_rows(block_q8_0_weight(), block_q8_0_act()),
         (p0, p1, e) in two_rows(block_q5_0(), block_q8_0_act()),
+        (k0, k1, f) in two_k_rows(block_q4_k()),
+        (h0, h1, g) in two_k_rows(block_q6_k()),
     ) {
         check_two_rows(GgmlType::Q4_0, &w0, &w1, &a)?;
         check_two_rows(GgmlType::Q4_1, &v0, &v1, &b)?;
         check_two_rows(GgmlType::Q8_0, &u0, &u1, &c)?;
         check_two_rows(GgmlType::Q5_0, &p0, &p1, &e)?;
+        check_two_rows(GgmlType::Q4_K, &k0, &k1, &f)?;
+        check_two_rows(GgmlType::Q6_K, &h0, &h1, &g)?;
     }
 
     #[test]
@@ -1295,6 +1312,25 @@ fn bench_row_dots() {
                     start.elapsed().as_nanos() as f64 / (reps * ROWS) as f64
                 });
                 line += &format!("  {} {ns:7.1} ns", k.path());
+                // the two-row dot, per row, pairing rows as the matmul does (i with ROWS/2 + i)
+                if let Some(dot2) = k.row_dot2(ty) {
+                    let (first, second) = matrix.split_at(rb * ROWS / 2);
+                    let ns = best_of(TRIALS, || {
+                        let reps = 100;
+                        let start = Instant::now();
+                        let mut sink = 0.0f32;
+                        for _ in 0..reps {
+                            for (r0, r1) in first.chunks_exact(rb).zip(second.chunks_exact(rb)) {
+                                let [v0, v1] =
+                                    dot2(black_box(r0), black_box(r1), black_box(a.bytes()));
+                                sink += v0 + v1;
+                            }
+                        }
+                        black_box(sink);
+                        start.elapsed().as_nanos() as f64 / (reps * ROWS) as f64
+                    });
+                    line += &format!(" (x2 {ns:7.1} ns)");
+                }
             }
             eprintln!("{line}");
         }

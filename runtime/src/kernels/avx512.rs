@@ -81,6 +81,28 @@ pub(super) unsafe fn or_and(a: __m256i, b: __m256i, c: __m256i) -> __m256i {
     a
 }
 
+/// `acc + madd(a, b)`: each i32 lane plus the sum of its two i16 products, exact and wrapping
+/// like `_mm256_add_epi32(acc, _mm256_madd_epi16(a, b))` (one instruction instead of two).
+///
+/// # Safety
+/// AVX512-VNNI and AVX512VL must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: as for `dpbusd` (`vpdpwssd` is AVX512-VNNI too).
+    unsafe {
+        asm!(
+            "{{evex}} vpdpwssd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
 /// Σ q·y for the pair arrangement (`q` nibbles, unsigned): `lo·ylo + hi·yhi`.
 ///
 /// # Safety

@@ -377,3 +377,309 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
         hsum_f32x8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(acc_m))
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Two-row K-quant dots: `[x0 · y, x1 · y]`, each equal bit for bit to the one-row kernel above
+// (the same integers in each i32 lane, the same float operations in the same order), with the
+// activation loads and `bsums` shared by both rows. The sub-block scales are spread to their
+// lanes with `vpshufb` from one register per row instead of one scalar broadcast each. With
+// `VNNI`, each `madd` + `add` pair is one `vpdpwssd` (the same wrapping i32 sums).
+
+/// Q4_K's eight 6-bit scales (lanes 0..8) and eight mins (lanes 8..16) of a super-block as
+/// i16, the values [`scale_min_k4`] reads (ggml's `utmp` unpacking).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_scales_mins(scales: &[u8; 12]) -> __m256i {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let word =
+        |k: usize| u32::from_le_bytes([scales[k], scales[k + 1], scales[k + 2], scales[k + 3]]);
+    let (u0, u1, u2) = (word(0), word(4), word(8));
+    // scales 0..4: low 6 bits of bytes 0..4; 4..8: low nibbles of 8..12, top bits of 0..4 above
+    let sc_lo = u0 & LOW6;
+    let sc_hi = (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4);
+    // mins 0..4: low 6 bits of bytes 4..8; 4..8: high nibbles of 8..12, top bits of 4..8 above
+    let m_lo = u1 & LOW6;
+    let m_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4);
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+    unsafe {
+        _mm256_cvtepu8_epi16(_mm_set_epi32(
+            m_hi as i32,
+            m_lo as i32,
+            sc_hi as i32,
+            sc_lo as i32,
+        ))
+    }
+}
+
+/// The `vpshufb` mask that spreads i16 lane `k` of each 128-bit half to all eight of its lanes.
+#[inline(always)]
+fn spread_i16(k: usize) -> i16 {
+    i16::from_le_bytes([2 * k as u8, 2 * k as u8 + 1])
+}
+
+/// `acc + madd(a, b)`, by `vpdpwssd` when `VNNI`.
+///
+/// # Safety
+/// AVX2 must be available, and AVX512-VNNI and AVX512VL when `VNNI`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn madd_acc<const VNNI: bool>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe {
+        if VNNI {
+            super::avx512::dpwssd(acc, a, b)
+        } else {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+        }
+    }
+}
+
+/// The final reduction of [`vec_dot_q4_k_q8_k`]: the eight scale lanes plus the four min lanes.
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_sum(acc: __m256, acc_m: __m128) -> f32 {
+    // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
+    unsafe {
+        let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+        let m = _mm_add_ss(m, _mm_movehdup_ps(m));
+        hsum_f32x8(acc) + _mm_cvtss_f32(m)
+    }
+}
+
+row_dot2_entry!(row_dot2_q4_k, vec_dot2_q4_k_q8_k_avx2, BlockQ4K, BlockQ8K);
+row_dot2_entry!(row_dot2_q6_k, vec_dot2_q6_k_q8_k_avx2, BlockQ6K, BlockQ8K);
+row_dot2_entry!(
+    row_dot2_q4_k_vnni,
+    vec_dot2_q4_k_q8_k_vnni,
+    BlockQ4K,
+    BlockQ8K
+);
+row_dot2_entry!(
+    row_dot2_q6_k_vnni,
+    vec_dot2_q6_k_q8_k_vnni,
+    BlockQ6K,
+    BlockQ8K
+);
+
+/// [`vec_dot2_q4_k_q8_k`] for the AVX2 path.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q4_k_q8_k_avx2(x0: &[BlockQ4K], x1: &[BlockQ4K], y: &[BlockQ8K]) -> [f32; 2] {
+    // SAFETY: the caller's contract is the kernel's.
+    unsafe { vec_dot2_q4_k_q8_k::<false>(x0, x1, y) }
+}
+
+/// [`vec_dot2_q4_k_q8_k`] for the AVX-512 path.
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX512-VNNI and AVX512VL must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q4_k_q8_k_vnni(x0: &[BlockQ4K], x1: &[BlockQ4K], y: &[BlockQ8K]) -> [f32; 2] {
+    // SAFETY: the caller's contract is the kernel's.
+    unsafe { vec_dot2_q4_k_q8_k::<true>(x0, x1, y) }
+}
+
+/// [`vec_dot2_q6_k_q8_k`] for the AVX2 path.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q6_k_q8_k_avx2(x0: &[BlockQ6K], x1: &[BlockQ6K], y: &[BlockQ8K]) -> [f32; 2] {
+    // SAFETY: the caller's contract is the kernel's.
+    unsafe { vec_dot2_q6_k_q8_k::<false>(x0, x1, y) }
+}
+
+/// [`vec_dot2_q6_k_q8_k`] for the AVX-512 path.
+///
+/// # Safety
+/// AVX2, FMA, F16C, AVX512-VNNI and AVX512VL must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q6_k_q8_k_vnni(x0: &[BlockQ6K], x1: &[BlockQ6K], y: &[BlockQ8K]) -> [f32; 2] {
+    // SAFETY: the caller's contract is the kernel's.
+    unsafe { vec_dot2_q6_k_q8_k::<true>(x0, x1, y) }
+}
+
+/// [`vec_dot_q4_k_q8_k`] of two rows with one activation row, bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available, and AVX512-VNNI and AVX512VL when `VNNI`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q4_k_q8_k<const VNNI: bool>(
+    x0: &[BlockQ4K],
+    x1: &[BlockQ4K],
+    y: &[BlockQ8K],
+) -> [f32; 2] {
+    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays owned by the
+    // blocks; the features are the caller's contract.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut acc_m0, mut acc_m1) = (_mm_setzero_ps(), _mm_setzero_ps());
+        for ((b0, b1), yb) in x0.iter().zip(x1).zip(y) {
+            // the 8 sub-block sums of the activations, from the 16 bsums
+            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            );
+            let ms0 = q4_k_scales_mins(&b0.scales);
+            let ms1 = q4_k_scales_mins(&b1.scales);
+            let prod0 = _mm_madd_epi16(_mm256_extracti128_si256(ms0, 1), q8s);
+            let prod1 = _mm_madd_epi16(_mm256_extracti128_si256(ms1, 1), q8s);
+            // the 8 scales in both halves
+            let sc0 = _mm256_permute4x64_epi64(ms0, 0x44);
+            let sc1 = _mm256_permute4x64_epi64(ms1, 0x44);
+
+            // two sums per row (the low and the high nibbles), so that `vpdpwssd`'s latency
+            // does not chain all eight sub-blocks
+            let zero = _mm256_setzero_si256();
+            let (mut sumi0, mut sumi1) = ([zero; 2], [zero; 2]);
+            for j in 0..4 {
+                let q8l = load32(chunk32(&yb.qs, 2 * j));
+                let q8h = load32(chunk32(&yb.qs, 2 * j + 1));
+                let spread_l = _mm256_set1_epi16(spread_i16(2 * j));
+                let spread_h = _mm256_set1_epi16(spread_i16(2 * j + 1));
+                for (sumi, b, sc) in [(&mut sumi0, b0, sc0), (&mut sumi1, b1, sc1)] {
+                    let q4bits = load32(chunk32(&b.qs, j));
+                    let q4l = _mm256_and_si256(q4bits, m4);
+                    let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+                    let p16l = _mm256_maddubs_epi16(q4l, q8l);
+                    let p16h = _mm256_maddubs_epi16(q4h, q8h);
+                    sumi[0] = madd_acc::<VNNI>(sumi[0], _mm256_shuffle_epi8(sc, spread_l), p16l);
+                    sumi[1] = madd_acc::<VNNI>(sumi[1], _mm256_shuffle_epi8(sc, spread_h), p16h);
+                }
+            }
+            let sumi0 = _mm256_add_epi32(sumi0[0], sumi0[1]);
+            let sumi1 = _mm256_add_epi32(sumi1[0], sumi1[1]);
+            // [d0, dmin0, d1, dmin1] times [yd, -yd, yd, -yd]: the one-row kernel's products
+            let s = f16x4([
+                b0.d.to_bits(),
+                b0.dmin.to_bits(),
+                b1.d.to_bits(),
+                b1.dmin.to_bits(),
+            ]);
+            let p = _mm_mul_ps(_mm_setr_ps(yb.d, -yb.d, yb.d, -yb.d), s);
+            let d0 = _mm256_broadcastss_ps(p);
+            let d1 = _mm256_broadcastss_ps(_mm_movehl_ps(p, p));
+            let dmin0 = _mm_shuffle_ps(p, p, 0x55);
+            let dmin1 = _mm_shuffle_ps(p, p, 0xFF);
+            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(sumi0), acc0);
+            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(sumi1), acc1);
+            acc_m0 = _mm_fmadd_ps(dmin0, _mm_cvtepi32_ps(prod0), acc_m0);
+            acc_m1 = _mm_fmadd_ps(dmin1, _mm_cvtepi32_ps(prod1), acc_m1);
+        }
+        [q4_k_sum(acc0, acc_m0), q4_k_sum(acc1, acc_m1)]
+    }
+}
+
+/// The four 32-value chunks of 6-bit levels (0..=63) that half `n` of a Q6_K block holds, in
+/// element order (as in [`vec_dot_q6_k_q8_k`]).
+///
+/// # Safety
+/// AVX2 must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_levels(xb: &BlockQ6K, n: usize) -> [__m256i; 4] {
+    // SAFETY: loads of whole 32-byte chunks of the block's arrays; the rest is register-only.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m2 = _mm256_set1_epi8(0x30);
+        let ql1 = load32(chunk32(&xb.ql, 2 * n));
+        let ql2 = load32(chunk32(&xb.ql, 2 * n + 1));
+        let qh = load32(chunk32(&xb.qh, n));
+        [
+            _mm256_or_si256(
+                _mm256_and_si256(ql1, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(ql2, m4),
+                _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                _mm256_and_si256(qh, m2),
+            ),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
+            ),
+        ]
+    }
+}
+
+/// [`vec_dot_q6_k_q8_k`] of two rows with one activation row, bit for bit.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available, and AVX512-VNNI and AVX512VL when `VNNI`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q6_k_q8_k<const VNNI: bool>(
+    x0: &[BlockQ6K],
+    x1: &[BlockQ6K],
+    y: &[BlockQ8K],
+) -> [f32; 2] {
+    // SAFETY: as in `vec_dot2_q4_k_q8_k`; the scale loads read each block's 16 `scales` bytes.
+    unsafe {
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for ((b0, b1), yb) in x0.iter().zip(x1).zip(y) {
+            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+            let sc0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b0.scales.as_ptr().cast()));
+            let sc1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b1.scales.as_ptr().cast()));
+            // 32 · Σ_j sc_j · (activation sum of sub-block j)
+            let mins0 = _mm256_slli_epi32(_mm256_madd_epi16(sc0, bsums), 5);
+            let mins1 = _mm256_slli_epi32(_mm256_madd_epi16(sc1, bsums), 5);
+            // scales 0..8 (half 0), then 8..16 (half 1), in both 128-bit halves
+            let halves = [
+                [
+                    _mm256_permute4x64_epi64(sc0, 0x44),
+                    _mm256_permute4x64_epi64(sc1, 0x44),
+                ],
+                [
+                    _mm256_permute4x64_epi64(sc0, 0xEE),
+                    _mm256_permute4x64_epi64(sc1, 0xEE),
+                ],
+            ];
+            // two sums per row (even and odd chunks), as in `vec_dot2_q4_k_q8_k`
+            let zero = _mm256_setzero_si256();
+            let (mut sumi0, mut sumi1) = ([zero; 2], [zero; 2]);
+            for (n, [h0, h1]) in halves.into_iter().enumerate() {
+                let q0 = q6_k_levels(b0, n);
+                let q1 = q6_k_levels(b1, n);
+                for k in 0..4 {
+                    let q8 = load32(chunk32(&yb.qs, 4 * n + k));
+                    // sub-block 8n + 2k in the low lanes, 8n + 2k + 1 in the high ones
+                    let spread = _mm256_setr_m128i(
+                        _mm_set1_epi16(spread_i16(2 * k)),
+                        _mm_set1_epi16(spread_i16(2 * k + 1)),
+                    );
+                    let p0 = _mm256_maddubs_epi16(q0[k], q8);
+                    let p1 = _mm256_maddubs_epi16(q1[k], q8);
+                    let e = k % 2;
+                    sumi0[e] = madd_acc::<VNNI>(sumi0[e], _mm256_shuffle_epi8(h0, spread), p0);
+                    sumi1[e] = madd_acc::<VNNI>(sumi1[e], _mm256_shuffle_epi8(h1, spread), p1);
+                }
+            }
+            let sumi0 = _mm256_add_epi32(sumi0[0], sumi0[1]);
+            let sumi1 = _mm256_add_epi32(sumi1[0], sumi1[1]);
+            let s = f16x4([b0.d.to_bits(), b1.d.to_bits(), 0, 0]);
+            let p = _mm_mul_ps(_mm_set1_ps(yb.d), s);
+            let d0 = _mm256_broadcastss_ps(p);
+            let d1 = _mm256_broadcastss_ps(_mm_movehdup_ps(p));
+            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi0, mins0)), acc0);
+            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi1, mins1)), acc1);
+        }
+        [hsum_f32x8(acc0), hsum_f32x8(acc1)]
+    }
+}

@@ -251,6 +251,8 @@ pub struct Kernels {
     q4_1x2: Option<RowDot2>,
     q8_0x2: Option<RowDot2>,
     q5_0x2: Option<RowDot2>,
+    q4_kx2: Option<RowDot2>,
+    q6_kx2: Option<RowDot2>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -301,6 +303,8 @@ impl Kernels {
                 q4_0x2: Some(avx2::row_dot2_q4_0),
                 q4_1x2: Some(avx2::row_dot2_q4_1),
                 q8_0x2: Some(avx2::row_dot2_q8_0),
+                q4_kx2: Some(kquant_avx2::row_dot2_q4_k),
+                q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -314,6 +318,8 @@ impl Kernels {
                 q4_1x2: Some(avx512::row_dot2_q4_1),
                 q8_0x2: Some(avx512::row_dot2_q8_0),
                 q5_0x2: Some(kquant_avx2::row_dot2_q5_0_vnni),
+                q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
+                q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
@@ -404,6 +410,8 @@ impl Kernels {
             q4_1x2: None,
             q8_0x2: None,
             q5_0x2: None,
+            q4_kx2: None,
+            q6_kx2: None,
             f16_rows: scalar::vec_dots_f16,
             f32_rows: scalar::vec_dots_f32,
             soft_max: scalar::vec_soft_max_f32,
@@ -464,6 +472,8 @@ impl Kernels {
             GgmlType::Q4_1 => self.q4_1x2,
             GgmlType::Q8_0 => self.q8_0x2,
             GgmlType::Q5_0 => self.q5_0x2,
+            GgmlType::Q4_K => self.q4_kx2,
+            GgmlType::Q6_K => self.q6_kx2,
             _ => None,
         }
     }
