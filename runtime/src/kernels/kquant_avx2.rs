@@ -6,7 +6,9 @@
 //! with `maddubs` (exact: at most 2 · 63 · 127 per pair), the sub-block scales applied with
 //! `madd`, and the minimum (Q4_K) or the offset 32 (Q6_K) taken from the activation `bsums` in
 //! the integers. One int-to-float conversion and one FMA per (super-)block; they differ from
-//! [`scalar`](super::scalar) only in the order of float additions.
+//! [`scalar`](super::scalar) only in the order of float additions. The two-row Q4_K and Q6_K
+//! dots (decode's matrix-vector products) equal their one-row dots bit for bit, with `vpdpwssd`
+//! in place of `madd` + `add` on the AVX-512 path.
 //!
 //! Every `unsafe fn` here requires AVX2, FMA and F16C; the safe entries are `pub(super)` and only
 //! stored in a [`Kernels`](super::Kernels) table built after the CPU check.
