@@ -19,7 +19,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::k_quants::scale_min_k4;
+use crate::quant::k_quants::{scale_min_k4, scales_mins_k4};
 use crate::quant::{
     fp16_to_fp32, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
 };
@@ -388,32 +388,19 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
 // `VNNI`, each `madd` + `add` pair is one `vpdpwssd` (the same wrapping i32 sums).
 
 /// Q4_K's eight 6-bit scales (lanes 0..8) and eight mins (lanes 8..16) of a super-block as
-/// i16, the values [`scale_min_k4`] reads (ggml's `utmp` unpacking).
+/// i16 ([`scales_mins_k4`]).
 ///
 /// # Safety
 /// AVX2 must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_scales_mins(scales: &[u8; 12]) -> __m256i {
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const LOW2: u32 = 0x0303_0303;
-    let word =
-        |k: usize| u32::from_le_bytes([scales[k], scales[k + 1], scales[k + 2], scales[k + 3]]);
-    let (u0, u1, u2) = (word(0), word(4), word(8));
-    // scales 0..4: low 6 bits of bytes 0..4; 4..8: low nibbles of 8..12, top bits of 0..4 above
-    let sc_lo = u0 & LOW6;
-    let sc_hi = (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4);
-    // mins 0..4: low 6 bits of bytes 4..8; 4..8: high nibbles of 8..12, top bits of 4..8 above
-    let m_lo = u1 & LOW6;
-    let m_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4);
+    let (sc, m) = scales_mins_k4(scales);
     // SAFETY: register-only intrinsics; AVX2 is the caller's contract.
     unsafe {
-        _mm256_cvtepu8_epi16(_mm_set_epi32(
-            m_hi as i32,
-            m_lo as i32,
-            sc_hi as i32,
-            sc_lo as i32,
+        _mm256_cvtepu8_epi16(_mm_set_epi64x(
+            i64::from_le_bytes(m),
+            i64::from_le_bytes(sc),
         ))
     }
 }
