@@ -103,6 +103,29 @@ pub(super) unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     acc
 }
 
+/// Byte `j` of each qword of the result: the 8 bits of the same qword of `data` starting at bit
+/// `ctrl[j] & 63`, wrapping around (`vpmultishiftqb`).
+///
+/// # Safety
+/// AVX512-VBMI and AVX512VL must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn multishift(ctrl: __m256i, data: __m256i) -> __m256i {
+    let r: __m256i;
+    // SAFETY: the EVEX `vpmultishiftqb` on ymm registers exists on every CPU with AVX512-VBMI
+    // and AVX512VL (the caller's contract); it reads and writes only the three registers named.
+    unsafe {
+        asm!(
+            "vpmultishiftqb {r}, {ctrl}, {data}",
+            r = lateout(ymm_reg) r,
+            ctrl = in(ymm_reg) ctrl,
+            data = in(ymm_reg) data,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
 /// Σ q·y for the pair arrangement (`q` nibbles, unsigned): `lo·ylo + hi·yhi`.
 ///
 /// # Safety

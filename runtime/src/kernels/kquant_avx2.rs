@@ -32,7 +32,13 @@ row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
 row_dot2_entry!(
     row_dot2_q5_0_vnni,
-    vec_dot2_q5_0_q8_0_vnni,
+    vec_dot2_q5_0_q8_0_vnni::<false>,
+    BlockQ5_0,
+    BlockQ8_0
+);
+row_dot2_entry!(
+    row_dot2_q5_0_vbmi,
+    vec_dot2_q5_0_q8_0_vnni::<true>,
     BlockQ5_0,
     BlockQ8_0
 );
@@ -297,14 +303,16 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
 /// place (about half the instructions of the one-row kernel's sequence).
 ///
 /// # Safety
-/// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available.
+/// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available, and AVX512-VBMI
+/// when `VBMI` (one `vpmultishiftqb` then moves each fifth bit into place instead of a shuffle,
+/// an or and a compare).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni(
+pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI: bool>(
     x0: &[BlockQ5_0],
     x1: &[BlockQ5_0],
     y: &[BlockQ8_0],
 ) -> [f32; 2] {
-    use super::avx512::{dpbusd, or_and};
+    use super::avx512::{dpbusd, multishift, or_and};
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
     unsafe {
@@ -321,13 +329,25 @@ pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni(
         );
         let own_bit_clear = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
         let ones = _mm256_set1_epi64x(-1);
+        // with VBMI, byte j takes the 8 bits of `qh | qh << 32` from bit j - 4 (mod 64): its
+        // bit 4 is bit j of `qh`
+        let bit_to_4 = _mm256_set_epi64x(
+            0x1b1a_1918_1716_1514,
+            0x1312_1110_0f0e_0d0c,
+            0x0b0a_0908_0706_0504,
+            0x0302_0100_3f3e_3d3c,
+        );
         let levels = |b: &BlockQ5_0| {
             let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.qs.as_ptr().cast()));
             let nibbles = _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), low4);
-            let spread =
-                _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), byte_of_bit);
-            let bit_set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, own_bit_clear), ones);
-            or_and(nibbles, bit_set, sixteen)
+            let qh = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
+            let fifth = if VBMI {
+                multishift(bit_to_4, qh)
+            } else {
+                let spread = _mm256_shuffle_epi8(qh, byte_of_bit);
+                _mm256_cmpeq_epi8(_mm256_or_si256(spread, own_bit_clear), ones)
+            };
+            or_and(nibbles, fifth, sixteen)
         };
         let scale = |d: &half::f16| _mm256_cvtph_ps(_mm_set1_epi16(d.to_bits() as i16));
         let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
@@ -670,5 +690,64 @@ unsafe fn vec_dot2_q6_k_q8_k<const VNNI: bool>(
             acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi1, mins1)), acc1);
         }
         [hsum_f32x8(acc0), hsum_f32x8(acc1)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    /// The VBMI form of the two-row Q5_0 dot equals the shuffle form bit for bit (the kernel
+    /// table holds only the one this CPU prefers, so the property test sees only that one).
+    #[test]
+    fn q5_0_two_row_vbmi_equals_shuffle_form() {
+        let has = |f: &str| match f {
+            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+            _ => {
+                std::arch::is_x86_feature_detected!("avx512vnni")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+        };
+        if !has("avx512vbmi") || !has("vnni") {
+            eprintln!("skipped: this CPU lacks AVX512-VBMI or VNNI");
+            return;
+        }
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for n in [1usize, 2, 3, 18, 20, 37] {
+            let mut w = |salt: u32| -> Vec<BlockQ5_0> {
+                (0..n)
+                    .map(|_| BlockQ5_0 {
+                        d: f16::from_f32((next() % 2000) as f32 / 1000.0 - 1.0 + salt as f32),
+                        qh: next().to_le_bytes(),
+                        qs: std::array::from_fn(|_| next() as u8),
+                    })
+                    .collect()
+            };
+            let (x0, x1) = (w(0), w(1));
+            let y: Vec<BlockQ8_0> = (0..n)
+                .map(|_| BlockQ8_0 {
+                    d: f16::from_f32((next() % 1000) as f32 / 997.0),
+                    qs: std::array::from_fn(|_| ((next() % 255) as i32 - 127) as i8),
+                })
+                .collect();
+            // SAFETY: the features were checked above.
+            let (a, b) = unsafe {
+                (
+                    vec_dot2_q5_0_q8_0_vnni::<true>(&x0, &x1, &y),
+                    vec_dot2_q5_0_q8_0_vnni::<false>(&x0, &x1, &y),
+                )
+            };
+            assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{n} blocks");
+        }
     }
 }

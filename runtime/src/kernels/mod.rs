@@ -317,7 +317,11 @@ impl Kernels {
                 q4_0x2: Some(avx512::row_dot2_q4_0),
                 q4_1x2: Some(avx512::row_dot2_q4_1),
                 q8_0x2: Some(avx512::row_dot2_q8_0),
-                q5_0x2: Some(kquant_avx2::row_dot2_q5_0_vnni),
+                q5_0x2: Some(if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    kquant_avx2::row_dot2_q5_0_vbmi
+                } else {
+                    kquant_avx2::row_dot2_q5_0_vnni
+                }),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
