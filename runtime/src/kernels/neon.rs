@@ -398,7 +398,7 @@ macro_rules! int_dot_pair {
     (
         $(#[$doc:meta])*
         $plain:ident / $dotprod:ident, $block_plain:ident / $block_dotprod:ident,
-        x2: $plain2:ident / $dotprod2:ident,
+        $(@x2 $plain2:ident / $dotprod2:ident,)?
         $w:ty, $a:ty, $acc:ty, zero: $zero:expr, finish: $finish:path, plain: $dot_plain:ident,
         |$x:ident, $y:ident, $acc_in:ident, $dot:ident| $body:block
     ) => {
@@ -453,6 +453,7 @@ macro_rules! int_dot_pair {
             }
         }
 
+        $(
         /// Two rows at once (see [`dot_blocks2!`]), NEON only.
         ///
         /// # Safety
@@ -478,6 +479,7 @@ macro_rules! int_dot_pair {
                 [$finish(a0, a1), $finish(b0, b1)]
             }
         }
+        )?
     };
 }
 
@@ -507,7 +509,7 @@ int_dot_pair! {
     /// Σ (q4 - 8) · q8 per block, times both scales (twin:
     /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
     vec_dot_q4_0_q8_0 / vec_dot_q4_0_q8_0_dotprod, block_q4_0_q8_0 / block_q4_0_q8_0_dotprod,
-    x2: vec_dot2_q4_0_q8_0 / vec_dot2_q4_0_q8_0_dotprod,
+    @x2 vec_dot2_q4_0_q8_0 / vec_dot2_q4_0_q8_0_dotprod,
     BlockQ4_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_small,
     |x, y, acc, dot| {
@@ -520,7 +522,7 @@ int_dot_pair! {
     /// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
     /// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
     vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_dotprod, block_q4_1_q8_1 / block_q4_1_q8_1_dotprod,
-    x2: vec_dot2_q4_1_q8_1 / vec_dot2_q4_1_q8_1_dotprod,
+    @x2 vec_dot2_q4_1_q8_1 / vec_dot2_q4_1_q8_1_dotprod,
     BlockQ4_1, BlockQ8_1, (float32x4_t, float32x2_t),
     zero: (vdupq_n_f32(0.0), vdup_n_f32(0.0)), finish: finish_q4_1, plain: dot_small,
     |x, y, acc, dot| {
@@ -534,7 +536,6 @@ int_dot_pair! {
     /// Σ q8 · q8 per block, times both scales (twin:
     /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
     vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_dotprod, block_q8_0_q8_0 / block_q8_0_q8_0_dotprod,
-    x2: vec_dot2_q8_0_q8_0 / vec_dot2_q8_0_q8_0_dotprod,
     BlockQ8_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_i8,
     |x, y, acc, dot| {
@@ -548,7 +549,7 @@ int_dot_pair! {
     /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)): SmolLM2's and
     /// Gemma-3's Q4_K_M files are mostly Q5_0 (their rows are not multiples of 256).
     vec_dot_q5_0_q8_0 / vec_dot_q5_0_q8_0_dotprod, block_q5_0_q8_0 / block_q5_0_q8_0_dotprod,
-    x2: vec_dot2_q5_0_q8_0 / vec_dot2_q5_0_q8_0_dotprod,
+    @x2 vec_dot2_q5_0_q8_0 / vec_dot2_q5_0_q8_0_dotprod,
     BlockQ5_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_small,
     |x, y, acc, dot| {
@@ -556,6 +557,107 @@ int_dot_pair! {
         vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
     }
 }
+
+/// Four blocks' f16 scales (`d` fields) converted exactly to f32 lanes: four lane loads and one
+/// `fcvtl`.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q8_0_scales4(b: &[BlockQ8_0; 4]) -> float32x4_t {
+    let d = |i: usize| (&b[i].d as *const f16).cast::<u16>();
+    // SAFETY: each pointer is to a block's `d`, an f16 (two readable bytes, aligned for u16);
+    // the rest is register-only.
+    unsafe {
+        let v = vld1_lane_u16::<0>(d(0), vdup_n_u16(0));
+        let v = vld1_lane_u16::<1>(d(1), v);
+        let v = vld1_lane_u16::<2>(d(2), v);
+        cvt_f16x4(vld1_lane_u16::<3>(d(3), v))
+    }
+}
+
+/// Defines the two-row Q8_0 dot over one int dot with its features: the Q8_0 output matrix is
+/// most of a decode step for Gemma-3 (262144 rows), and one-block steps spend more on each
+/// block's two f16 scales than on its 32 products. Four blocks' scales are converted at once
+/// and their products taken by lane (`fmla` by element); each row's blocks go to the even/odd
+/// accumulators in order, as in [`dot_blocks!`], so each result equals the one-row dot's bit
+/// for bit.
+macro_rules! q8_0_dot2 {
+    ($name:ident, $features:literal, $dot:path) => {
+        /// [`vec_dot_q8_0_q8_0`] of two rows with one activation row, bit for bit.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(
+            x0: &[BlockQ8_0],
+            x1: &[BlockQ8_0],
+            y: &[BlockQ8_0],
+        ) -> [f32; 2] {
+            /// Both rows' block `x0`, `x1` against `y`, added to `acc` with the scale products
+            /// in lane `L` of `d0`, `d1`. (A function, not a closure: closures do not inherit
+            /// `#[target_feature]`, so the int dot would not inline.)
+            #[inline]
+            #[target_feature(enable = $features)]
+            unsafe fn step<const L: i32>(
+                acc: (float32x4_t, float32x4_t),
+                x0: &BlockQ8_0,
+                x1: &BlockQ8_0,
+                y: &BlockQ8_0,
+                d0: float32x4_t,
+                d1: float32x4_t,
+            ) -> (float32x4_t, float32x4_t) {
+                // SAFETY: the helpers read the blocks' own arrays; the features are the
+                // caller's contract.
+                unsafe {
+                    let yq = load_q8(&y.qs);
+                    let p0 = vcvtq_f32_s32($dot(load_q8(&x0.qs), yq));
+                    let p1 = vcvtq_f32_s32($dot(load_q8(&x1.qs), yq));
+                    (
+                        vfmaq_laneq_f32::<L>(acc.0, p0, d0),
+                        vfmaq_laneq_f32::<L>(acc.1, p1, d1),
+                    )
+                }
+            }
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe {
+                let n = x0.len().min(x1.len()).min(y.len());
+                let (x0, x1, y) = (&x0[..n], &x1[..n], &y[..n]);
+                let zero = vdupq_n_f32(0.0);
+                let (mut a, mut b) = ([zero; 2], [zero; 2]);
+                let (c0, c1, cy) = (x0.chunks_exact(4), x1.chunks_exact(4), y.chunks_exact(4));
+                let done = n - cy.remainder().len();
+                for ((u, v), w) in c0.zip(c1).zip(cy) {
+                    let (u, v, w): (&[BlockQ8_0; 4], &[BlockQ8_0; 4], &[BlockQ8_0; 4]) = (
+                        u.try_into().expect("chunk of 4"),
+                        v.try_into().expect("chunk of 4"),
+                        w.try_into().expect("chunk of 4"),
+                    );
+                    let yd = q8_0_scales4(w);
+                    let d0 = vmulq_f32(q8_0_scales4(u), yd);
+                    let d1 = vmulq_f32(q8_0_scales4(v), yd);
+                    (a[0], b[0]) = step::<0>((a[0], b[0]), &u[0], &v[0], &w[0], d0, d1);
+                    (a[1], b[1]) = step::<1>((a[1], b[1]), &u[1], &v[1], &w[1], d0, d1);
+                    (a[0], b[0]) = step::<2>((a[0], b[0]), &u[2], &v[2], &w[2], d0, d1);
+                    (a[1], b[1]) = step::<3>((a[1], b[1]), &u[3], &v[3], &w[3], d0, d1);
+                }
+                for i in done..n {
+                    let yq = load_q8(&y[i].qs);
+                    let p0 = vcvtq_f32_s32($dot(load_q8(&x0[i].qs), yq));
+                    let p1 = vcvtq_f32_s32($dot(load_q8(&x1[i].qs), yq));
+                    a[i % 2] = vfmaq_n_f32(a[i % 2], p0, scale_product(x0[i].d, y[i].d));
+                    b[i % 2] = vfmaq_n_f32(b[i % 2], p1, scale_product(x1[i].d, y[i].d));
+                }
+                [finish_f32x4(a[0], a[1]), finish_f32x4(b[0], b[1])]
+            }
+        }
+    };
+}
+
+q8_0_dot2!(vec_dot2_q8_0_q8_0, "neon", dot_i8);
+q8_0_dot2!(vec_dot2_q8_0_q8_0_dotprod, "neon,dotprod", dot_i8_dotprod);
 
 // ---------------------------------------------------------------------------------------------
 // Float dots
