@@ -549,7 +549,6 @@ int_dot_pair! {
     /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)): SmolLM2's and
     /// Gemma-3's Q4_K_M files are mostly Q5_0 (their rows are not multiples of 256).
     vec_dot_q5_0_q8_0 / vec_dot_q5_0_q8_0_dotprod, block_q5_0_q8_0 / block_q5_0_q8_0_dotprod,
-    @x2 vec_dot2_q5_0_q8_0 / vec_dot2_q5_0_q8_0_dotprod,
     BlockQ5_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
     plain: dot_small,
     |x, y, acc, dot| {
@@ -558,15 +557,29 @@ int_dot_pair! {
     }
 }
 
-/// Four blocks' f16 scales (`d` fields) converted exactly to f32 lanes: four lane loads and one
-/// `fcvtl`.
+/// A block type with one f16 scale `d` (Q8_0, Q5_0).
+trait BlockScale {
+    fn scale(&self) -> &f16;
+}
+impl BlockScale for BlockQ8_0 {
+    fn scale(&self) -> &f16 {
+        &self.d
+    }
+}
+impl BlockScale for BlockQ5_0 {
+    fn scale(&self) -> &f16 {
+        &self.d
+    }
+}
+
+/// Four blocks' f16 scales converted exactly to f32 lanes: four lane loads and one `fcvtl`.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q8_0_scales4(b: &[BlockQ8_0; 4]) -> float32x4_t {
-    let d = |i: usize| (&b[i].d as *const f16).cast::<u16>();
+unsafe fn scales4<B: BlockScale>(b: &[B; 4]) -> float32x4_t {
+    let d = |i: usize| (b[i].scale() as *const f16).cast::<u16>();
     // SAFETY: each pointer is to a block's `d`, an f16 (two readable bytes, aligned for u16);
     // the rest is register-only.
     unsafe {
@@ -577,24 +590,21 @@ unsafe fn q8_0_scales4(b: &[BlockQ8_0; 4]) -> float32x4_t {
     }
 }
 
-/// Defines the two-row Q8_0 dot over one int dot with its features: the Q8_0 output matrix is
-/// most of a decode step for Gemma-3 (262144 rows), and one-block steps spend more on each
-/// block's two f16 scales than on its 32 products. Four blocks' scales are converted at once
-/// and their products taken by lane (`fmla` by element); each row's blocks go to the even/odd
-/// accumulators in order, as in [`dot_blocks!`], so each result equals the one-row dot's bit
-/// for bit.
-macro_rules! q8_0_dot2 {
-    ($name:ident, $features:literal, $dot:path) => {
-        /// [`vec_dot_q8_0_q8_0`] of two rows with one activation row, bit for bit.
+/// Defines a two-row dot of `$w` blocks (one f16 scale each, values `$values` of block `$x`)
+/// against Q8_0 activations over one int dot with its features: the Q8_0 output matrix is most
+/// of a decode step for Gemma-3 (262144 rows), Q5_0 most of the rest, and one-block steps spend
+/// more on each block's two f16 scales than on its 32 products. Four blocks' scales are
+/// converted at once and their products taken by lane (`fmla` by element); each row's blocks go
+/// to the even/odd accumulators in order, as in [`dot_blocks!`], so each result equals the
+/// one-row dot's (`$one`) bit for bit.
+macro_rules! scaled_dot2 {
+    ($name:ident, $one:ident, $features:literal, $dot:path, $w:ty, |$x:ident| $values:expr) => {
+        #[doc = concat!("[`", stringify!($one), "`] of two rows with one activation row, bit for bit.")]
         ///
         /// # Safety
         #[doc = concat!("The features `", $features, "` must be available.")]
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(
-            x0: &[BlockQ8_0],
-            x1: &[BlockQ8_0],
-            y: &[BlockQ8_0],
-        ) -> [f32; 2] {
+        pub(super) unsafe fn $name(x0: &[$w], x1: &[$w], y: &[BlockQ8_0]) -> [f32; 2] {
             /// Both rows' block `x0`, `x1` against `y`, added to `acc` with the scale products
             /// in lane `L` of `d0`, `d1`. (A function, not a closure: closures do not inherit
             /// `#[target_feature]`, so the int dot would not inline.)
@@ -602,8 +612,8 @@ macro_rules! q8_0_dot2 {
             #[target_feature(enable = $features)]
             unsafe fn step<const L: i32>(
                 acc: (float32x4_t, float32x4_t),
-                x0: &BlockQ8_0,
-                x1: &BlockQ8_0,
+                x0: &$w,
+                x1: &$w,
                 y: &BlockQ8_0,
                 d0: float32x4_t,
                 d1: float32x4_t,
@@ -612,8 +622,20 @@ macro_rules! q8_0_dot2 {
                 // caller's contract.
                 unsafe {
                     let yq = load_q8(&y.qs);
-                    let p0 = vcvtq_f32_s32($dot(load_q8(&x0.qs), yq));
-                    let p1 = vcvtq_f32_s32($dot(load_q8(&x1.qs), yq));
+                    let p0 = vcvtq_f32_s32($dot(
+                        {
+                            let $x = x0;
+                            $values
+                        },
+                        yq,
+                    ));
+                    let p1 = vcvtq_f32_s32($dot(
+                        {
+                            let $x = x1;
+                            $values
+                        },
+                        yq,
+                    ));
                     (
                         vfmaq_laneq_f32::<L>(acc.0, p0, d0),
                         vfmaq_laneq_f32::<L>(acc.1, p1, d1),
@@ -630,14 +652,14 @@ macro_rules! q8_0_dot2 {
                 let (c0, c1, cy) = (x0.chunks_exact(4), x1.chunks_exact(4), y.chunks_exact(4));
                 let done = n - cy.remainder().len();
                 for ((u, v), w) in c0.zip(c1).zip(cy) {
-                    let (u, v, w): (&[BlockQ8_0; 4], &[BlockQ8_0; 4], &[BlockQ8_0; 4]) = (
+                    let (u, v, w): (&[$w; 4], &[$w; 4], &[BlockQ8_0; 4]) = (
                         u.try_into().expect("chunk of 4"),
                         v.try_into().expect("chunk of 4"),
                         w.try_into().expect("chunk of 4"),
                     );
-                    let yd = q8_0_scales4(w);
-                    let d0 = vmulq_f32(q8_0_scales4(u), yd);
-                    let d1 = vmulq_f32(q8_0_scales4(v), yd);
+                    let yd = scales4(w);
+                    let d0 = vmulq_f32(scales4(u), yd);
+                    let d1 = vmulq_f32(scales4(v), yd);
                     (a[0], b[0]) = step::<0>((a[0], b[0]), &u[0], &v[0], &w[0], d0, d1);
                     (a[1], b[1]) = step::<1>((a[1], b[1]), &u[1], &v[1], &w[1], d0, d1);
                     (a[0], b[0]) = step::<2>((a[0], b[0]), &u[2], &v[2], &w[2], d0, d1);
@@ -645,8 +667,20 @@ macro_rules! q8_0_dot2 {
                 }
                 for i in done..n {
                     let yq = load_q8(&y[i].qs);
-                    let p0 = vcvtq_f32_s32($dot(load_q8(&x0[i].qs), yq));
-                    let p1 = vcvtq_f32_s32($dot(load_q8(&x1[i].qs), yq));
+                    let p0 = vcvtq_f32_s32($dot(
+                        {
+                            let $x = &x0[i];
+                            $values
+                        },
+                        yq,
+                    ));
+                    let p1 = vcvtq_f32_s32($dot(
+                        {
+                            let $x = &x1[i];
+                            $values
+                        },
+                        yq,
+                    ));
                     a[i % 2] = vfmaq_n_f32(a[i % 2], p0, scale_product(x0[i].d, y[i].d));
                     b[i % 2] = vfmaq_n_f32(b[i % 2], p1, scale_product(x1[i].d, y[i].d));
                 }
@@ -656,8 +690,49 @@ macro_rules! q8_0_dot2 {
     };
 }
 
-q8_0_dot2!(vec_dot2_q8_0_q8_0, "neon", dot_i8);
-q8_0_dot2!(vec_dot2_q8_0_q8_0_dotprod, "neon,dotprod", dot_i8_dotprod);
+scaled_dot2!(
+    vec_dot2_q8_0_q8_0,
+    vec_dot_q8_0_q8_0,
+    "neon",
+    dot_i8,
+    BlockQ8_0,
+    |x| load_q8(&x.qs)
+);
+scaled_dot2!(
+    vec_dot2_q8_0_q8_0_dotprod,
+    vec_dot_q8_0_q8_0_dotprod,
+    "neon,dotprod",
+    dot_i8_dotprod,
+    BlockQ8_0,
+    |x| load_q8(&x.qs)
+);
+
+/// [`vec_dot_q5_0_q8_0`] of two rows with one activation row, bit for bit, NEON only: block by
+/// block ([`dot_blocks2!`]); the four-scale form of the dotprod path measured more instructions
+/// here (the widening products need the registers).
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dot2_q5_0_q8_0(
+    x0: &[BlockQ5_0],
+    x1: &[BlockQ5_0],
+    y: &[BlockQ8_0],
+) -> [f32; 2] {
+    // SAFETY: the per-block helper needs exactly our features.
+    unsafe {
+        let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, vdupq_n_f32(0.0), block_q5_0_q8_0);
+        [finish_f32x4(a0, a1), finish_f32x4(b0, b1)]
+    }
+}
+scaled_dot2!(
+    vec_dot2_q5_0_q8_0_dotprod,
+    vec_dot_q5_0_q8_0_dotprod,
+    "neon,dotprod",
+    dot_i8_dotprod,
+    BlockQ5_0,
+    |x| q5_0_values(&x.qs, x.qh)
+);
 
 // ---------------------------------------------------------------------------------------------
 // Float dots
