@@ -145,8 +145,6 @@ pub(super) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 pub(super) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     // SAFETY: as in `vec_dot_q4_k_q8_k`; the scale load reads the block's 16 `scales` bytes.
     unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let m2 = _mm256_set1_epi8(0x30);
         let mut acc = _mm256_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
             let scales8 = _mm_loadu_si128(xb.scales.as_ptr().cast());
@@ -157,27 +155,7 @@ pub(super) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 
             let mut sumi = _mm256_setzero_si256();
             for n in 0..2 {
-                let ql1 = load32(chunk32(&xb.ql, 2 * n));
-                let ql2 = load32(chunk32(&xb.ql, 2 * n + 1));
-                let qh = load32(chunk32(&xb.qh, n));
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql2, m4),
-                        _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                        _mm256_and_si256(qh, m2),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16(ql2, 4), m4),
-                        _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2),
-                    ),
-                ];
+                let q = q6_k_levels(xb, n);
                 for (k, &qk) in q.iter().enumerate() {
                     let q8 = load32(chunk32(&yb.qs, 4 * n + k));
                     let p16 = _mm256_maddubs_epi16(qk, q8);
