@@ -680,18 +680,10 @@ mod tests {
     /// table holds only the one this CPU prefers, so the property test sees only that one).
     #[test]
     fn q5_0_two_row_vbmi_equals_shuffle_form() {
-        let has = |f: &str| match f {
-            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
-            _ => {
-                std::arch::is_x86_feature_detected!("avx512vnni")
-                    && std::arch::is_x86_feature_detected!("avx512vl")
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-            }
-        };
-        if !has("avx512vbmi") || !has("vnni") {
-            eprintln!("skipped: this CPU lacks AVX512-VBMI or VNNI");
+        let supported = std::arch::is_x86_feature_detected!("avx512vbmi")
+            && super::super::KernelPath::Avx512.is_supported();
+        if !supported {
+            eprintln!("skipped: this CPU lacks the AVX-512 path or VBMI");
             return;
         }
         let mut seed = 0x9e37_79b9_u32;
