@@ -609,3 +609,64 @@ mod tests {
         assert!(matmul(&pool, &kernels, &w, &x[..32], 1, &mut act, &mut out).is_err());
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// Weight bytes per second of one-token matmuls (decode's matrix-vector products), the
+    /// figure to hold against the memory's read bandwidth: is a kernel bound by memory or by
+    /// its instructions? A benchmark, not a test:
+    /// `cargo test --release -p edgellm-runtime --lib bench_matvec -- --ignored --nocapture`,
+    /// with `BENCH_TYPE` (q8_0 (default), q5_0, q4_0), `BENCH_ROWS` (default 262144 rows of 640:
+    /// Gemma-3-270M's output matrix, larger than any cache; 2048 fits in L2) and
+    /// `BENCH_THREADS` (default 1).
+    #[test]
+    #[ignore]
+    fn bench_matvec_weight_bandwidth() {
+        let ty = match std::env::var("BENCH_TYPE").as_deref() {
+            Ok("q4_0") => GgmlType::Q4_0,
+            Ok("q5_0") => GgmlType::Q5_0,
+            _ => GgmlType::Q8_0,
+        };
+        let rows: usize = std::env::var("BENCH_ROWS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(262_144);
+        let cols = 640usize;
+        let rb = ty.row_bytes(cols as u64).unwrap() as usize;
+        let mut data = vec![0u8; rows * rb];
+        let src: Vec<f32> = (0..cols)
+            .map(|i| ((i * 7919) % 255) as f32 / 127.0 - 1.0)
+            .collect();
+        for dst in data.chunks_exact_mut(rb) {
+            crate::quant::quantize_row(ty, &src, dst).unwrap();
+        }
+        let w = WeightMatrix {
+            ty,
+            cols,
+            rows,
+            data: &data,
+        };
+        let kern = Kernels::detect();
+        let threads: usize = std::env::var("BENCH_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let pool = ThreadPool::new(threads).unwrap();
+        let mut act = vec![0u8; act_buffer_bytes(ty, cols, 1).unwrap()];
+        let mut out = vec![0f32; rows];
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            for _ in 0..(20 * 262_144 / rows) {
+                matmul(&pool, &kern, &w, &src, 1, &mut act, &mut out).unwrap();
+            }
+            let dt = t.elapsed().as_secs_f64() / (20 * 262_144 / rows) as f64;
+            eprintln!(
+                "{ty:?} {threads}t: {:.2} ms, {:.1} GB/s",
+                dt * 1e3,
+                data.len() as f64 / dt / 1e9
+            );
+        }
+    }
+}
