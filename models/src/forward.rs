@@ -291,7 +291,7 @@ impl Model {
                 &mut s.hb,
                 &mut s.hb2,
                 match hp.ffn_act {
-                    FfnAct::Silu => ops::swiglu,
+                    FfnAct::Silu => kern.swiglu(),
                     FfnAct::GeluTanh => ops::geglu,
                 },
             )?;

@@ -526,6 +526,19 @@ proptest! {
     }
 
     #[test]
+    fn swiglu_matches_scalar(
+        gate in prop::collection::vec(prop_oneof![
+            6 => -30.0f32..30.0,
+            2 => -120.0f32..120.0,
+            1 => -1e4f32..1e4,
+            1 => Just(0.0f32),
+        ], 0..100),
+        up in -4.0f32..4.0,
+    ) {
+        check_swiglu(&gate, up)?;
+    }
+
+    #[test]
     fn quantize_act_writes_the_scalar_bytes(x in prop::collection::vec(act_value(), 32..=32 * 49)) {
         let n = x.len() / 32 * 32;
         check_quantize_act(&x[..n])?;
@@ -661,6 +674,32 @@ fn check_rows_dots(
 
 /// Every path's softmax exponentials against the scalar ones (libm's `expf`): each value
 /// within 2 ulp relative (the SIMD `expf` is within 1.5 ulp, libm's within 0.5) or both below
+/// `silu(gate) · up` of every path against the scalar one (libm's `expf`): within 5e-7 relative
+/// (the vector exponential is within 1.5 ulp, then an add, a divide and a multiply), or both
+/// below 1e-30 where `e^-x` overflows in one and not yet in the other. `up` varies per element
+/// around `up0`, and odd lengths exercise the tails.
+fn check_swiglu(gate: &[f32], up0: f32) -> Result<(), TestCaseError> {
+    let up: Vec<f32> = (0..gate.len()).map(|i| up0 + i as f32 * 0.01).collect();
+    let mut want = gate.to_vec();
+    (Kernels::scalar().swiglu())(&mut want, &up);
+    for k in simd_kernels() {
+        let mut got = gate.to_vec();
+        (k.swiglu())(&mut got, &up);
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let close = (f64::from(g) - f64::from(w)).abs() <= 5e-7 * f64::from(w).abs()
+                || (g.abs() < 1e-30 && w.abs() < 1e-30);
+            prop_assert!(
+                close,
+                "{}: silu({}) * {} = {g}, scalar {w}",
+                k.path(),
+                gate[i],
+                up[i]
+            );
+        }
+    }
+    Ok(())
+}
+
 /// the normal range (the SIMD path flushes from about -103.9, where libm's goes on in
 /// subnormals), the sum within 1e-6 relative. `max` is the row's maximum (as softmax passes it)
 /// or an arbitrary value, so arguments above 0 up to overflow are covered too.

@@ -50,6 +50,12 @@ pub(super) fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
     unsafe { vec_soft_max_f32(x, max) }
 }
 
+/// [`vec_swiglu_f32`] as a table entry.
+pub(super) fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: as for `soft_max_f32`.
+    unsafe { vec_swiglu_f32(gate, up) }
+}
+
 /// [`quantize_row_q8_0_avx2`] as a table entry.
 pub(super) fn quantize_row_q8_0_entry(x: &[f32], y: &mut [BlockQ8_0]) {
     // SAFETY: only stored in a `Kernels` table for the avx2 or avx512 path, built after
@@ -1202,6 +1208,41 @@ pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
             }
         }
         sum
+    }
+}
+
+/// `gate[i] = silu(gate[i]) · up[i]` with ggml's `ggml_v_silu` arithmetic, `x / (1 + e^-x)`
+/// with [`expf_8`] (twin: [`ops::swiglu`](crate::ops::swiglu), libm's `expf`); the last
+/// `len % 8` values go through a stack tile. Runs over `min(gate.len(), up.len())` values.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let n8 = n - n % 8;
+    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+    // SAFETY: 8 values are loaded and stored at `i` only while `i + 8 <= n`; the tile is ours.
+    unsafe {
+        let one = _mm256_set1_ps(1.0);
+        let step = |x: __m256, y: __m256| {
+            let e = expf_8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+            _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), y)
+        };
+        let mut i = 0;
+        while i < n8 {
+            let v = step(_mm256_loadu_ps(g.add(i)), _mm256_loadu_ps(u.add(i)));
+            _mm256_storeu_ps(g.add(i), v);
+            i += 8;
+        }
+        if n8 < n {
+            let (mut tg, mut tu) = ([0.0f32; 8], [0.0f32; 8]);
+            tg[..n - n8].copy_from_slice(&gate[n8..n]);
+            tu[..n - n8].copy_from_slice(&up[n8..n]);
+            let v = step(_mm256_loadu_ps(tg.as_ptr()), _mm256_loadu_ps(tu.as_ptr()));
+            _mm256_storeu_ps(tg.as_mut_ptr(), v);
+            gate[n8..n].copy_from_slice(&tg[..n - n8]);
+        }
     }
 }
 

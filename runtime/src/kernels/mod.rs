@@ -224,6 +224,9 @@ pub type RowsDot<T> = fn(rows: &[T], stride: usize, xs: &[f32], n: usize, out: &
 /// value and by the order of the additions.
 pub type SoftMaxExp = fn(x: &mut [f32], max: f32) -> f64;
 
+/// The gated activation of a feed-forward block, in place: `gate[i] = act(gate[i]) · up[i]`.
+pub type GatedAct = fn(gate: &mut [f32], up: &[f32]);
+
 /// Quantizes one f32 row into Q8_0 activation blocks (`x.len() == 32 * y.len()`).
 type QuantizeQ8_0 = fn(x: &[f32], y: &mut [BlockQ8_0]);
 /// Quantizes one f32 row into Q8_1 activation blocks (`x.len() == 32 * y.len()`).
@@ -257,6 +260,10 @@ pub struct Kernels {
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
     soft_max: SoftMaxExp,
+    /// SwiGLU: `silu(gate) · up`, SiLU as ggml's `ggml_v_silu` computes it on SIMD paths
+    /// (`x / (1 + e^-x)` with the vector exponential of [`SoftMaxExp`]), libm's `expf` on the
+    /// scalar one ([`ops::swiglu`](crate::ops::swiglu)).
+    swiglu: GatedAct,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
     quantize_q8_k: QuantizeQ8K,
@@ -294,6 +301,7 @@ impl Kernels {
                 f16_rows: avx2::rows_dot_f16,
                 f32_rows: avx2::rows_dot_f32,
                 soft_max: avx2::soft_max_f32,
+                swiglu: avx2::swiglu_f32,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
@@ -331,6 +339,7 @@ impl Kernels {
                 f16_rows: avx2::rows_dot_f16,
                 f32_rows: avx2::rows_dot_f32,
                 soft_max: avx2::soft_max_f32,
+                swiglu: avx2::swiglu_f32,
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
@@ -352,6 +361,7 @@ impl Kernels {
                 f16_rows: neon::rows_dot_f16,
                 f32_rows: neon::rows_dot_f32,
                 soft_max: neon::soft_max_f32,
+                swiglu: neon::swiglu_f32,
                 quantize_q8_0: neon::quantize_row_q8_0_entry,
                 quantize_q8_1: neon::quantize_row_q8_1_entry,
                 q4_k: kquant_neon::row_dot_q4_k,
@@ -419,6 +429,7 @@ impl Kernels {
             f16_rows: scalar::vec_dots_f16,
             f32_rows: scalar::vec_dots_f32,
             soft_max: scalar::vec_soft_max_f32,
+            swiglu: crate::ops::swiglu,
             quantize_q8_0: quant::quantize_row_q8_0,
             quantize_q8_1: quant::quantize_row_q8_1,
             quantize_q8_k: quant::quantize_row_q8_k,
@@ -495,6 +506,11 @@ impl Kernels {
     /// The exponentials of a softmax (see [`SoftMaxExp`]).
     pub fn soft_max(&self) -> SoftMaxExp {
         self.soft_max
+    }
+
+    /// SwiGLU, `gate[i] = silu(gate[i]) · up[i]` (see [`Kernels`]' field).
+    pub fn swiglu(&self) -> GatedAct {
+        self.swiglu
     }
 
     /// The row-dot function for weights of type `weight`.

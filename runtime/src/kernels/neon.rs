@@ -102,6 +102,12 @@ pub(super) fn soft_max_f32(x: &mut [f32], max: f32) -> f64 {
     // `KernelPath::is_supported` confirmed NEON.
     unsafe { vec_soft_max_f32(x, max) }
 }
+
+/// [`vec_swiglu_f32`] as a table entry.
+pub(super) fn swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: as for `soft_max_f32`.
+    unsafe { vec_swiglu_f32(gate, up) }
+}
 row_dot_entry!(row_dot_bf16, vec_dot_bf16_f32, bf16, f32);
 
 /// [`quantize_row_q8_0_neon`] as a table entry.
@@ -1088,6 +1094,41 @@ pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
             }
         }
         sum
+    }
+}
+
+/// `gate[i] = silu(gate[i]) · up[i]` with ggml's `ggml_v_silu` arithmetic, `x / (1 + e^-x)`
+/// with [`expf_4`] (twin: [`ops::swiglu`](crate::ops::swiglu), libm's `expf`); the last
+/// `len % 4` values go through a stack tile. Runs over `min(gate.len(), up.len())` values.
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_swiglu_f32(gate: &mut [f32], up: &[f32]) {
+    let n = gate.len().min(up.len());
+    let n4 = n - n % 4;
+    let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
+    // SAFETY: 4 values are loaded and stored at `i` only while `i + 4 <= n`; the tile is ours.
+    unsafe {
+        let one = vdupq_n_f32(1.0);
+        let step = |x: float32x4_t, y: float32x4_t| {
+            let e = expf_4(vnegq_f32(x));
+            vmulq_f32(vdivq_f32(x, vaddq_f32(one, e)), y)
+        };
+        let mut i = 0;
+        while i < n4 {
+            let v = step(vld1q_f32(g.add(i)), vld1q_f32(u.add(i)));
+            vst1q_f32(g.add(i), v);
+            i += 4;
+        }
+        if n4 < n {
+            let (mut tg, mut tu) = ([0.0f32; 4], [0.0f32; 4]);
+            tg[..n - n4].copy_from_slice(&gate[n4..n]);
+            tu[..n - n4].copy_from_slice(&up[n4..n]);
+            let v = step(vld1q_f32(tg.as_ptr()), vld1q_f32(tu.as_ptr()));
+            vst1q_f32(tg.as_mut_ptr(), v);
+            gate[n4..n].copy_from_slice(&tg[..n - n4]);
+        }
     }
 }
 
