@@ -533,6 +533,33 @@ mod tests {
     }
 
     #[test]
+    fn gemma_local_layers_hold_a_sliding_window_unless_swa_full() {
+        let c = find("gemma3-270m").unwrap();
+        let row = 2 * 256 * 2;
+        for (n_ctx, n_batch, kv) in [
+            // 15 local layers of 511 + 64 + batch + 512 positions, 3 global ones of n_ctx.
+            (4096, 64, (15 * 1151 + 3 * 4096) * row),
+            (32768, 64, (15 * 1151 + 3 * 32768) * row),
+            (32768, 512, (15 * 1599 + 3 * 32768) * row),
+            // A context the buffer would not be shorter than.
+            (1024, 64, 18 * 1024 * row),
+        ] {
+            let opts = StateOptions {
+                n_ctx,
+                n_batch,
+                ..StateOptions::default()
+            };
+            assert_eq!(c.shape.kv_bytes(n_ctx, &opts), kv, "{n_ctx}, {n_batch}");
+            assert_eq!(c.shape.state_layout(&opts).unwrap().kv_bytes, kv);
+            let full = StateOptions {
+                swa_full: true,
+                ..opts
+            };
+            assert_eq!(c.shape.kv_bytes(n_ctx, &full), 18 * n_ctx * row);
+        }
+    }
+
+    #[test]
     fn context_for_a_board_is_capped_by_the_board_and_training() {
         let c = find("tinyllama-1.1b-chat").unwrap();
         assert_eq!(c.context_for(None), 2048);

@@ -83,6 +83,25 @@ fn copy_of(model: &Model, src: &State, swa_full: bool) -> State {
     s
 }
 
+/// `edgellm plan` before the download (the card) says what the file will allocate.
+#[test]
+fn the_card_plans_the_cache_the_file_gets() {
+    let model = common::load(&common::gemma3_model_path());
+    let card = edgellm_models::cards::find("gemma3-270m:q4_k_m").unwrap();
+    for (n_ctx, n_batch, swa_full) in [(4096, 64, false), (32768, 512, false), (32768, 64, true)] {
+        let opts = StateOptions {
+            n_ctx,
+            n_batch,
+            swa_full,
+            ..Default::default()
+        };
+        let file = edgellm_models::StateLayout::new(&model.hparams, &model.weights, &opts).unwrap();
+        let planned = card.shape.state_layout(&opts).unwrap();
+        assert_eq!(planned.kv_shape, file.kv_shape);
+        assert_eq!(planned.kv_bytes, file.kv_bytes);
+    }
+}
+
 #[test]
 #[cfg_attr(
     any(target_arch = "aarch64", target_arch = "arm"),
