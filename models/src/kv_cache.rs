@@ -174,8 +174,9 @@ impl KvShape {
     }
 }
 
-/// `k` is `[layer][slots(layer)][kv_dim]`; `v` is stored transposed, `[layer][kv_dim][slots(layer)]`,
-/// so the probability-weighted sum over positions is a row dot (as llama.cpp stores it).
+/// `k` is `[layer][slots(layer)][kv_dim]`; `v` is stored transposed,
+/// `[layer][kv_dim][slots(layer)]`, so the probability-weighted sum over positions is a row dot
+/// (as llama.cpp stores it).
 pub enum KvStore {
     F16 { k: Vec<f16>, v: Vec<f16> },
     F32 { k: Vec<f32>, v: Vec<f32> },

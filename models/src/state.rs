@@ -283,13 +283,13 @@ impl State {
     }
 
     /// Prefix reuse: keeps the positions this state shares with `prompt`, but never the
-    /// prompt's last two tokens; returns how many positions were kept (0 when the sliding-window
-    /// layers no longer hold that prefix's last window, see [`State::truncate`]). `prompt` must not be
-    /// empty. The last token must be evaluated again for fresh logits, and evaluating two
-    /// keeps it in a batch: a batch computes for each token exactly what a fresh evaluation
-    /// of the whole prompt computes for it, while a token alone goes through the one-token
-    /// kernels, whose float sums are ordered differently (and near-ties could then flip
-    /// between a cached and a fresh request).
+    /// prompt's last two tokens; returns how many positions were kept (0 when the
+    /// sliding-window layers no longer hold that prefix's last window, see
+    /// [`State::truncate`]). `prompt` must not be empty. The last token must be evaluated
+    /// again for fresh logits, and evaluating two keeps it in a batch: a batch computes for
+    /// each token exactly what a fresh evaluation of the whole prompt computes for it, while a
+    /// token alone goes through the one-token kernels, whose float sums are ordered
+    /// differently (and near-ties could then flip between a cached and a fresh request).
     pub fn keep_prompt_prefix(&mut self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
