@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::arch::Arch;
 use crate::error::ModelError;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvShape, SlidingLayers};
 use crate::state::{StateLayout, StateOptions, StateShape};
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -58,8 +58,9 @@ pub struct CardShape {
     pub n_ctx_train: usize,
     /// Type of the bulk of the weight matrices (sets the activation-quant buffer size).
     pub weight_type: GgmlType,
-    /// Some layers attend through a sliding window (Gemma-3): a second RoPE table.
-    pub sliding_window: bool,
+    /// The layers that attend through a sliding window (Gemma-3: window 512, every 6th layer
+    /// global): a second RoPE table, and a shorter cache for them.
+    pub sliding_window: Option<SlidingLayers>,
 }
 
 impl CardShape {
@@ -70,7 +71,15 @@ impl CardShape {
 
     /// KV cache bytes at `n_ctx` positions: the same function the cache is allocated with.
     pub fn kv_bytes(&self, n_ctx: usize, opts: &StateOptions) -> usize {
-        KvCache::bytes_for(self.n_layer, n_ctx, self.kv_dim(), opts.kv_type)
+        KvShape::new(
+            self.n_layer,
+            n_ctx,
+            self.kv_dim(),
+            self.sliding_window,
+            opts.n_batch,
+            opts.swa_full,
+        )
+        .bytes(opts.kv_type)
     }
 
     /// Activation-quant bytes for an input row of `n` elements. Rows a K-quant block (256)
@@ -99,7 +108,7 @@ impl CardShape {
                 n_ff: self.n_ff,
                 head_dim: self.head_dim,
                 n_rot: self.head_dim,
-                sliding_window: self.sliding_window,
+                swa: self.sliding_window,
                 n_vocab: self.n_vocab,
                 act_row_bytes,
             },
@@ -187,7 +196,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_1,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
     // Base (not instruction-tuned) Gemma 3 270M, from the GGUF-my-repo conversion
@@ -222,8 +231,8 @@ pub const CARDS: &[ModelCard] = &[
         boards: MID_BOARDS,
         context: 2048,
         chat: false,
-        // Every layer has a full-context cache, as edgellm allocates it (the local layers only
-        // attend over a 512-token sliding window, but their cache is not shortened yet).
+        // 15 local layers attend over a 512-token window and hold a sliding buffer of about
+        // window + batch positions; 3 global layers hold the whole context.
         shape: CardShape {
             n_layer: 18,
             n_embd: 640,
@@ -234,7 +243,10 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 262144,
             n_ctx_train: 32768,
             weight_type: GgmlType::Q4_K,
-            sliding_window: true,
+            sliding_window: Some(SlidingLayers {
+                window: 512,
+                pattern: 6,
+            }),
         },
     },
     // Hugging Face files below: not reachable from where this registry was written, so no size
@@ -263,7 +275,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 151936,
             n_ctx_train: 32768,
             weight_type: GgmlType::Q4_K,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
     ModelCard {
@@ -289,7 +301,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_K,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
     ModelCard {
@@ -315,7 +327,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 32000,
             n_ctx_train: 2048,
             weight_type: GgmlType::Q4_K,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
     ModelCard {
@@ -341,7 +353,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 128256,
             n_ctx_train: 131072,
             weight_type: GgmlType::Q4_K,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
     ModelCard {
@@ -367,7 +379,7 @@ pub const CARDS: &[ModelCard] = &[
             n_vocab: 49152,
             n_ctx_train: 8192,
             weight_type: GgmlType::Q4_K,
-            sliding_window: false,
+            sliding_window: None,
         },
     },
 ];
@@ -518,6 +530,33 @@ mod tests {
         let layout = c.shape.state_layout(&opts).unwrap();
         assert_eq!(layout.kv_bytes, 30 * 1024 * 192 * 2 * 2);
         assert_eq!(layout.logits, 49152);
+    }
+
+    #[test]
+    fn gemma_local_layers_hold_a_sliding_window_unless_swa_full() {
+        let c = find("gemma3-270m").unwrap();
+        let row = 2 * 256 * 2;
+        for (n_ctx, n_batch, kv) in [
+            // 15 local layers of 511 + 64 + batch + 512 positions, 3 global ones of n_ctx.
+            (4096, 64, (15 * 1151 + 3 * 4096) * row),
+            (32768, 64, (15 * 1151 + 3 * 32768) * row),
+            (32768, 512, (15 * 1599 + 3 * 32768) * row),
+            // A context the buffer would not be shorter than.
+            (1024, 64, 18 * 1024 * row),
+        ] {
+            let opts = StateOptions {
+                n_ctx,
+                n_batch,
+                ..StateOptions::default()
+            };
+            assert_eq!(c.shape.kv_bytes(n_ctx, &opts), kv, "{n_ctx}, {n_batch}");
+            assert_eq!(c.shape.state_layout(&opts).unwrap().kv_bytes, kv);
+            let full = StateOptions {
+                swa_full: true,
+                ..opts
+            };
+            assert_eq!(c.shape.kv_bytes(n_ctx, &full), 18 * n_ctx * row);
+        }
     }
 
     #[test]

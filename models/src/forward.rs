@@ -138,6 +138,8 @@ impl Model {
         }
         let scale = hp.attn_scale;
         let group = hp.n_head / hp.n_head_kv;
+        // Sliding-window layers slide their buffers now if this batch would run past them.
+        s.kv.make_room(pos0, nb);
 
         for (il, l) in w.layers.iter().enumerate() {
             // Attention.
@@ -219,6 +221,7 @@ impl Model {
             }
             let q = &s.q;
             let n_head = hp.n_head;
+            let slot_base = s.kv.slot_base(il);
             let att = &mut s.att[..nb * q_dim];
             if let Some(cache) = s.kv.layer_f16(il) {
                 attend(
@@ -233,6 +236,7 @@ impl Model {
                     group,
                     pos0,
                     window,
+                    slot_base,
                     scale,
                 );
             } else if let Some(cache) = s.kv.layer_f32(il) {
@@ -248,6 +252,7 @@ impl Model {
                     group,
                     pos0,
                     window,
+                    slot_base,
                     scale,
                 );
             }
@@ -361,6 +366,7 @@ enum OutRows {
 
 /// Attention for every (token, query head) of the batch, in parallel: token `t` sees cached
 /// positions `0..=pos0 + t`, or only the last `window` of them on a sliding-window layer.
+/// The cache holds position `p` in slot `p - slot_base` (a sliding buffer's base; 0 else).
 ///
 /// The query heads of a GQA group read the same cache rows, so one `ops::attention` call takes
 /// several of them ([`heads_per_call`]); the pool splits the calls over its threads.
@@ -376,6 +382,7 @@ fn attend<T: KvElem>(
     group: usize,
     pos0: usize,
     window: Option<usize>,
+    slot_base: usize,
     scale: f32,
 ) {
     let nb = att.len() / (n_head * hd);
@@ -392,7 +399,7 @@ fn attend<T: KvElem>(
             hd,
             cache,
             h0 / group,
-            start..end,
+            start - slot_base..end - slot_base,
             scale,
             kern,
             &mut scratch[0],

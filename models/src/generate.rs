@@ -240,12 +240,15 @@ impl Generator {
                 return Ok(StopReason::MaxTokens);
             }
             if state.n_past() + 1 > state.n_ctx() {
-                match params.context_shift {
+                // A shift may free nothing: when `n_keep` leaves less than a sliding window's
+                // worth after it, no position can go without breaking that window.
+                let freed = match params.context_shift {
                     Some(n_keep) => model.shift_context(state, n_keep),
-                    None => {
-                        self.flush(sink);
-                        return Ok(StopReason::ContextFull);
-                    }
+                    None => 0,
+                };
+                if freed == 0 {
+                    self.flush(sink);
+                    return Ok(StopReason::ContextFull);
                 }
             }
             model.forward(state, &[id], LogitsWanted::Last)?;
@@ -264,11 +267,25 @@ impl Generator {
 
 impl Model {
     /// llama.cpp's context shift: keep the first `n_keep` positions, drop the older half of
-    /// the rest, and move the newer half down (re-rotating its keys).
-    pub fn shift_context(&self, state: &mut State, n_keep: usize) {
+    /// the rest, and move the newer half down (re-rotating its keys). With sliding-window
+    /// layers that slid past `n_keep`, fewer may go: at most what leaves them the next
+    /// query's window ([`crate::kv_cache::KvCache::max_discard`]). Returns how many positions
+    /// were dropped.
+    pub fn shift_context(&self, state: &mut State, n_keep: usize) -> usize {
         let n_past = state.n_past();
         let n_keep = n_keep.min(n_past);
-        let n_discard = (n_past - n_keep) / 2;
+        let n_discard = ((n_past - n_keep) / 2).min(state.kv.max_discard(n_keep, n_past));
+        self.discard_positions(state, n_keep, n_discard);
+        n_discard
+    }
+
+    /// Drops positions `[n_keep, n_keep + n_discard)` from `state` and moves the later ones
+    /// down (the context shift with a chosen size).
+    ///
+    /// # Panics
+    /// If `n_keep + n_discard > n_past` or `n_discard` is more than
+    /// [`crate::kv_cache::KvCache::max_discard`] allows.
+    pub fn discard_positions(&self, state: &mut State, n_keep: usize, n_discard: usize) {
         if n_discard == 0 {
             return;
         }
@@ -277,7 +294,7 @@ impl Model {
         state.kv.shift(
             n_keep,
             n_discard,
-            n_past,
+            state.n_past(),
             &|il| *self.hparams.layer_rope(il),
             ff,
             self.hparams.head_dim,

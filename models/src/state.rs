@@ -8,7 +8,7 @@ use edgellm_runtime::GgmlType;
 
 use crate::error::ModelError;
 use crate::hparams::HParams;
-use crate::kv_cache::{KvCache, KvType};
+use crate::kv_cache::{KvCache, KvShape, KvType, SlidingLayers};
 use crate::weights::Weights;
 
 /// What a `State` is sized for.
@@ -23,6 +23,9 @@ pub struct StateOptions {
     pub all_logits: bool,
     /// Threads that run attention (each gets its own scratch).
     pub n_threads: usize,
+    /// Give sliding-window layers a cache of the whole context too (llama.cpp's
+    /// `--swa-full`), instead of a sliding buffer of about `window + n_batch` positions.
+    pub swa_full: bool,
 }
 
 impl Default for StateOptions {
@@ -33,6 +36,7 @@ impl Default for StateOptions {
             kv_type: KvType::F16,
             all_logits: false,
             n_threads: 1,
+            swa_full: false,
         }
     }
 }
@@ -40,6 +44,8 @@ impl Default for StateOptions {
 /// Element counts of every buffer of a `State`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StateLayout {
+    /// Positions each layer's cache holds.
+    pub kv_shape: KvShape,
     pub kv_bytes: usize,
     /// `[n_batch][n_embd]` each: residual stream, normed input, attention/FFN output.
     pub embd: usize,
@@ -80,8 +86,8 @@ pub struct StateShape {
     pub head_dim: usize,
     /// Dimensions RoPE rotates per head.
     pub n_rot: usize,
-    /// Whether some layers attend through a sliding window (with their own RoPE base).
-    pub sliding_window: bool,
+    /// The layers that attend through a sliding window (with their own RoPE base), if any.
+    pub swa: Option<SlidingLayers>,
     pub n_vocab: usize,
     /// Bytes of the widest quantized activation row any matmul takes.
     pub act_row_bytes: usize,
@@ -102,7 +108,10 @@ impl StateLayout {
                 n_ff: hp.n_ff,
                 head_dim: hp.head_dim,
                 n_rot: hp.rope.n_dims,
-                sliding_window: hp.swa.is_some(),
+                swa: hp.swa.as_ref().map(|s| SlidingLayers {
+                    window: s.window,
+                    pattern: s.pattern,
+                }),
                 n_vocab: hp.n_vocab,
                 act_row_bytes,
             },
@@ -121,8 +130,17 @@ impl StateLayout {
         let nb = opts.n_batch.min(opts.n_ctx);
         let logit_rows = if opts.all_logits { nb } else { 1 };
         let rope = nb * (shape.n_rot / 2);
+        let kv_shape = KvShape::new(
+            shape.n_layer,
+            opts.n_ctx,
+            shape.kv_dim,
+            shape.swa,
+            nb,
+            opts.swa_full,
+        );
         Ok(StateLayout {
-            kv_bytes: KvCache::bytes_for(shape.n_layer, opts.n_ctx, shape.kv_dim, opts.kv_type),
+            kv_shape,
+            kv_bytes: kv_shape.bytes(opts.kv_type),
             embd: nb * shape.n_embd,
             q: nb * shape.q_dim,
             kv: nb * shape.kv_dim,
@@ -131,7 +149,7 @@ impl StateLayout {
             att_scratch_bytes: opts.n_threads.max(1)
                 * AttnScratch::bytes_for(opts.n_ctx, shape.head_dim, opts.kv_type.bytes()),
             rope,
-            rope_swa: if shape.sliding_window { rope } else { 0 },
+            rope_swa: if shape.swa.is_some() { rope } else { 0 },
             logits: logit_rows * shape.n_vocab,
             tokens: opts.n_ctx,
         })
@@ -180,10 +198,18 @@ pub struct State {
 impl State {
     pub fn new(hp: &HParams, w: &Weights, opts: StateOptions) -> Result<State, ModelError> {
         let layout = StateLayout::new(hp, w, &opts)?;
+        // The cache's rule for which layers are local is the one attention follows.
+        for il in 0..hp.n_layer {
+            assert_eq!(
+                layout.kv_shape.is_local(il),
+                hp.layer_window(il).is_some(),
+                "layer {il}"
+            );
+        }
         Ok(State {
             opts,
             layout,
-            kv: KvCache::new(hp.n_layer, opts.n_ctx, hp.kv_dim(), opts.kv_type),
+            kv: KvCache::new(layout.kv_shape, opts.kv_type),
             tokens: Vec::with_capacity(layout.tokens),
             x: vec![0.0; layout.embd],
             xb: vec![0.0; layout.embd],
@@ -236,22 +262,34 @@ impl State {
     /// Forgets every position (the next forward starts at position 0).
     pub fn reset(&mut self) {
         self.tokens.clear();
+        self.kv.clear();
         self.logit_rows = 0;
     }
 
-    /// Forgets positions from `n` on (keeps a shared prefix for reuse).
-    pub fn truncate(&mut self, n: usize) {
-        self.tokens.truncate(n);
-        self.logit_rows = 0;
+    /// Forgets positions from `n` on, keeping a shared prefix for reuse, and returns how many
+    /// positions were kept: `n.min(n_past)`, or 0 when a sliding-window layer no longer holds
+    /// the window before `n` (it slid past it; the prefix must then be evaluated again, as
+    /// llama.cpp's server does "due to lack of cache data (likely due to SWA)").
+    pub fn truncate(&mut self, n: usize) -> usize {
+        let n = n.min(self.n_past());
+        if self.kv.holds_prefix(n) {
+            self.tokens.truncate(n);
+            self.logit_rows = 0;
+            n
+        } else {
+            self.reset();
+            0
+        }
     }
 
     /// Prefix reuse: keeps the positions this state shares with `prompt`, but never the
-    /// prompt's last two tokens; returns how many positions were kept. `prompt` must not be
-    /// empty. The last token must be evaluated again for fresh logits, and evaluating two
-    /// keeps it in a batch: a batch computes for each token exactly what a fresh evaluation
-    /// of the whole prompt computes for it, while a token alone goes through the one-token
-    /// kernels, whose float sums are ordered differently (and near-ties could then flip
-    /// between a cached and a fresh request).
+    /// prompt's last two tokens; returns how many positions were kept (0 when the
+    /// sliding-window layers no longer hold that prefix's last window, see
+    /// [`State::truncate`]). `prompt` must not be empty. The last token must be evaluated
+    /// again for fresh logits, and evaluating two keeps it in a batch: a batch computes for
+    /// each token exactly what a fresh evaluation of the whole prompt computes for it, while a
+    /// token alone goes through the one-token kernels, whose float sums are ordered
+    /// differently (and near-ties could then flip between a cached and a fresh request).
     pub fn keep_prompt_prefix(&mut self, prompt: &[u32]) -> usize {
         let common = self
             .tokens
@@ -260,16 +298,17 @@ impl State {
             .take_while(|(a, b)| a == b)
             .count()
             .min(prompt.len().saturating_sub(2));
-        self.truncate(common);
-        common
+        self.truncate(common)
     }
 
     /// Makes this state hold `src`'s first `n` positions (their tokens and K/V entries), as if
     /// it had evaluated them itself; its logits are left stale until the next forward. Copies
-    /// only those positions and allocates nothing (`tokens` has room for the whole context).
+    /// only those positions (those a sliding-window layer holds) and allocates nothing
+    /// (`tokens` has room for the whole context).
     ///
     /// # Panics
-    /// If `n > src.n_past()` or the two states' caches differ in shape or element type.
+    /// If `n > src.n_past()`, the two states' caches differ in shape or element type, or
+    /// `src`'s sliding-window layers no longer hold the window before `n`.
     pub fn copy_prefix_from(&mut self, src: &State, n: usize) {
         assert!(
             n <= src.n_past(),

@@ -1,6 +1,7 @@
 //! The hot-loop rule: after a warm-up token, 64 decode steps (forward pass, sampling with every
 //! stage on, detokenization and the stop-string window) make zero heap allocations. A counting
-//! global allocator measures the gap between consecutive tokens reaching the sink.
+//! global allocator measures the gap between consecutive tokens reaching the sink. Gemma-3's
+//! run decodes across a slide of its local layers' sliding-window cache.
 //!
 //! The count is process-wide (the pool's workers count too), so this test runs without the
 //! libtest harness (`harness = false`): libtest's own thread allocates when it prints its
@@ -9,7 +10,7 @@
 
 mod common;
 
-use edgellm_models::{GenerateParams, Generator, StateOptions, StopReason, TokenSink};
+use edgellm_models::{GenerateParams, Generator, State, StateOptions, StopReason, TokenSink};
 use edgellm_runtime::alloc_count::{allocations, CountingAllocator};
 use edgellm_runtime::sampler::SamplerConfig;
 
@@ -36,37 +37,72 @@ impl TokenSink for Probe {
 }
 
 fn main() {
-    const NAME: &str = "decode_steps_allocate_nothing";
-    if cfg!(target_arch = "aarch64") {
-        println!("{NAME}: skipped (66 tokens take a minute under QEMU)");
-        return;
-    }
+    let tests: [(&str, fn()); 2] = [
+        (
+            "decode_steps_allocate_nothing",
+            decode_steps_allocate_nothing,
+        ),
+        (
+            "gemma3_decode_steps_across_a_cache_slide_allocate_nothing",
+            gemma3_decode_steps_across_a_cache_slide_allocate_nothing,
+        ),
+    ];
     // libtest's `--skip FILTER` (the test scripts pass it): skip when the name contains it.
     let args: Vec<String> = std::env::args().collect();
-    if args
-        .windows(2)
-        .any(|w| w[0] == "--skip" && NAME.contains(w[1].as_str()))
-    {
-        println!("{NAME}: skipped (--skip)");
-        return;
+    for (name, test) in tests {
+        if cfg!(target_arch = "aarch64") {
+            println!("{name}: skipped (66 tokens take a minute under QEMU)");
+            continue;
+        }
+        if args
+            .windows(2)
+            .any(|w| w[0] == "--skip" && name.contains(w[1].as_str()))
+        {
+            println!("{name}: skipped (--skip)");
+            continue;
+        }
+        test();
+        println!("test {name} ... ok");
     }
-    decode_steps_allocate_nothing();
-    println!("test {NAME} ... ok");
 }
 
 fn decode_steps_allocate_nothing() {
     let model = common::load(&common::model_path());
-    let mut state = model
+    let state = model
         .new_state(StateOptions {
             n_ctx: 256,
             ..Default::default()
         })
         .unwrap();
-    let mut gen = Generator::new(&model).unwrap();
     let prompt = model
         .tokenizer
         .encode("Once upon a time, there was a little robot who", true, true)
         .unwrap();
+    check_decode(&model, state, &prompt);
+}
+
+/// Gemma-3 with a 2048 context: its local layers hold 1151 positions, so decoding after a
+/// 1140-token prompt slides them (at position 1151, the 12th decode step).
+fn gemma3_decode_steps_across_a_cache_slide_allocate_nothing() {
+    let model = common::load(&common::gemma3_model_path());
+    let state = model
+        .new_state(StateOptions {
+            n_ctx: 2048,
+            n_batch: 64,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(state.kv_cache().shape().local_slots, 1151);
+    let text = std::fs::read_to_string(common::GPL3).expect("GPL-3 text (Debian base-files)");
+    let tokens = model.tokenizer.encode(&text, true, false).unwrap();
+    let state = check_decode(&model, state, &tokens[..1140]);
+    assert_eq!(state.kv_cache().slot_base(0), 1151 - 575, "one slide");
+}
+
+/// Generates 66 tokens after `prompt` and checks the 64 decode steps after the first two
+/// allocate nothing; returns the state.
+fn check_decode(model: &edgellm_models::Model, mut state: State, prompt: &[u32]) -> State {
+    let mut gen = Generator::new(model).unwrap();
     let params = GenerateParams {
         max_tokens: 66,
         sampler: SamplerConfig {
@@ -85,11 +121,12 @@ fn decode_steps_allocate_nothing() {
         n: 0,
     };
     let out = gen
-        .generate(&model, &mut state, &prompt, &params, &mut probe)
+        .generate(model, &mut state, prompt, &params, &mut probe)
         .unwrap();
     assert_eq!(out.stop_reason, Some(StopReason::MaxTokens));
     assert_eq!(probe.n, 66);
     // Token 1 is the warm-up; between token 2 and token 66 lie 64 full decode steps.
     let during = probe.marks[65] - probe.marks[1];
     assert_eq!(during, 0, "{during} heap allocations in 64 decode steps");
+    state
 }

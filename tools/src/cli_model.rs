@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use edgellm_hal::board::BoardConfig;
-use edgellm_models::{KvType, LoadOptions, Model, State, StateOptions};
+use edgellm_models::{KvType, LoadOptions, Model, State, StateLayout, StateOptions};
 use edgellm_runtime::kernels::{KernelPath, Kernels};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -26,6 +26,11 @@ pub struct ModelArgs {
     /// KV cache element type: f16 or f32.
     #[arg(long = "kv-type")]
     pub kv_type: Option<String>,
+    /// Give sliding-window layers (Gemma-3's local layers) a cache of the whole context, as
+    /// llama.cpp's --swa-full, instead of a buffer of about window + batch positions (a
+    /// shorter one can reuse a cached prompt prefix only while it still holds its last window).
+    #[arg(long = "swa-full")]
+    pub swa_full: bool,
     /// Kernel path: scalar, avx2, avx512, neon, neon-dotprod (default: best for this CPU,
     /// or $EDGELLM_KERNELS).
     #[arg(long)]
@@ -118,19 +123,40 @@ impl ModelArgs {
         }
     }
 
+    /// The state options for `model`; logs how the KV cache divides between global and
+    /// sliding-window layers when the model has the latter.
     pub fn state_options(
         &self,
         model: &Model,
         board: Option<&BoardConfig>,
         all_logits: bool,
     ) -> Result<StateOptions> {
-        Ok(StateOptions {
+        let opts = StateOptions {
             n_ctx: self.ctx(model.hparams.n_ctx_train, board),
             n_batch: self.batch.max(1),
             kv_type: self.kv_type(board)?,
             all_logits,
             n_threads: model.n_threads(),
-        })
+            swa_full: self.swa_full,
+        };
+        let layout = StateLayout::new(&model.hparams, &model.weights, &opts)?;
+        let shape = layout.kv_shape;
+        if let Some(swa) = shape.swa {
+            let n_local = shape.n_local();
+            let per_position = 2 * shape.kv_dim * opts.kv_type.bytes();
+            let mib = |positions: usize| (positions * per_position) as f64 / 1048576.0;
+            log::info!(
+                "KV cache: {} global layers x {} positions ({:.1} MiB), {n_local} sliding-window layers (window {}) x {} positions ({:.1} MiB){}",
+                shape.n_layer - n_local,
+                shape.n_ctx,
+                mib((shape.n_layer - n_local) * shape.n_ctx),
+                swa.window,
+                shape.local_slots,
+                mib(n_local * shape.local_slots),
+                if opts.swa_full { " (--swa-full)" } else { "" }
+            );
+        }
+        Ok(opts)
     }
 
     pub fn new_state(

@@ -165,6 +165,7 @@ fn plan_card(args: &mut Args, card: &'static ModelCard) -> Result<()> {
         kv_type: args.opts.kv_type(board.as_ref())?,
         all_logits: false,
         n_threads: threads,
+        swa_full: args.opts.swa_full,
     };
     let figures = Figures::from_card(card, &sopts)?;
     let label = format!("{} (card; {} not present)", card.name, path.display());
@@ -354,6 +355,7 @@ fn plan_board(args: &Args) -> Result<()> {
             kv_type,
             all_logits: false,
             n_threads: threads,
+            swa_full: args.opts.swa_full,
         };
         let path = dir.join(card.file_name);
         let figures = if path.is_file() && card.runs_here() {
