@@ -58,20 +58,24 @@ fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / 1048576.0)
 }
 
-/// Checks `need` against the cgroup limit and RLIMIT_AS. `kv_per_token` (of every KV cache,
-/// the beams' included) lets the error say which context would fit.
-pub fn check(need: MemoryNeed, kv_per_token: u64) -> Result<(), MemoryShortfall> {
-    check_with(need, kv_per_token, cgroup_limit(), address_space_room())
+/// Checks `need` against the cgroup limit and RLIMIT_AS. `context_fitting(room)` (the largest
+/// context whose KV caches, the beams' included, take at most `room` bytes) lets the error say
+/// which context would fit.
+pub fn check(
+    need: MemoryNeed,
+    context_fitting: &dyn Fn(u64) -> usize,
+) -> Result<(), MemoryShortfall> {
+    check_with(need, context_fitting, cgroup_limit(), address_space_room())
 }
 
 fn check_with(
     need: MemoryNeed,
-    kv_per_token: u64,
+    context_fitting: &dyn Fn(u64) -> usize,
     cgroup: Option<(u64, String)>,
     address_space: Option<(u64, u64)>,
 ) -> Result<(), MemoryShortfall> {
     let hint = |room_for_kv: u64| {
-        let fit = room_for_kv / kv_per_token.max(1);
+        let fit = context_fitting(room_for_kv);
         if fit >= 16 {
             format!("; lower --ctx to at most {fit} or raise the limit")
         } else {
@@ -207,6 +211,11 @@ fn cgroup_limit_in(root: &Path, proc_self_cgroup: &str) -> Option<(u64, String)>
 mod tests {
     use super::*;
 
+    /// A cache that grows by `b` bytes per token (no sliding window).
+    fn per_token(b: u64) -> impl Fn(u64) -> usize {
+        move |room| (room / b) as usize
+    }
+
     const NEED: MemoryNeed = MemoryNeed {
         weights: 100 << 20,
         kv: 48 << 20,
@@ -217,12 +226,18 @@ mod tests {
 
     #[test]
     fn fits_without_limits() {
-        assert_eq!(check_with(NEED, 24576, None, None), Ok(()));
+        assert_eq!(check_with(NEED, &per_token(24576), None, None), Ok(()));
     }
 
     #[test]
     fn cgroup_too_small_names_the_figures_and_a_context_that_fits() {
-        let e = check_with(NEED, 24576, Some((170 << 20, "memory.max".into())), None).unwrap_err();
+        let e = check_with(
+            NEED,
+            &per_token(24576),
+            Some((170 << 20, "memory.max".into())),
+            None,
+        )
+        .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("is 170.0 MiB"), "{msg}");
         assert!(msg.contains("needs 190.0 MiB"), "{msg}");
@@ -241,7 +256,7 @@ mod tests {
         assert_eq!(need.total(), 334 << 20);
         let e = check_with(
             need,
-            4 * 24576,
+            &per_token(4 * 24576),
             Some((190 << 20, "memory.max".into())),
             None,
         )
@@ -251,7 +266,7 @@ mod tests {
         assert!(e.contains("beam KV caches 144.0 MiB"), "{e}");
         assert!(e.contains("at most 512"), "{e}");
         assert_eq!(
-            check_with(NEED, 24576, Some((190 << 20, "m".into())), None),
+            check_with(NEED, &per_token(24576), Some((190 << 20, "m".into())), None),
             Ok(())
         );
     }
@@ -259,10 +274,11 @@ mod tests {
     #[test]
     fn address_space_counts_only_what_is_not_mapped_yet() {
         // 200 MiB limit, 120 MiB in use (weights mapped): 80 MiB room, 90 MiB needed.
-        let e = check_with(NEED, 24576, None, Some((200 << 20, 120 << 20))).unwrap_err();
+        let e =
+            check_with(NEED, &per_token(24576), None, Some((200 << 20, 120 << 20))).unwrap_err();
         assert!(e.to_string().contains("RLIMIT_AS"), "{e}");
         assert_eq!(
-            check_with(NEED, 24576, None, Some((300 << 20, 120 << 20))),
+            check_with(NEED, &per_token(24576), None, Some((300 << 20, 120 << 20))),
             Ok(())
         );
     }

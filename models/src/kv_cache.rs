@@ -174,6 +174,28 @@ impl KvShape {
     }
 }
 
+/// The largest context `n <= max_ctx` whose KV bytes (`kv_bytes_at(n)`, non-decreasing in `n`)
+/// fit in `room`, or 0. What "lower --ctx to at most N" hints must compute when sliding-window
+/// layers make the cache grow slower than the context (a division by bytes per token would
+/// undercount what fits).
+pub fn largest_context_within(
+    max_ctx: usize,
+    room: u64,
+    kv_bytes_at: impl Fn(usize) -> u64,
+) -> usize {
+    let (mut lo, mut hi) = (0usize, max_ctx);
+    // invariant: `lo` fits (0 always does), everything above `hi` does not
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if kv_bytes_at(mid) <= room {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
 /// `k` is `[layer][slots(layer)][kv_dim]`; `v` is stored transposed,
 /// `[layer][kv_dim][slots(layer)]`, so the probability-weighted sum over positions is a row dot
 /// (as llama.cpp stores it).
@@ -623,6 +645,31 @@ mod tests {
     const W: usize = 40;
     const NB: usize = 8;
     const N_CTX: usize = 1000;
+
+    /// The context a room fits, for Gemma-3-270M's shape (15 sliding layers, 3 global): the
+    /// largest whose cache fits. Bytes per token at the full context would suggest more than
+    /// fits, the sliding layers' buffers being a fixed cost rather than a per-token one.
+    #[test]
+    fn largest_context_within_a_room_counts_sliding_layers() {
+        let swa = Some(SlidingLayers {
+            window: 512,
+            pattern: 6,
+        });
+        let bytes = |n: usize| KvShape::new(18, n, 256, swa, 64, false).bytes(KvType::F16) as u64;
+        for room in [0u64, 1 << 20, 20 << 20, 40 << 20, 100 << 20, 1 << 40] {
+            let n = largest_context_within(32768, room, bytes);
+            assert!(n == 0 || bytes(n) <= room, "room {room}: {n}");
+            assert!(n == 32768 || bytes(n + 1) > room, "room {room}: {n}");
+        }
+        let room = 40u64 << 20;
+        let per_token = (room / (bytes(32768) / 32768)) as usize;
+        assert!(
+            bytes(per_token) > room,
+            "the per-token figure {per_token} would fit"
+        );
+        assert_eq!(largest_context_within(32768, room, bytes), 7898);
+        assert_eq!(largest_context_within(10, 0, |_| 1), 0);
+    }
 
     /// Layers 0 and 2 local, 1 and 3 global (pattern 2); one KV head of width 2.
     fn small(swa_full: bool) -> KvCache {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use edgellm_hal::board::BoardConfig;
 use edgellm_models::cards::{self, ModelCard, CARDS};
+use edgellm_models::kv_cache::{largest_context_within, KvShape};
 use edgellm_models::{KvType, LoadOptions, Model, StateLayout, StateOptions};
 use serde_json::json;
 
@@ -58,6 +59,8 @@ enum Basis {
 struct Figures {
     weights: Option<u64>,
     kv: u64,
+    /// The cache's shape (to size it at other contexts).
+    kv_shape: KvShape,
     /// Activations, logits and (from a file) the tokenizer tables.
     scratch: u64,
     /// Tokenizer tables, included in `scratch`; known only from a file.
@@ -72,6 +75,7 @@ impl Figures {
         Ok(Figures {
             weights: Some(model.mapped_bytes() as u64),
             kv: layout.kv_bytes as u64,
+            kv_shape: layout.kv_shape,
             scratch: layout.scratch_bytes() as u64 + vocab,
             vocab: Some(vocab),
             basis: Basis::File,
@@ -83,6 +87,7 @@ impl Figures {
         Ok(Figures {
             weights: card.size_bytes,
             kv: layout.kv_bytes as u64,
+            kv_shape: layout.kv_shape,
             scratch: layout.scratch_bytes() as u64,
             vocab: None,
             basis: Basis::Card,
@@ -211,10 +216,15 @@ fn report(
     let reason = match (fits, budget) {
         (Some(false), Some(b)) => {
             let needed = f.kv + f.scratch + f.weights.unwrap_or(0);
-            let kv_per_tok = f.kv / sopts.n_ctx.max(1) as u64;
             let fixed = f.weights.unwrap_or(0) + f.scratch;
-            let ctx_fit = if fixed < b && kv_per_tok > 0 {
-                (b - fixed) / kv_per_tok
+            // The cache at a smaller context, sliding-window layers included.
+            let s = f.kv_shape;
+            let kv_at = |n: usize| {
+                KvShape::new(s.n_layer, n, s.kv_dim, s.swa, sopts.n_batch, sopts.swa_full)
+                    .bytes(sopts.kv_type) as u64
+            };
+            let ctx_fit = if fixed < b {
+                largest_context_within(sopts.n_ctx, b - fixed, kv_at)
             } else {
                 0
             };

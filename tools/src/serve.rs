@@ -16,6 +16,7 @@ use edgellm_hal::serial::{run_console, SerialOptions};
 use edgellm_hal::shutdown::Shutdown;
 use edgellm_hal::socket::{SocketOptions, SocketServer};
 use edgellm_hal::systemd;
+use edgellm_models::kv_cache::largest_context_within;
 use edgellm_models::{Model, StateLayout, StateOptions};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -251,8 +252,22 @@ fn check_memory(
             (need.beam_kv + extra_beams * beam_layout.scratch_bytes() as u64) >> 20
         );
     }
-    let kv_per_token = (need.kv + need.beam_kv) / opts.n_ctx.max(1) as u64;
-    memory::check(need, kv_per_token).map_err(|e| anyhow::anyhow!("not enough memory: {e}"))?;
+    // Every cache at context `n` (sliding-window layers grow slower than the context).
+    let kv_at = |n: usize| {
+        let main = StateOptions { n_ctx: n, ..*opts };
+        let beam = StateOptions {
+            n_ctx: n,
+            n_batch: 1,
+            ..*opts
+        };
+        let bytes = |o: &StateOptions| {
+            StateLayout::new(&model.hparams, &model.weights, o)
+                .map_or(u64::MAX / 4, |l| l.kv_bytes as u64)
+        };
+        bytes(&main) + extra_beams * bytes(&beam)
+    };
+    let fitting = |room: u64| largest_context_within(opts.n_ctx, room, kv_at);
+    memory::check(need, &fitting).map_err(|e| anyhow::anyhow!("not enough memory: {e}"))?;
     if let Some(b) = board {
         if need.total() > b.memory.budget_bytes {
             log::warn!(
