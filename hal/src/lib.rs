@@ -4,8 +4,7 @@
 //! generation thread both front ends share: the Unix-socket server ([`socket`], OpenAI-compatible
 //! HTTP over hyper) and the serial console ([`serial`]). [`shutdown`] is the stop flag they all
 //! watch, [`systemd`] the readiness notification.
-// The one `unsafe` block is the FFI call in `memory::limit_malloc_arenas`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod board;
 pub mod engine;

@@ -312,27 +312,18 @@ impl KvCache {
             keep + nb <= slots,
             "a batch of {nb} does not fit a sliding-window cache of {slots} positions"
         );
-        let from = pos0 - keep - self.base;
         let kv_dim = self.shape.kv_dim;
+        let slide = Slide {
+            slots,
+            kv_dim,
+            from: pos0 - keep - self.base,
+            keep,
+        };
         for il in (0..self.shape.n_layer).filter(|&il| swa.is_local(il)) {
             let layer = self.offsets[il]..self.offsets[il] + slots * kv_dim;
             match &mut self.store {
-                KvStore::F16 { k, v } => slide_layer(
-                    &mut k[layer.clone()],
-                    &mut v[layer],
-                    slots,
-                    kv_dim,
-                    from,
-                    keep,
-                ),
-                KvStore::F32 { k, v } => slide_layer(
-                    &mut k[layer.clone()],
-                    &mut v[layer],
-                    slots,
-                    kv_dim,
-                    from,
-                    keep,
-                ),
+                KvStore::F16 { k, v } => slide.layer(&mut k[layer.clone()], &mut v[layer]),
+                KvStore::F32 { k, v } => slide.layer(&mut k[layer.clone()], &mut v[layer]),
             }
         }
         self.base = pos0 - keep;
@@ -547,19 +538,23 @@ fn store<T: KvElem>(
     }
 }
 
-/// Moves a local layer's slots `[from, from + keep)` to the front: K rows `[slots][kv_dim]`
-/// and each transposed V row of `[kv_dim][slots]`.
-fn slide_layer<T: Copy>(
-    k: &mut [T],
-    v: &mut [T],
+/// A slide of a local layer's buffer: positions at slots `from..from + keep` move to slots
+/// `0..keep` (K rows and the entries of every transposed V row of `slots`).
+#[derive(Clone, Copy)]
+struct Slide {
     slots: usize,
     kv_dim: usize,
     from: usize,
     keep: usize,
-) {
-    k.copy_within(from * kv_dim..(from + keep) * kv_dim, 0);
-    for row in v.chunks_exact_mut(slots) {
-        row.copy_within(from..from + keep, 0);
+}
+
+impl Slide {
+    fn layer<T: Copy>(self, k: &mut [T], v: &mut [T]) {
+        let (from, keep, kv_dim) = (self.from, self.keep, self.kv_dim);
+        k.copy_within(from * kv_dim..(from + keep) * kv_dim, 0);
+        for row in v.chunks_exact_mut(self.slots) {
+            row.copy_within(from..from + keep, 0);
+        }
     }
 }
 

@@ -22,6 +22,7 @@ pub mod error;
 pub mod ggml_type;
 pub mod gguf;
 pub mod kernels;
+pub mod malloc_arenas;
 pub mod mmap;
 pub mod ops;
 pub mod quant;

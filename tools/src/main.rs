@@ -60,7 +60,7 @@ enum Command {
 }
 
 fn main() {
-    edgellm_hal::memory::limit_malloc_arenas();
+    edgellm_runtime::malloc_arenas::limit_malloc_arenas();
     let cli = Cli::parse();
     // A service logs what it does (journald keeps it); the one-shot commands only warn.
     let default_level = match cli.command {
