@@ -118,7 +118,13 @@ impl ThreadPool {
                 std::hint::spin_loop();
             } else {
                 let guard = lock(&shared.done_lock);
-                shared.caller_parked.store(true, Ordering::SeqCst);
+                // A read-modify-write, not a store: with a store, QEMU's aarch64-on-x86
+                // translation lets the flag sit in the host's store buffer past the load of
+                // `pending` below (it maps `stlr` + `ldar` to a plain store and load, where
+                // Arm orders them), the worker's last decrement then reads the flag unset and
+                // never notifies, and both sides park for good (seen under make test). RMWs
+                // are full barriers there, as on every real target.
+                shared.caller_parked.swap(true, Ordering::SeqCst);
                 if shared.pending.load(Ordering::SeqCst) != 0 {
                     let _unused = shared.done_cv.wait(guard);
                 }
