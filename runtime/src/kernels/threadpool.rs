@@ -308,6 +308,42 @@ mod tests {
         assert_eq!(total.load(Ordering::SeqCst), 6);
     }
 
+    /// Dispatches where the caller parks while the worker is finishing: the handshake of
+    /// `caller_parked` and `pending` must never lose the wake-up (it did under QEMU when the flag
+    /// was set by a plain store). A watchdog turns a hang into a failure.
+    #[test]
+    fn caller_parked_at_the_workers_last_decrement_is_woken() {
+        let done = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                while !done.load(Ordering::SeqCst) {
+                    if start.elapsed() > std::time::Duration::from_secs(30) {
+                        eprintln!("thread pool hung: a parked caller was never woken");
+                        std::process::abort();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+        };
+        let pool = ThreadPool::new(2).unwrap();
+        for round in 0..20_000u32 {
+            // The worker's part lasts about as long as the caller's spinning, varied per round,
+            // so its final decrement lands around the moment the caller parks.
+            pool.run(&|i, _| {
+                if i == 1 {
+                    let mut x = round;
+                    for _ in 0..(SPIN_ITERS + (round % 64) * 256) {
+                        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                    }
+                }
+            });
+        }
+        done.store(true, Ordering::SeqCst);
+        watchdog.join().unwrap();
+    }
+
     #[test]
     fn worker_panic_is_reported_and_pool_survives() {
         let pool = ThreadPool::new(2).unwrap();
