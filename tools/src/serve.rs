@@ -16,7 +16,7 @@ use edgellm_hal::serial::{run_console, SerialOptions};
 use edgellm_hal::shutdown::Shutdown;
 use edgellm_hal::socket::{SocketOptions, SocketServer};
 use edgellm_hal::systemd;
-use edgellm_models::kv_cache::largest_context_within;
+use edgellm_models::kv_cache::{largest_context_within, KvShape};
 use edgellm_models::{Model, StateLayout, StateOptions};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -252,19 +252,14 @@ fn check_memory(
             (need.beam_kv + extra_beams * beam_layout.scratch_bytes() as u64) >> 20
         );
     }
-    // Every cache at context `n` (sliding-window layers grow slower than the context).
+    // Every cache at context `n` (sliding-window layers grow slower than the context): the
+    // ordinary one sized for prompt batches, the beams' for one token.
     let kv_at = |n: usize| {
-        let main = StateOptions { n_ctx: n, ..*opts };
-        let beam = StateOptions {
-            n_ctx: n,
-            n_batch: 1,
-            ..*opts
+        let at = |s: KvShape, n_batch: usize| {
+            KvShape::new(s.n_layer, n, s.kv_dim, s.swa, n_batch, opts.swa_full).bytes(opts.kv_type)
+                as u64
         };
-        let bytes = |o: &StateOptions| {
-            StateLayout::new(&model.hparams, &model.weights, o)
-                .map_or(u64::MAX / 4, |l| l.kv_bytes as u64)
-        };
-        bytes(&main) + extra_beams * bytes(&beam)
+        at(layout.kv_shape, opts.n_batch) + extra_beams * at(beam_layout.kv_shape, 1)
     };
     let fitting = |room: u64| largest_context_within(opts.n_ctx, room, kv_at);
     memory::check(need, &fitting).map_err(|e| anyhow::anyhow!("not enough memory: {e}"))?;
