@@ -401,6 +401,7 @@ fn attend<T: KvElem>(
             h0 / group,
             start - slot_base..end - slot_base,
             scale,
+            nb >= 2,
             kern,
             &mut scratch[0],
             out,

@@ -4,27 +4,40 @@
 
 mod common;
 
+use edgellm_runtime::kernels::{KernelPath, Kernels};
 use edgellm_runtime::GgmlType;
 
 const MARGIN: f64 = 0.05;
 
-/// Logit tolerance: the reference rule (0.05) holds for F32 (we agree to 0.01). With int8
-/// activations the logits are extremely sensitive to rounding details upstream of each
-/// activation quantization (a 1-ulp change in one quantizer's scale moves step-0 logits by
-/// ~0.3; llama.cpp's own aarch64 and x86 builds differ by 0.06): ours differ from llama.cpp's by
-/// up to 0.66 (scalar) and 0.76 (AVX-512) although the weight bytes are identical. A known
-/// shortfall against the 0.05 bar: the quantized formats are held to 1.0, both for the step-0
-/// logits and as the near-tie margin of the id rule.
-fn logit_tolerance(ty: GgmlType) -> f64 {
-    match ty {
-        GgmlType::F32 | GgmlType::F16 => MARGIN,
+/// Logit tolerance, for the step-0 logits and as the near-tie margin of the id rule. The scalar
+/// kernels compute what llama.cpp's x86 build computes, bit for bit where it matters (its
+/// activation quantizer, its summation orders, its exponential and fused multiply-adds): the
+/// reference rule, 0.05, and in practice 48 of 48 ids and step-0 logits within 1e-4. The SIMD
+/// kernels sum in their own orders; with int8 activations one different bit upstream of a
+/// quantizer flips quants, and after 30 layers the logits differ by 0.15-0.5, so for the
+/// quantized formats they are held to 1.0 (F32 and F16 have no activation quantizer: 0.05).
+fn logit_tolerance(ty: GgmlType, path: KernelPath) -> f64 {
+    match (ty, path) {
+        (_, KernelPath::Scalar) | (GgmlType::F32 | GgmlType::F16, _) => MARGIN,
         _ => 1.0,
     }
 }
 
 fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
+    check_format_with(key, ty, max_prompts, n_steps, common::reference_kernels());
+}
+
+fn check_format_with(
+    key: &str,
+    ty: GgmlType,
+    max_prompts: usize,
+    n_steps: usize,
+    kernels: Kernels,
+) {
+    let path = kernels.path();
+    let tolerance = logit_tolerance(ty, path);
     let reference = common::reference_json("greedy_smollm2.json");
-    let model = common::load_with(&common::derived_model(ty), common::reference_kernels());
+    let model = common::load_with(&common::derived_model(ty), kernels);
     let entries = reference[key].as_array().unwrap();
     let mut report = Vec::new();
     for e in entries.iter().take(max_prompts) {
@@ -45,7 +58,7 @@ fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
         let must = margins
             .iter()
             .take(n)
-            .position(|&m| m < logit_tolerance(ty))
+            .position(|&m| m < tolerance)
             .unwrap_or(n);
         assert!(
             got.len() >= must,
@@ -65,12 +78,12 @@ fn check_format(key: &str, ty: GgmlType, max_prompts: usize, n_steps: usize) {
             let ours = step0[id] as f64;
             worst = worst.max((ours - logit).abs());
             assert!(
-                (ours - logit).abs() < logit_tolerance(ty),
+                (ours - logit).abs() < tolerance,
                 "{key} {prompt_text:?}: step-0 logit of {id}: {ours} vs llama.cpp {logit}"
             );
         }
         report.push(format!(
-            "{key} {prompt_text:?}: {same}/{n} equal, {must} required; step-0 top-10 logits within {worst:.4}"
+            "{key} ({path}) {prompt_text:?}: {same}/{n} equal, {must} required; step-0 top-10 logits within {worst:.4}"
         ));
     }
     for r in report {
@@ -105,8 +118,13 @@ fn greedy_f32_matches_llama_cpp() {
     check_format("F32_dequantized_from_Q4_1", GgmlType::F32, usize::MAX, 48);
 }
 
-/// The short version the aarch64 (QEMU) run uses: first prompt, 16 tokens.
+/// The short version the aarch64 (QEMU) run uses: first prompt, 16 tokens, on the scalar
+/// kernels (held to 0.05 on every target) and on the path `EDGELLM_KERNELS` names, if another.
 #[test]
 fn greedy_q4_1_short() {
-    check_format("Q4_1", GgmlType::Q4_1, 1, 16);
+    check_format_with("Q4_1", GgmlType::Q4_1, 1, 16, Kernels::scalar());
+    let chosen = common::reference_kernels();
+    if chosen.path() != KernelPath::Scalar {
+        check_format("Q4_1", GgmlType::Q4_1, 1, 16);
+    }
 }

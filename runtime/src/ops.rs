@@ -4,6 +4,7 @@
 //! where ggml sums in `ggml_float`, f16 rounding where ggml stores f16) so results track
 //! llama.cpp's closely.
 
+use crate::kernels::SumOrder;
 use half::f16;
 
 /// `out = x / sqrt(mean(x²) + eps) * weight` (weight may be absent: plain normalization).
@@ -94,26 +95,14 @@ pub fn rope_cache(
     }
 }
 
-/// Rotates one head `x` (`head_dim` values) by the precomputed `cos_sin` of its position.
+/// Rotates one head `x` (`head_dim` values) by the precomputed `cos_sin` of its position, with
+/// the fused multiply-adds of llama.cpp's build
+/// ([`rope_pairs`](crate::kernels::scalar::rope_pairs)).
 pub fn rope_apply(style: RopeStyle, n_dims: usize, x: &mut [f32], cos_sin: &[(f32, f32)]) {
+    let pairs = &cos_sin[..n_dims / 2];
     match style {
-        RopeStyle::Normal => {
-            for (i, &(c, s)) in cos_sin.iter().enumerate().take(n_dims / 2) {
-                let x0 = x[2 * i];
-                let x1 = x[2 * i + 1];
-                x[2 * i] = x0 * c - x1 * s;
-                x[2 * i + 1] = x0 * s + x1 * c;
-            }
-        }
-        RopeStyle::Neox => {
-            let half = n_dims / 2;
-            for (i, &(c, s)) in cos_sin.iter().enumerate().take(half) {
-                let x0 = x[i];
-                let x1 = x[i + half];
-                x[i] = x0 * c - x1 * s;
-                x[i + half] = x0 * s + x1 * c;
-            }
-        }
+        RopeStyle::Normal => crate::kernels::scalar::rope_pairs(x, 1, 2, pairs),
+        RopeStyle::Neox => crate::kernels::scalar::rope_pairs(x, n_dims / 2, 1, pairs),
     }
 }
 
@@ -312,11 +301,13 @@ pub struct LayerCache<'a, T: KvElem> {
 /// share KV head `kv_head`, for one query position: per head `out = softmax(scale · q·Kᵀ) · V`
 /// over the cached positions `kv` (`0..=pos` for causal attention; a sliding window starts
 /// later, which is what ggml's `-inf` mask over the other positions amounts to). `q` and `out`
-/// are `[n_heads][head_dim]`. The queries and the probabilities are rounded to the cache's
+/// are `[n_heads][head_dim]`; `batch` says the position is one of a prompt batch of two or more
+/// (llama.cpp sums those products in another order, see [`SumOrder`]). The queries and the probabilities are rounded to the cache's
 /// element type before their products, as ggml's f16 KV path does. Both products are one call
 /// each of the kernel table's multi-row dot for that type, for all heads at once: the keys `kv`
 /// against the queries, then the head's `head_dim` transposed value rows (their columns `kv`)
 /// against the probabilities; each cache row is read once for the group.
+#[allow(clippy::too_many_arguments)]
 pub fn attention<T: KvElem>(
     q: &[f32],
     head_dim: usize,
@@ -324,6 +315,7 @@ pub fn attention<T: KvElem>(
     kv_head: usize,
     kv: std::ops::Range<usize>,
     scale: f32,
+    batch: bool,
     kern: &crate::kernels::Kernels,
     scratch: &mut AttnScratch,
     out: &mut [f32],
@@ -345,11 +337,25 @@ pub fn attention<T: KvElem>(
     let scores = &mut scratch.scores[..n_heads * n_kv];
     let koff = kv_head * hd;
     // [n_heads][n_kv]
+    // llama.cpp's order of the sums (followed by the scalar kernels): a prompt batch's by
+    // tinyBLAS, a single token's by `ggml_vec_dot_f16` over the head, then over the KV length
+    // padded to 32.
+    let (k_order, v_order) = if batch {
+        (SumOrder::Batch, SumOrder::Batch)
+    } else {
+        (
+            SumOrder::Single { padded: hd },
+            SumOrder::Single {
+                padded: n_kv.next_multiple_of(32),
+            },
+        )
+    };
     dots(
         &cache.k[kv.start * cache.kv_dim + koff..],
         cache.kv_dim,
         q_r,
         hd,
+        k_order,
         scores,
     );
     for s in scores.chunks_exact_mut(n_kv) {
@@ -364,6 +370,7 @@ pub fn attention<T: KvElem>(
         cache.n_ctx,
         scores,
         n_kv,
+        v_order,
         out,
     );
 }
@@ -594,6 +601,7 @@ mod tests {
                             1,
                             0..n_kv,
                             0.125,
+                            false,
                             &kern,
                             &mut scratch,
                             &mut out[..heads * hd],
@@ -653,6 +661,7 @@ mod tests {
                         kv_head,
                         kv.clone(),
                         scale,
+                        kv.len() % 2 == 0,
                         &kern,
                         &mut scratch,
                         &mut out,

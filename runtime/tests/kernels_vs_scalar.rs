@@ -22,7 +22,7 @@
 
 use std::sync::Once;
 
-use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels};
+use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels, SumOrder};
 use edgellm_runtime::quant::{
     self, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8K, BlockQ8_0, BlockQ8_1,
@@ -564,7 +564,9 @@ fn multi_row_dots_do_not_depend_on_grouping() {
 /// result within `FLOAT_REL · Σ|terms|`: `n_rows` rows of `n` values, `stride` apart (the matrix
 /// ends with the last row, as the KV cache's last head does), values cycled from `seed`. The
 /// scalar results are checked against the one-row scalar dots (with the vector in f16 for f16
-/// rows, which holds the same values).
+/// rows, which holds the same values): bit for bit for f32, within the same bound for f16,
+/// whose rows dot sums in llama.cpp's two attention orders ([`SumOrder`]) where the one-row dot
+/// sums in f64.
 fn check_rows_dots(
     n_rows: usize,
     n: usize,
@@ -588,8 +590,13 @@ fn check_rows_dots(
     let scalar = Kernels::scalar();
     let mut want32 = vec![0.0f32; g * n_rows];
     let mut want16 = vec![0.0f32; g * n_rows];
-    (scalar.rows_dot_f32())(&m, stride, &x, n, &mut want32);
-    (scalar.rows_dot_f16())(&mh, stride, &xhf, n, &mut want16);
+    let mut want16_single = vec![0.0f32; g * n_rows];
+    let single = SumOrder::Single {
+        padded: n.next_multiple_of(32),
+    };
+    (scalar.rows_dot_f32())(&m, stride, &x, n, SumOrder::Batch, &mut want32);
+    (scalar.rows_dot_f16())(&mh, stride, &xhf, n, SumOrder::Batch, &mut want16);
+    (scalar.rows_dot_f16())(&mh, stride, &xhf, n, single, &mut want16_single);
     let dot16 = scalar.row_dot(GgmlType::F16).expect("f16 dot");
     let dot32 = scalar.row_dot(GgmlType::F32).expect("f32 dot");
     for h in 0..g {
@@ -599,14 +606,23 @@ fn check_rows_dots(
             let one32 = dot32(quant::block_bytes(row), quant::block_bytes(v));
             let one16 = dot16(quant::block_bytes(row_h), quant::block_bytes(v_h));
             prop_assert_eq!(want32[h * n_rows + r].to_bits(), one32.to_bits());
-            prop_assert_eq!(want16[h * n_rows + r].to_bits(), one16.to_bits());
+            let t16 = abs_terms_float(&mhf[r * stride..][..n], &xhf[h * n..][..n]);
+            let tol16 = FLOAT_REL * t16 + f64::from(f32::MIN_POSITIVE);
+            for (order, got) in [("batch", &want16), ("single", &want16_single)] {
+                let e = (f64::from(got[h * n_rows + r]) - f64::from(one16)).abs();
+                prop_assert!(
+                    e <= tol16,
+                    "scalar f16 rows ({order} order): {} vs {one16}",
+                    got[h * n_rows + r]
+                );
+            }
         }
     }
     for k in simd_kernels() {
         let mut got32 = vec![f32::NAN; g * n_rows];
         let mut got16 = vec![f32::NAN; g * n_rows];
-        (k.rows_dot_f32())(&m, stride, &x, n, &mut got32);
-        (k.rows_dot_f16())(&mh, stride, &xhf, n, &mut got16);
+        (k.rows_dot_f32())(&m, stride, &x, n, SumOrder::Batch, &mut got32);
+        (k.rows_dot_f16())(&mh, stride, &xhf, n, SumOrder::Batch, &mut got16);
         for h in 0..g {
             for r in 0..n_rows {
                 let o = h * n_rows + r;
@@ -627,8 +643,8 @@ fn check_rows_dots(
             let v = &x[h * n..(h + 1) * n];
             let vh = &xhf[h * n..(h + 1) * n];
             let (mut one32, mut one16) = (vec![f32::NAN; n_rows], vec![f32::NAN; n_rows]);
-            (k.rows_dot_f32())(&m, stride, v, n, &mut one32);
-            (k.rows_dot_f16())(&mh, stride, vh, n, &mut one16);
+            (k.rows_dot_f32())(&m, stride, v, n, SumOrder::Batch, &mut one32);
+            (k.rows_dot_f16())(&mh, stride, vh, n, SumOrder::Batch, &mut one16);
             for r in 0..n_rows {
                 let o = h * n_rows + r;
                 prop_assert_eq!(
@@ -650,8 +666,22 @@ fn check_rows_dots(
                     r
                 );
                 let (mut a32, mut a16) = ([f32::NAN], [f32::NAN]);
-                (k.rows_dot_f32())(&m[r * stride..r * stride + n], stride, v, n, &mut a32);
-                (k.rows_dot_f16())(&mh[r * stride..r * stride + n], stride, vh, n, &mut a16);
+                (k.rows_dot_f32())(
+                    &m[r * stride..r * stride + n],
+                    stride,
+                    v,
+                    n,
+                    SumOrder::Batch,
+                    &mut a32,
+                );
+                (k.rows_dot_f16())(
+                    &mh[r * stride..r * stride + n],
+                    stride,
+                    vh,
+                    n,
+                    SumOrder::Batch,
+                    &mut a16,
+                );
                 prop_assert_eq!(
                     a32[0].to_bits(),
                     got32[o].to_bits(),

@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 use half::{bf16, f16};
 
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
-use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
+use crate::quant::{fp32_to_fp16, quantize_act_row_q8_0, quantize_act_row_q8_1};
 
 use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 
@@ -1301,7 +1301,7 @@ unsafe fn block_amax(xb: &[f32]) -> Option<f32> {
 }
 
 /// The scales of up to [`GROUP`] blocks from their `amax`: `d = amax / 127` and
-/// `id = 1 / d` (0 where `d == 0`), lane by lane the scalar operations.
+/// `id = 127 / amax` (0 where `amax == 0`), lane by lane the scalar operations.
 ///
 /// # Safety
 /// AVX must be available.
@@ -1311,18 +1311,19 @@ unsafe fn group_scales(amax: &[f32; GROUP]) -> ([f32; GROUP], [f32; GROUP]) {
     let (mut d, mut id) = ([0.0f32; GROUP], [0.0f32; GROUP]);
     // SAFETY: the loads and stores touch the three arrays' own 8 floats.
     unsafe {
-        let dv = _mm256_div_ps(_mm256_loadu_ps(amax.as_ptr()), _mm256_set1_ps(127.0));
-        let nonzero = _mm256_cmp_ps(dv, _mm256_setzero_ps(), _CMP_NEQ_UQ);
-        let idv = _mm256_and_ps(nonzero, _mm256_div_ps(_mm256_set1_ps(1.0), dv));
+        let av = _mm256_loadu_ps(amax.as_ptr());
+        let dv = _mm256_div_ps(av, _mm256_set1_ps(127.0));
+        let nonzero = _mm256_cmp_ps(av, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+        let idv = _mm256_and_ps(nonzero, _mm256_div_ps(_mm256_set1_ps(127.0), av));
         _mm256_storeu_ps(d.as_mut_ptr(), dv);
         _mm256_storeu_ps(id.as_mut_ptr(), idv);
     }
     (d, id)
 }
 
-/// The 32 quants of one block: `roundf(v * id)` (halves away from zero, built from a
-/// truncation), then C's `(int8_t)` as GCC does it on x86: `cvttps2dq` (which gives
-/// `0x8000_0000` out of range, NaN included) and the low byte.
+/// The 32 quants of one block: `v * id` rounded half to even (`cvtps2dq` in the default
+/// rounding mode) and the low byte. The caller passes finite scales only, so every product
+/// is within an ulp of [-127, 127].
 ///
 /// # Safety
 /// AVX2 must be available.
@@ -1334,21 +1335,11 @@ unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> __m256i {
     unsafe {
         let p = xb.as_ptr();
         let idv = _mm256_set1_ps(id);
-        let sign = _mm256_set1_ps(-0.0);
-        let half = _mm256_set1_ps(0.5);
-        let one = _mm256_set1_ps(1.0);
         let low_byte = _mm256_set1_epi32(0xff);
         let mut q = [_mm256_setzero_si256(); 4];
         for (k, qk) in q.iter_mut().enumerate() {
             let s = _mm256_mul_ps(_mm256_loadu_ps(p.add(8 * k)), idv);
-            let t = _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            let frac = _mm256_andnot_ps(sign, _mm256_sub_ps(s, t));
-            let away = _mm256_and_ps(
-                _mm256_cmp_ps(frac, half, _CMP_GE_OQ),
-                _mm256_or_ps(one, _mm256_and_ps(sign, s)),
-            );
-            let r = _mm256_add_ps(t, away);
-            *qk = _mm256_and_si256(_mm256_cvttps_epi32(r), low_byte);
+            *qk = _mm256_and_si256(_mm256_cvtps_epi32(s), low_byte);
         }
         // The packs keep bytes 0..=255 intact; they interleave 4-lane groups, undone by the permute.
         let p01 = _mm256_packus_epi32(q[0], q[1]);
@@ -1396,7 +1387,7 @@ unsafe fn fp32_to_fp16_f16c(x: f32) -> f16 {
     f16::from_bits(bits as u16)
 }
 
-/// `quantize_row_q8_0`, byte for byte, 8 lanes at a time.
+/// [`quantize_act_row_q8_0`](crate::quant::quantize_act_row_q8_0), byte for byte, 8 lanes at a time.
 ///
 /// # Safety
 /// AVX2 and F16C must be available.
@@ -1407,14 +1398,14 @@ unsafe fn fp32_to_fp16_f16c(x: f32) -> f16 {
 pub(super) unsafe fn quantize_row_q8_0_avx2(x: &[f32], y: &mut [BlockQ8_0]) {
     // SAFETY: the helpers need our features; the store writes `yb.qs`'s own 32 bytes.
     unsafe {
-        quantize_q8_groups!(x, y, quantize_row_q8_0, |yb, d, q| {
+        quantize_q8_groups!(x, y, quantize_act_row_q8_0, |yb, d, q| {
             yb.d = fp32_to_fp16_f16c(d);
             _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
         })
     }
 }
 
-/// `quantize_row_q8_1`, byte for byte, 8 lanes at a time.
+/// [`quantize_act_row_q8_1`](crate::quant::quantize_act_row_q8_1), byte for byte, 8 lanes at a time.
 ///
 /// # Safety
 /// AVX2 and F16C must be available.
@@ -1425,7 +1416,7 @@ pub(super) unsafe fn quantize_row_q8_0_avx2(x: &[f32], y: &mut [BlockQ8_0]) {
 pub(super) unsafe fn quantize_row_q8_1_avx2(x: &[f32], y: &mut [BlockQ8_1]) {
     // SAFETY: the helpers need our features; the store writes `yb.qs`'s own 32 bytes.
     unsafe {
-        quantize_q8_groups!(x, y, quantize_row_q8_1, |yb, d, q| {
+        quantize_q8_groups!(x, y, quantize_act_row_q8_1, |yb, d, q| {
             yb.d = fp32_to_fp16_f16c(d);
             _mm256_storeu_si256(yb.qs.as_mut_ptr().cast(), q);
             // the sum of the stored quants, as the scalar code takes it

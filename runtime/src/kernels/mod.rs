@@ -214,8 +214,24 @@ pub type RowDot2 = fn(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2];
 /// of the row type (an f16 cache's queries and probabilities rounded to f16 first), so their
 /// products are those of ggml's f16 dot. The SIMD kernels convert each row chunk once for all
 /// vectors and reduce several sums' lanes together. Each result is `row · vector` up to the
-/// order of float additions.
-pub type RowsDot<T> = fn(rows: &[T], stride: usize, xs: &[f32], n: usize, out: &mut [f32]);
+/// order of float additions: the scalar kernels follow llama.cpp's for `order`, the SIMD ones
+/// their own.
+pub type RowsDot<T> =
+    fn(rows: &[T], stride: usize, xs: &[f32], n: usize, order: SumOrder, out: &mut [f32]);
+
+/// The order llama.cpp's x86 build sums an attention product in, which the scalar f16
+/// [`RowsDot`] follows (the SIMD kernels keep their own lane order). A prompt batch goes to
+/// llamafile's tinyBLAS, a single token to `ggml_vec_dot_f16`, and they group differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SumOrder {
+    /// tinyBLAS (two or more query rows): 16 lanes, lane `l` a chain of fused multiply-adds
+    /// over products `l, l + 16, ...`, then reduced as `_mm512_reduce_add_ps`.
+    Batch,
+    /// `ggml_vec_dot_f16` over `padded` values (the vector, then zeros: llama.cpp pads the KV
+    /// length to 32): 4 × 16 lanes of fused multiply-adds over each whole 64, reduced, then
+    /// the other products one by one in f64.
+    Single { padded: usize },
+}
 
 /// The exponentials of a softmax in place: `x[i] = e^(x[i] - max)`, returning their sum in f64
 /// (ggml's `ggml_vec_soft_max_f32`). The SIMD paths compute `e^x` as ggml's do (`ggml_v_expf`,
@@ -429,9 +445,9 @@ impl Kernels {
             f16_rows: scalar::vec_dots_f16,
             f32_rows: scalar::vec_dots_f32,
             soft_max: scalar::vec_soft_max_f32,
-            swiglu: crate::ops::swiglu,
-            quantize_q8_0: quant::quantize_row_q8_0,
-            quantize_q8_1: quant::quantize_row_q8_1,
+            swiglu: scalar::vec_swiglu_f32,
+            quantize_q8_0: quant::quantize_act_row_q8_0,
+            quantize_q8_1: quant::quantize_act_row_q8_1,
             quantize_q8_k: quant::quantize_row_q8_k,
         }
     }
@@ -616,7 +632,14 @@ pub(crate) use row_dot_entry;
 macro_rules! rows_dot_entry {
     ($name:ident, $kernel:path, $t:ty) => {
         #[doc = concat!("`", stringify!($kernel), "` as a table entry.")]
-        pub(super) fn $name(rows: &[$t], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+        pub(super) fn $name(
+            rows: &[$t],
+            stride: usize,
+            xs: &[f32],
+            n: usize,
+            _order: super::SumOrder,
+            out: &mut [f32],
+        ) {
             // SAFETY: only `Kernels::new` stores this entry, for a path whose `is_supported`
             // check covers the features the kernel enables.
             unsafe { $kernel(rows, stride, xs, n, out) }
@@ -661,7 +684,8 @@ macro_rules! quantize_q8_groups {
             }
             let (d, id) = group_scales(&amax);
             for (k, (xb, $yb)) in xg.chunks_exact(QK8_0).zip(yg.iter_mut()).enumerate() {
-                if nan[k] {
+                // NaN, infinite or tiny blocks (whose `127 / amax` overflows) go the scalar way.
+                if nan[k] || !amax[k].is_finite() || !id[k].is_finite() {
                     $scalar(xb, std::slice::from_mut($yb));
                     continue;
                 }

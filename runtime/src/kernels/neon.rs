@@ -33,7 +33,7 @@ use half::{bf16, f16};
 use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::BlockQ5_0;
-use crate::quant::{fp32_to_fp16, quantize_row_q8_0, quantize_row_q8_1};
+use crate::quant::{fp32_to_fp16, quantize_act_row_q8_0, quantize_act_row_q8_1};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
@@ -1180,7 +1180,7 @@ unsafe fn block_amax(xb: &[f32]) -> Option<f32> {
 }
 
 /// The scales of up to [`GROUP`] blocks from their `amax`: `d = amax / 127` and
-/// `id = 1 / d` (0 where `d == 0`), lane by lane the scalar operations.
+/// `id = 127 / amax` (0 where `amax == 0`), lane by lane the scalar operations.
 ///
 /// # Safety
 /// NEON must be available.
@@ -1191,9 +1191,10 @@ unsafe fn group_scales(amax: &[f32; GROUP]) -> ([f32; GROUP], [f32; GROUP]) {
     // SAFETY: the loads and stores touch the three arrays' own 8 floats, 4 at a time.
     unsafe {
         for k in 0..GROUP / 4 {
-            let dv = vdivq_f32(vld1q_f32(amax.as_ptr().add(4 * k)), vdupq_n_f32(127.0));
-            let zero = vceqzq_f32(dv);
-            let inv = vdivq_f32(vdupq_n_f32(1.0), dv);
+            let av = vld1q_f32(amax.as_ptr().add(4 * k));
+            let dv = vdivq_f32(av, vdupq_n_f32(127.0));
+            let zero = vceqzq_f32(av);
+            let inv = vdivq_f32(vdupq_n_f32(127.0), av);
             let idv = vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(inv), zero));
             vst1q_f32(d.as_mut_ptr().add(4 * k), dv);
             vst1q_f32(id.as_mut_ptr().add(4 * k), idv);
@@ -1202,9 +1203,9 @@ unsafe fn group_scales(amax: &[f32; GROUP]) -> ([f32; GROUP], [f32; GROUP]) {
     (d, id)
 }
 
-/// The 32 quants of one block, as two vectors: `fcvtas` is exactly `roundf` (halves away from
-/// zero) followed by C's saturating float → int32 conversion on Arm (NaN → 0), and `xtn` keeps
-/// the low byte, as GCC's `(int8_t)` does.
+/// The 32 quants of one block, as two vectors: `fcvtns` rounds half to even (the caller passes
+/// finite scales only, so every product is within an ulp of [-127, 127]) and `xtn` keeps the
+/// low byte.
 ///
 /// # Safety
 /// NEON must be available.
@@ -1217,8 +1218,8 @@ unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> (int8x16_t, int8x16_t) {
         let p = xb.as_ptr();
         let mut q16 = [vdupq_n_s16(0); 4];
         for (k, q) in q16.iter_mut().enumerate() {
-            let a = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k)), id));
-            let b = vcvtaq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k + 4)), id));
+            let a = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k)), id));
+            let b = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(p.add(8 * k + 4)), id));
             *q = vcombine_s16(vmovn_s32(a), vmovn_s32(b));
         }
         (
@@ -1228,7 +1229,7 @@ unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> (int8x16_t, int8x16_t) {
     }
 }
 
-/// `quantize_row_q8_0`, byte for byte, 4 lanes at a time.
+/// [`quantize_act_row_q8_0`](crate::quant::quantize_act_row_q8_0), byte for byte, 4 lanes at a time.
 ///
 /// # Safety
 /// NEON must be available.
@@ -1239,7 +1240,7 @@ unsafe fn quantize_block_q8(xb: &[f32], id: f32) -> (int8x16_t, int8x16_t) {
 pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
     // SAFETY: the helpers need our features; the stores write `yb.qs`'s own 32 bytes.
     unsafe {
-        quantize_q8_groups!(x, y, quantize_row_q8_0, |yb, d, q| {
+        quantize_q8_groups!(x, y, quantize_act_row_q8_0, |yb, d, q| {
             yb.d = fp32_to_fp16(d);
             vst1q_s8(yb.qs.as_mut_ptr(), q.0);
             vst1q_s8(yb.qs.as_mut_ptr().add(16), q.1);
@@ -1247,7 +1248,7 @@ pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
     }
 }
 
-/// `quantize_row_q8_1`, byte for byte, 4 lanes at a time.
+/// [`quantize_act_row_q8_1`](crate::quant::quantize_act_row_q8_1), byte for byte, 4 lanes at a time.
 ///
 /// # Safety
 /// NEON must be available.
@@ -1258,7 +1259,7 @@ pub(super) unsafe fn quantize_row_q8_0_neon(x: &[f32], y: &mut [BlockQ8_0]) {
 pub(super) unsafe fn quantize_row_q8_1_neon(x: &[f32], y: &mut [BlockQ8_1]) {
     // SAFETY: the helpers need our features; the stores write `yb.qs`'s own 32 bytes.
     unsafe {
-        quantize_q8_groups!(x, y, quantize_row_q8_1, |yb, d, q| {
+        quantize_q8_groups!(x, y, quantize_act_row_q8_1, |yb, d, q| {
             yb.d = fp32_to_fp16(d);
             vst1q_s8(yb.qs.as_mut_ptr(), q.0);
             vst1q_s8(yb.qs.as_mut_ptr().add(16), q.1);

@@ -1,47 +1,114 @@
-//! The scalar kernels: the specification every SIMD kernel is tested against. Each follows
-//! ggml's `_generic` version of the same name (same integer sums, same order of the float
-//! multiplies per block), so results agree with ggml's scalar path to the last bit where the
-//! summation order is the same.
+//! The scalar kernels: the specification every SIMD kernel is tested against, and the path
+//! that reproduces llama.cpp's numbers to the last bit. The reference outputs come from
+//! llama.cpp's x86 build (AVX2 code, AVX-512 where it has it); the int dots here sum in its
+//! order ([`Lanes8`]), the f16 attention dots in its two orders ([`SumOrder`]), the softmax and
+//! SiLU exponentials with its `ggml_v_expf` ([`expf_ggml`]) and RoPE with its compiler's fused
+//! multiply-adds ([`rope_pairs`]). A single bit matters: an activation quantized one step
+//! differently moves the logits of the 135M model by ~0.3 after 30 layers.
+//!
+//! Fused multiply-adds (`mul_add`) are one rounding on every target; [`with_fma!`] runs a
+//! kernel's body with the FMA instructions where an x86 CPU has them (baseline x86-64 has none,
+//! and libm's software `fmaf` per call made the scalar path several times slower).
 
 use half::f16;
 
-use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
+use super::SumOrder;
+use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::quant::k_quants::scale_min_k4;
 use crate::quant::{BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, QK_K};
 
-/// Σ (q4 - 8) · q8 per block, times both scales.
-pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let mut sumi0 = 0i32;
-        let mut sumi1 = 0i32;
-        for j in 0..QK8_0 / 2 {
-            let v0 = (xb.qs[j] & 0x0f) as i32 - 8;
-            let v1 = (xb.qs[j] >> 4) as i32 - 8;
-            sumi0 += v0 * yb.qs[j] as i32;
-            sumi1 += v1 * yb.qs[j + QK8_0 / 2] as i32;
+/// Defines `pub fn $name` whose body runs with x86's FMA instructions where the CPU has them:
+/// the same results (`mul_add` rounds once either way), without a libm call per fused
+/// multiply-add on baseline x86-64.
+macro_rules! with_fma {
+    ($(#[$m:meta])* pub fn $name:ident$(<$lt:lifetime>)?($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        pub fn $name$(<$lt>)?($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body$(<$lt>)?($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "fma")]
+                unsafe fn fused$(<$lt>)?($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU has FMA, checked just above.
+                    return unsafe { fused($($arg),*) };
+                }
+            }
+            body($($arg),*)
         }
-        sumf += (sumi0 + sumi1) as f32 * (xb.d.to_f32() * yb.d.to_f32());
-    }
-    sumf
+    };
 }
 
-/// Σ q4 · q8 per block times both scales, plus the weight minimum times the activation sum.
-pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let mut sumi0 = 0i32;
-        let mut sumi1 = 0i32;
-        for j in 0..QK8_0 / 2 {
-            let v0 = (xb.qs[j] & 0x0f) as i32;
-            let v1 = (xb.qs[j] >> 4) as i32;
-            sumi0 += v0 * yb.qs[j] as i32;
-            sumi1 += v1 * yb.qs[j + QK8_0 / 2] as i32;
-        }
-        sumf += (xb.d.to_f32() * yb.d.to_f32()) * (sumi0 + sumi1) as f32
-            + xb.m.to_f32() * yb.s.to_f32();
+/// The float side of llama.cpp's x86 int dots (`ggml_vec_dot_q4_0_q8_0` and the other 32-block
+/// types, and llamafile's `tinyBLAS_Q0_AVX` for prompts, which sum alike): a block's products
+/// go into 8 exact integer lanes of 4 consecutive elements, each lane is converted to f32 and
+/// added into its own accumulator as `fma(d_w · d_a, lane, acc)`, block after block, and the 8
+/// accumulators are reduced as `hsum_float_8` does.
+struct Lanes8([f32; 8]);
+
+impl Lanes8 {
+    #[inline(always)]
+    fn new() -> Lanes8 {
+        Lanes8([0.0; 8])
     }
-    sumf
+
+    /// One block: `w[i] · a[i]` summed per lane of 4, scaled by `d`.
+    #[inline(always)]
+    fn add_block(&mut self, d: f32, w: &[i32; 32], a: &[i8; 32]) {
+        for (k, acc) in self.0.iter_mut().enumerate() {
+            let lane: i32 = (4 * k..4 * k + 4).map(|i| w[i] * i32::from(a[i])).sum();
+            *acc = d.mul_add(lane as f32, *acc);
+        }
+    }
+
+    /// `hsum_float_8`: the high half added to the low one, then lanes 0+2 and 1+3, then those.
+    #[inline(always)]
+    fn sum(&self) -> f32 {
+        let a = &self.0;
+        let r: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+        (r[0] + r[2]) + (r[1] + r[3])
+    }
+}
+
+/// The 32 nibbles of a Q4 block as levels 0..16, in element order (low nibbles first).
+#[inline(always)]
+fn q4_levels(qs: &[u8; 16]) -> [i32; 32] {
+    let mut v = [0i32; 32];
+    for j in 0..16 {
+        v[j] = i32::from(qs[j] & 0x0F);
+        v[j + 16] = i32::from(qs[j] >> 4);
+    }
+    v
+}
+
+with_fma! {
+    /// Σ (q4 - 8) · q8 per block, times both scales ([`Lanes8`] order).
+    pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+        let mut acc = Lanes8::new();
+        for (xb, yb) in x.iter().zip(y) {
+            let w = q4_levels(&xb.qs).map(|v| v - 8);
+            acc.add_block(xb.d.to_f32() * yb.d.to_f32(), &w, &yb.qs);
+        }
+        acc.sum()
+    }
+}
+
+with_fma! {
+    /// Σ q4 · q8 per block times both scales ([`Lanes8`] order), plus the weight minimum times
+    /// the activation sum, chained in one fused multiply-add per block as GCC contracts
+    /// ggml's `summs += m * s`, added last.
+    pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+        let mut acc = Lanes8::new();
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            summs = xb.m.to_f32().mul_add(yb.s.to_f32(), summs);
+            acc.add_block(xb.d.to_f32() * yb.d.to_f32(), &q4_levels(&xb.qs), &yb.qs);
+        }
+        acc.sum() + summs
+    }
 }
 
 /// The 32 5-bit levels (0..32) of a Q5_0/Q5_1 block: nibble `j` (low nibbles are values 0..16,
@@ -57,30 +124,31 @@ fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> [i32; 32] {
     v
 }
 
-/// Σ (q5 - 16) · q8 per block, times both scales.
-pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let v = q5_levels(&xb.qs, xb.qh);
-        let sumi: i32 = v
-            .iter()
-            .zip(&yb.qs)
-            .map(|(&w, &a)| (w - 16) * i32::from(a))
-            .sum();
-        sumf += (xb.d.to_f32() * yb.d.to_f32()) * sumi as f32;
+with_fma! {
+    /// Σ (q5 - 16) · q8 per block, times both scales ([`Lanes8`] order).
+    pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+        let mut acc = Lanes8::new();
+        for (xb, yb) in x.iter().zip(y) {
+            let w = q5_levels(&xb.qs, xb.qh).map(|v| v - 16);
+            acc.add_block(xb.d.to_f32() * yb.d.to_f32(), &w, &yb.qs);
+        }
+        acc.sum()
     }
-    sumf
 }
 
-/// Σ q5 · q8 per block times both scales, plus the weight minimum times the activation sum.
-pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let v = q5_levels(&xb.qs, xb.qh);
-        let sumi: i32 = v.iter().zip(&yb.qs).map(|(&w, &a)| w * i32::from(a)).sum();
-        sumf += (xb.d.to_f32() * yb.d.to_f32()) * sumi as f32 + xb.m.to_f32() * yb.s.to_f32();
+with_fma! {
+    /// Σ q5 · q8 per block times both scales, plus the weight minimum times the activation
+    /// sum (as [`vec_dot_q4_1_q8_1`]).
+    pub fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+        let mut acc = Lanes8::new();
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            summs = xb.m.to_f32().mul_add(yb.s.to_f32(), summs);
+            let w = q5_levels(&xb.qs, xb.qh);
+            acc.add_block(xb.d.to_f32() * yb.d.to_f32(), &w, &yb.qs);
+        }
+        acc.sum() + summs
     }
-    sumf
 }
 
 /// The eight 6-bit scales and mins of a Q4_K / Q5_K block.
@@ -202,17 +270,16 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
-/// Σ q8 · q8 per block, times both scales.
-pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let mut sumi = 0i32;
-        for j in 0..QK8_0 {
-            sumi += xb.qs[j] as i32 * yb.qs[j] as i32;
+with_fma! {
+    /// Σ q8 · q8 per block, times both scales ([`Lanes8`] order).
+    pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+        let mut acc = Lanes8::new();
+        for (xb, yb) in x.iter().zip(y) {
+            let w = xb.qs.map(i32::from);
+            acc.add_block(xb.d.to_f32() * yb.d.to_f32(), &w, &yb.qs);
         }
-        sumf += sumi as f32 * (xb.d.to_f32() * yb.d.to_f32());
+        acc.sum()
     }
-    sumf
 }
 
 /// f16 · f16 accumulated in f64 (ggml's `ggml_float`).
@@ -242,27 +309,82 @@ pub fn vec_dot_bf16_f32(x: &[half::bf16], y: &[f32]) -> f32 {
     sum as f32
 }
 
-/// Rows of an f16 matrix dotted with f32 vectors holding f16 values (see
-/// [`RowsDot`](super::RowsDot)): each `out[h·n_rows + r]` is Σ row·vector with f32 products
-/// summed in f64, as [`vec_dot_f16`] computes it for the vector in f16.
-pub fn vec_dots_f16(rows: &[f16], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
-    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
-    if n_rows == 0 {
-        return;
-    }
-    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
-        for (r, o) in o.iter_mut().enumerate() {
-            let mut sum = 0.0f64;
-            for (a, b) in rows[r * stride..][..n].iter().zip(x) {
-                sum += (a.to_f32() * b) as f64;
+/// `_mm512_reduce_add_ps` as GCC implements it: the high 8 lanes added to the low 8, then the
+/// high 4 of those to the low 4, then lanes 0+2 and 1+3, then those two.
+#[inline(always)]
+fn reduce_add_16(x: &[f32; 16]) -> f32 {
+    let a: [f32; 8] = std::array::from_fn(|i| x[i + 8] + x[i]);
+    let b: [f32; 4] = std::array::from_fn(|i| a[i + 4] + a[i]);
+    (b[0] + b[2]) + (b[1] + b[3])
+}
+
+/// One f16 dot in llama.cpp's order for `order` (see [`SumOrder`]); `x` holds f16 values.
+#[inline(always)]
+fn dot_f16_ordered(row: &[f16], x: &[f32], order: SumOrder) -> f32 {
+    let n = row.len();
+    match order {
+        SumOrder::Batch => {
+            let mut acc = [0.0f32; 16];
+            for (rc, xc) in row.chunks(16).zip(x.chunks(16)) {
+                for (l, (a, b)) in rc.iter().zip(xc).enumerate() {
+                    acc[l] = a.to_f32().mul_add(*b, acc[l]);
+                }
             }
-            *o = sum as f32;
+            reduce_add_16(&acc)
+        }
+        SumOrder::Single { padded } => {
+            // Values past `n` are zeros: their products add nothing to a lane or to the sum.
+            let np = padded.max(n) / 64 * 64;
+            let vec_end = np.min(n);
+            let mut acc = [[0.0f32; 16]; 4];
+            for (i, (a, b)) in row[..vec_end].iter().zip(&x[..vec_end]).enumerate() {
+                let lane = &mut acc[(i % 64) / 16][i % 16];
+                *lane = a.to_f32().mul_add(*b, *lane);
+            }
+            let s0: [f32; 16] =
+                std::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+            let mut sum = f64::from(reduce_add_16(&s0));
+            for (a, b) in row[vec_end..].iter().zip(&x[vec_end..n]) {
+                sum += f64::from(a.to_f32() * b);
+            }
+            sum as f32
         }
     }
 }
 
-/// [`vec_dots_f16`] over f32 rows, each as [`vec_dot_f32`].
-pub fn vec_dots_f32(rows: &[f32], stride: usize, xs: &[f32], n: usize, out: &mut [f32]) {
+with_fma! {
+    /// Rows of an f16 matrix dotted with f32 vectors holding f16 values (see
+    /// [`RowsDot`](super::RowsDot)), each sum in llama.cpp's order for `order`.
+    pub fn vec_dots_f16(
+        rows: &[f16],
+        stride: usize,
+        xs: &[f32],
+        n: usize,
+        order: SumOrder,
+        out: &mut [f32],
+    ) {
+        let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+        if n_rows == 0 {
+            return;
+        }
+        for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+            for (r, o) in o.iter_mut().enumerate() {
+                *o = dot_f16_ordered(&rows[r * stride..][..n], x, order);
+            }
+        }
+    }
+}
+
+/// [`vec_dots_f16`] over f32 rows, each as [`vec_dot_f32`] (f64 sums, whatever the order: the
+/// reference outputs have an f16 cache).
+pub fn vec_dots_f32(
+    rows: &[f32],
+    stride: usize,
+    xs: &[f32],
+    n: usize,
+    _order: SumOrder,
+    out: &mut [f32],
+) {
     let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
     if n_rows == 0 {
         return;
@@ -274,14 +396,84 @@ pub fn vec_dots_f32(rows: &[f32], stride: usize, xs: &[f32], n: usize, out: &mut
     }
 }
 
-/// `x[i] = e^(x[i] - max)` in place, returning Σ x[i] summed in f64: the exponentials of a
-/// softmax, as ggml's `ggml_vec_soft_max_f32` computes them (its scalar loop: libm's `expf`).
-pub fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        let e = (*v - max).exp();
-        sum += e as f64;
-        *v = e;
+/// `e^x` as llama.cpp's AVX-512 `ggml_v_expf` computes it, lane for lane (the Arm optimized
+/// routine: `x = n·ln2 + b`, a degree-5 polynomial in `b` scaled by `2^n`; within 1.5 ulp of
+/// `e^x`, where libm's `expf` is correctly rounded). Inputs below about -103.97 give 0, above
+/// 88.72 infinity, NaN gives NaN.
+#[inline(always)]
+pub fn expf_ggml(x: f32) -> f32 {
+    const SHIFT: f32 = 12_582_912.0; // 0x1.8p23: adding it rounds to an integer
+    let inv_ln2 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
+    let ln2_hi = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
+    let ln2_lo = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
+    let c = [
+        f32::from_bits(0x3c07_2010), // 0x1.0e4020p-7
+        f32::from_bits(0x3d2b_9f17), // 0x1.573e2ep-5
+        f32::from_bits(0x3e2a_af33), // 0x1.555e66p-3
+        f32::from_bits(0x3eff_fedb), // 0x1.fffdb6p-2
+        f32::from_bits(0x3f7f_fff6), // 0x1.ffffecp-1
+    ];
+    let z = x.mul_add(inv_ln2, SHIFT);
+    let n = z - SHIFT;
+    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    let u = b * b;
+    let j = c[0]
+        .mul_add(b, c[1])
+        .mul_add(u, c[2].mul_add(b, c[3]))
+        .mul_add(u, c[4].mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
-    sum
+    // `vscalefps`: j · 2^n rounded once (n is an integer here, |n| <= 192; f64 holds the
+    // product exactly).
+    (f64::from(j) * 2f64.powi(n as i32)) as f32
+}
+
+with_fma! {
+    /// `x[i] = e^(x[i] - max)` in place, returning Σ x[i]: ggml's `ggml_vec_soft_max_f32` on
+    /// AVX-512, 16 values at a time through [`expf_ggml`], each 16 summed in f32 as
+    /// `_mm512_reduce_add_ps` and added to an f64 total. llama.cpp pads the row with masked
+    /// (zero) values to a multiple of 32, so a last partial 16 is summed with zeros.
+    pub fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
+        let mut sum = 0.0f64;
+        for c in x.chunks_mut(16) {
+            let mut v = [0.0f32; 16];
+            for (e, xi) in v.iter_mut().zip(c.iter_mut()) {
+                *e = expf_ggml(*xi - max);
+                *xi = *e;
+            }
+            sum += f64::from(reduce_add_16(&v));
+        }
+        sum
+    }
+}
+
+with_fma! {
+    /// SwiGLU in place, `gate[i] = silu(gate[i]) · up[i]` with `silu(x) = x / (1 + e^-x)`:
+    /// ggml's `ggml_vec_swiglu_f32` on AVX-512, [`expf_ggml`] for whole 16s and libm's `expf`
+    /// for the rest.
+    pub fn vec_swiglu_f32(gate: &mut [f32], up: &[f32]) {
+        let whole = gate.len() / 16 * 16;
+        let (head, tail) = gate.split_at_mut(whole);
+        for (g, u) in head.iter_mut().zip(up) {
+            *g = *g / (1.0 + expf_ggml(-*g)) * u;
+        }
+        for (g, u) in tail.iter_mut().zip(&up[whole..]) {
+            *g = crate::ops::silu(*g) * u;
+        }
+    }
+}
+
+with_fma! {
+    /// RoPE's rotation of the pairs `(x[i], x[i + offset])`, `i = k · step`, by `cos_sin[k]`, as GCC compiles ggml's `rotate_pairs`: the
+    /// first product of each output fused with the other, `x0·c - x1·s` as `fma(x0, c,
+    /// -(x1·s))` and `x0·s + x1·c` as `fma(x0, s, x1·c)`.
+    pub fn rope_pairs(x: &mut [f32], offset: usize, step: usize, cos_sin: &[(f32, f32)]) {
+        for (k, &(c, s)) in cos_sin.iter().enumerate() {
+            let i = k * step;
+            let (x0, x1) = (x[i], x[i + offset]);
+            x[i] = x0.mul_add(c, -(x1 * s));
+            x[i + offset] = x0.mul_add(s, x1 * c);
+        }
+    }
 }

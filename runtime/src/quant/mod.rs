@@ -53,8 +53,8 @@ pub use self::q4_0::{dequantize_row_q4_0, quantize_row_q4_0};
 pub use self::q4_1::{dequantize_row_q4_1, quantize_row_q4_1};
 pub use self::q5_0::{dequantize_row_q5_0, quantize_row_q5_0, BlockQ5_0, QK5_0};
 pub use self::q5_1::{dequantize_row_q5_1, quantize_row_q5_1, BlockQ5_1, QK5_1};
-pub use self::q8_0::{dequantize_row_q8_0, quantize_row_q8_0};
-pub use self::q8_1::{dequantize_row_q8_1, quantize_row_q8_1};
+pub use self::q8_0::{dequantize_row_q8_0, quantize_act_row_q8_0, quantize_row_q8_0};
+pub use self::q8_1::{dequantize_row_q8_1, quantize_act_row_q8_1, quantize_row_q8_1};
 
 /// What went wrong converting a row, naming the type and the sizes involved.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

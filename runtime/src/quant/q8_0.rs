@@ -21,6 +21,55 @@ pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
     }
 }
 
+/// Quantizes activations `x` into `y` as llama.cpp's x86 build does before its int dot
+/// products (its AVX2 `quantize_row_q8_0`, which the reference outputs come from):
+/// `d = amax / 127`, `q = x · (127 / amax)` rounded half to even. It differs from
+/// [`quantize_row_q8_0`] (the weights' quantizer) only in the last bit of some quants, but the
+/// model's logits amplify such bits: the activations must be quantized exactly this way to
+/// match llama.cpp's numbers.
+///
+/// # Panics
+/// If `x.len() != y.len() * QK8_0`.
+pub fn quantize_act_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_row("quantize_act_row_q8_0", x.len(), y.len(), QK8_0);
+    for (xb, yb) in x.chunks_exact(QK8_0).zip(y.iter_mut()) {
+        let xb: &[f32; QK8_0] = xb.try_into().expect("chunks_exact yields QK8_0 values");
+        yb.d = fp32_to_fp16(quantize_act_block_q8(xb, &mut yb.qs));
+    }
+}
+
+/// The activation quants of one block (Q8_0 and Q8_1, see [`quantize_act_row_q8_0`]).
+/// Returns the f32 `d`. A block whose `127 / amax` overflows (amax below ~2.3e-37) or that holds
+/// an infinity gets C's conversion of the products, as the x86 code's `cvtps2dq` would not.
+#[inline(always)]
+pub(super) fn quantize_act_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
+    let amax_bits = xb
+        .iter()
+        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
+    let amax = f32::from_bits(amax_bits);
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    if amax.is_finite() && id.is_finite() {
+        // |x · id| <= 127 and an ulp: the magic-number rounding applies and fits in i8.
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = round_even_small(v * id) as i8;
+        }
+    } else {
+        for (q, &v) in qs.iter_mut().zip(xb) {
+            *q = c_f32_to_i8((v * id).round_ties_even());
+        }
+    }
+    d
+}
+
+/// `s` rounded half to even (the FPU's mode), for |s| < 2^22: adding 1.5 * 2^23 leaves the
+/// integer in the sum's low mantissa bits.
+#[inline(always)]
+fn round_even_small(s: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (s + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
 /// ggml's Q8 quants of one block (shared by Q8_0 and Q8_1): `d = amax / 127`,
 /// `q = roundf(x * (1/d))` converted as C converts to `int8_t`. Returns the f32 `d`.
 #[inline(always)]
@@ -90,6 +139,25 @@ mod tests {
         let mut y = vec![0.0; x.len()];
         dequantize_row_q8_0(&q, &mut y);
         (q, y)
+    }
+
+    #[test]
+    fn activation_quants_use_127_over_amax_and_round_half_to_even() {
+        let mut x = [0.0f32; 32];
+        x[0] = -127.0;
+        x[1] = 0.5;
+        x[2] = -0.5;
+        x[3] = 1.5;
+        x[4] = 2.5;
+        x[5] = 126.49;
+        x[6] = -3.5;
+        let mut q = [BlockQ8_0::default()];
+        quantize_act_row_q8_0(&x, &mut q);
+        assert_eq!(q[0].d, f16::from_f32(1.0));
+        assert_eq!(q[0].qs[..7], [-127, 0, 0, 2, 2, 126, -4]);
+        let zeros = [0.0f32; 32];
+        quantize_act_row_q8_0(&zeros, &mut q);
+        assert_eq!((q[0].d, q[0].qs), (f16::from_f32(0.0), [0; 32]));
     }
 
     #[test]

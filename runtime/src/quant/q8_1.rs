@@ -5,7 +5,7 @@
 use super::assert_row;
 use super::blocks::{BlockQ8_1, QK8_1};
 use super::f16::{fp16_to_fp32, fp32_to_fp16};
-use super::q8_0::quantize_block_q8;
+use super::q8_0::{quantize_act_block_q8, quantize_block_q8};
 
 /// Quantizes `x` into `y`, bit-exact with ggml's `quantize_row_q8_1_ref`: the quants of Q8_0,
 /// and `s = fp16(sum(q) * d)` with the sum taken over the stored (int8) quants. Allocation-free,
@@ -21,6 +21,22 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
         let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
         yb.d = fp32_to_fp16(d);
         yb.s = fp32_to_fp16(sum as f32 * d);
+    }
+}
+
+/// Quantizes activations as llama.cpp's x86 build does (see
+/// [`quantize_act_row_q8_0`](super::q8_0::quantize_act_row_q8_0)), with `s = d · Σ q`.
+///
+/// # Panics
+/// If `x.len() != y.len() * QK8_1`.
+pub fn quantize_act_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_row("quantize_act_row_q8_1", x.len(), y.len(), QK8_1);
+    for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
+        let xb: &[f32; QK8_1] = xb.try_into().expect("chunks_exact yields QK8_1 values");
+        let d = quantize_act_block_q8(xb, &mut yb.qs);
+        let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
+        yb.d = fp32_to_fp16(d);
+        yb.s = fp32_to_fp16(d * sum as f32);
     }
 }
 
