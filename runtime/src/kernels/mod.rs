@@ -234,10 +234,10 @@ pub enum SumOrder {
 }
 
 /// The exponentials of a softmax in place: `x[i] = e^(x[i] - max)`, returning their sum in f64
-/// (ggml's `ggml_vec_soft_max_f32`). The SIMD paths compute `e^x` as ggml's do (`ggml_v_expf`,
-/// the Arm optimized-routines algorithm: within 1.5 ulp of the exact value where libm's `expf`,
-/// the scalar path, is within 0.5), so they differ from the scalar one by an ulp or two per
-/// value and by the order of the additions.
+/// (ggml's `ggml_vec_soft_max_f32`). `e^x` is ggml's `ggml_v_expf` (the Arm optimized-routines
+/// algorithm, within 1.5 ulp of the exact value): the scalar path follows its AVX-512 form and
+/// order of additions exactly ([`scalar::vec_soft_max_f32`]); the SIMD paths may differ from it
+/// by an ulp per value and in the order of the additions.
 pub type SoftMaxExp = fn(x: &mut [f32], max: f32) -> f64;
 
 /// The gated activation of a feed-forward block, in place: `gate[i] = act(gate[i]) · up[i]`.
@@ -276,9 +276,8 @@ pub struct Kernels {
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
     soft_max: SoftMaxExp,
-    /// SwiGLU: `silu(gate) · up`, SiLU as ggml's `ggml_v_silu` computes it on SIMD paths
-    /// (`x / (1 + e^-x)` with the vector exponential of [`SoftMaxExp`]), libm's `expf` on the
-    /// scalar one ([`ops::swiglu`](crate::ops::swiglu)).
+    /// SwiGLU: `silu(gate) · up`, SiLU as ggml's `ggml_v_silu` computes it (`x / (1 + e^-x)`
+    /// with the vector exponential of [`SoftMaxExp`]).
     swiglu: GatedAct,
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,

@@ -1,14 +1,14 @@
 //! The scalar kernels: the specification every SIMD kernel is tested against, and the path
 //! that reproduces llama.cpp's numbers to the last bit. The reference outputs come from
 //! llama.cpp's x86 build (AVX2 code, AVX-512 where it has it); the int dots here sum in its
-//! order ([`Lanes8`]), the f16 attention dots in its two orders ([`SumOrder`]), the softmax and
+//! order (`Lanes8`), the f16 attention dots in its two orders ([`SumOrder`]), the softmax and
 //! SiLU exponentials with its `ggml_v_expf` ([`expf_ggml`]) and RoPE with its compiler's fused
 //! multiply-adds ([`rope_pairs`]). A single bit matters: an activation quantized one step
 //! differently moves the logits of the 135M model by ~0.3 after 30 layers.
 //!
-//! Fused multiply-adds (`mul_add`) are one rounding on every target; [`with_fma!`] runs a
-//! kernel's body with the FMA instructions where an x86 CPU has them (baseline x86-64 has none,
-//! and libm's software `fmaf` per call made the scalar path several times slower).
+//! Fused multiply-adds (`mul_add`) are one rounding on every target; `with_fma!` runs a
+//! kernel's body with the FMA instructions where an x86 CPU has them (baseline x86-64 has none:
+//! each `mul_add` would be a call to libm's software `fmaf`).
 
 use half::f16;
 
@@ -85,7 +85,7 @@ fn q4_levels(qs: &[u8; 16]) -> [i32; 32] {
 }
 
 with_fma! {
-    /// Σ (q4 - 8) · q8 per block, times both scales ([`Lanes8`] order).
+    /// Σ (q4 - 8) · q8 per block, times both scales (`Lanes8` order).
     pub fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         let mut acc = Lanes8::new();
         for (xb, yb) in x.iter().zip(y) {
@@ -97,7 +97,7 @@ with_fma! {
 }
 
 with_fma! {
-    /// Σ q4 · q8 per block times both scales ([`Lanes8`] order), plus the weight minimum times
+    /// Σ q4 · q8 per block times both scales (`Lanes8` order), plus the weight minimum times
     /// the activation sum, chained in one fused multiply-add per block as GCC contracts
     /// ggml's `summs += m * s`, added last.
     pub fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
@@ -125,7 +125,7 @@ fn q5_levels(qs: &[u8; 16], qh: [u8; 4]) -> [i32; 32] {
 }
 
 with_fma! {
-    /// Σ (q5 - 16) · q8 per block, times both scales ([`Lanes8`] order).
+    /// Σ (q5 - 16) · q8 per block, times both scales (`Lanes8` order).
     pub fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
         let mut acc = Lanes8::new();
         for (xb, yb) in x.iter().zip(y) {
@@ -271,7 +271,7 @@ pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
 }
 
 with_fma! {
-    /// Σ q8 · q8 per block, times both scales ([`Lanes8`] order).
+    /// Σ q8 · q8 per block, times both scales (`Lanes8` order).
     pub fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
         let mut acc = Lanes8::new();
         for (xb, yb) in x.iter().zip(y) {
@@ -430,7 +430,7 @@ pub fn expf_ggml(x: f32) -> f32 {
 }
 
 with_fma! {
-    /// `x[i] = e^(x[i] - max)` in place, returning Σ x[i]: ggml's `ggml_vec_soft_max_f32` on
+    /// `x[i] = e^(x[i] - max)` in place, returning the sum: ggml's `ggml_vec_soft_max_f32` on
     /// AVX-512, 16 values at a time through [`expf_ggml`], each 16 summed in f32 as
     /// `_mm512_reduce_add_ps` and added to an f64 total. llama.cpp pads the row with masked
     /// (zero) values to a multiple of 32, so a last partial 16 is summed with zeros.
