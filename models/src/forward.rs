@@ -15,6 +15,7 @@ use crate::arch::FfnAct;
 use crate::error::ModelError;
 use crate::model::Model;
 use crate::state::State;
+use crate::tensor_dump::dump;
 
 /// Which logits a forward call produces.
 pub enum LogitsWanted<'f> {
@@ -152,6 +153,7 @@ impl Model {
                     hp.rms_eps,
                 );
             }
+            dump("attn_norm", Some(il), &s.xb[..nb * d], d);
             matmul_many(
                 pool,
                 kern,
@@ -219,6 +221,9 @@ impl Model {
                     &s.v[t * kv_dim..(t + 1) * kv_dim],
                 );
             }
+            dump("Qcur", Some(il), &s.q[..nb * q_dim], q_dim);
+            dump("Kcur", Some(il), &s.k[..nb * kv_dim], kv_dim);
+            dump("Vcur", Some(il), &s.v[..nb * kv_dim], kv_dim);
             let q = &s.q;
             let n_head = hp.n_head;
             let slot_base = s.kv.slot_base(il);
@@ -256,6 +261,7 @@ impl Model {
                     scale,
                 );
             }
+            dump("kqv_out", Some(il), &s.att[..nb * q_dim], q_dim);
             matmul(
                 pool,
                 kern,
@@ -275,6 +281,8 @@ impl Model {
                 *x += a;
             }
 
+            dump("attn_out", Some(il), &s.xb2[..nb * d], d);
+            dump("ffn_inp", Some(il), &s.x[..nb * d], d);
             // Feed-forward.
             let ffn_norm = l.ffn_norm.f32s(map);
             for t in 0..nb {
@@ -300,6 +308,8 @@ impl Model {
                     FfnAct::GeluTanh => ops::geglu,
                 },
             )?;
+            dump("ffn_norm", Some(il), &s.xb[..nb * d], d);
+            dump("ffn_act", Some(il), &s.hb[..nb * hp.n_ff], hp.n_ff);
             matmul(
                 pool,
                 kern,
@@ -318,6 +328,8 @@ impl Model {
             for (x, a) in s.x[..nb * d].iter_mut().zip(&s.xb2[..nb * d]) {
                 *x += a;
             }
+            dump("ffn_out", Some(il), &s.xb2[..nb * d], d);
+            dump("l_out", Some(il), &s.x[..nb * d], d);
         }
         s.tokens.extend_from_slice(tokens);
 
@@ -340,6 +352,7 @@ impl Model {
                 hp.rms_eps,
             );
         }
+        dump("result_norm", None, &s.xb[..rows * d], d);
         matmul(
             pool,
             kern,
@@ -352,6 +365,12 @@ impl Model {
         if let Some(cap) = hp.final_logit_softcap {
             ops::softcap(&mut s.logits[..rows * hp.n_vocab], cap);
         }
+        dump(
+            "result_output",
+            None,
+            &s.logits[..rows * hp.n_vocab],
+            hp.n_vocab,
+        );
         s.logit_rows = rows;
         Ok(())
     }

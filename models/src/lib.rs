@@ -26,6 +26,7 @@ pub mod model;
 pub mod perplexity;
 pub mod quantize;
 pub mod state;
+mod tensor_dump;
 pub mod weights;
 
 pub use arch::Arch;
