@@ -146,7 +146,9 @@ pub fn silu(x: f32) -> f32 {
 pub fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     const COEF_A: f32 = 0.044715;
-    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + COEF_A * x * x)).tanh())
+    // `1 + A·x·x` is one fused multiply-add in ggml's build (GCC contracts it; the table it
+    // fills differs in an entry or two without it).
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (COEF_A * x).mul_add(x, 1.0)).tanh())
 }
 
 /// `gate[i] = silu(gate[i]) * up[i]` (SwiGLU).

@@ -172,33 +172,39 @@ fn mins_dot_bsums(mins: &[i32; 8], bsums: &[i16; QK_K / 16]) -> i32 {
         .sum()
 }
 
-/// Per block, `d·Σ_j sc_j Σ q4 · q8 - dmin·Σ_j m_j Σ q8` with `d` and `dmin` times the
-/// activation scale (ggml's integer semantics: the sums are exact, one float step per block).
-/// The minimum's part reads the activation `bsums`, which the Q8_K quantizer keeps equal to
-/// the sums of its quants.
-pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let (scales, mins) = scales_mins_k4(&xb.scales);
-        let mut sumi = 0i32;
-        for (j, (q, a)) in xb
-            .qs
-            .chunks_exact(32)
-            .zip(yb.qs.chunks_exact(64))
-            .enumerate()
-        {
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                lo += i32::from(q[l] & 0xF) * i32::from(a[l]);
-                hi += i32::from(q[l] >> 4) * i32::from(a[l + 32]);
+with_fma! {
+    /// Per block the exact integer sums `Σ_j sc_j Σ q4 · q8` and `Σ_j m_j Σ q8` (the
+    /// minimum's part from the activation `bsums`, which the Q8_K quantizer keeps equal to the
+    /// sums of its quants), each added into its own f32 chain with a fused multiply-add by
+    /// `d_w · d_a` and `dmin_w · d_a`, the second chain subtracted at the end: the order of
+    /// llama.cpp's x86 build, which repacks Q4_K matrices (of a multiple of 8 rows, that is every
+    /// model's) eight rows at a time and sums them so (`ggml_gemv_q4_K_8x8_q8_K` /
+    /// `ggml_gemm_q4_K_8x8_q8_K`).
+    pub fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+        let mut acc = 0.0f32;
+        let mut acc_min = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let (scales, mins) = scales_mins_k4(&xb.scales);
+            let mut sumi = 0i32;
+            for (j, (q, a)) in xb
+                .qs
+                .chunks_exact(32)
+                .zip(yb.qs.chunks_exact(64))
+                .enumerate()
+            {
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for l in 0..32 {
+                    lo += i32::from(q[l] & 0xF) * i32::from(a[l]);
+                    hi += i32::from(q[l] >> 4) * i32::from(a[l + 32]);
+                }
+                sumi += lo * scales[2 * j] + hi * scales[2 * j + 1];
             }
-            sumi += lo * scales[2 * j] + hi * scales[2 * j + 1];
+            let imin = mins_dot_bsums(&mins, &yb.bsums);
+            acc = (sumi as f32).mul_add(xb.d.to_f32() * yb.d, acc);
+            acc_min = (imin as f32).mul_add(xb.dmin.to_f32() * yb.d, acc_min);
         }
-        let d = yb.d * xb.d.to_f32();
-        let dmin = yb.d * xb.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * mins_dot_bsums(&mins, &yb.bsums) as f32;
+        acc - acc_min
     }
-    sumf
 }
 
 /// As [`vec_dot_q4_k_q8_k`], with each level's fifth bit from `qh`.
@@ -248,26 +254,41 @@ pub(crate) fn q6_k_levels(xb: &BlockQ6K) -> [u8; QK_K] {
     q
 }
 
-/// Per block, `d·d_act·(Σ_j sc_j Σ q6 · q8 - 32·Σ_j sc_j Σ q8)`: the unsigned levels dotted
-/// exactly, the offset 32 applied through the activation `bsums` (ggml's NEON/AVX form).
-pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let q = q6_k_levels(xb);
-        let mut isum = 0i32;
-        let mut isum_mins = 0i32;
-        for (j, (qj, aj)) in q.chunks_exact(16).zip(yb.qs.chunks_exact(16)).enumerate() {
-            let s: i32 = qj
-                .iter()
-                .zip(aj)
-                .map(|(&w, &a)| i32::from(w) * i32::from(a))
-                .sum();
-            isum += s * i32::from(xb.scales[j]);
-            isum_mins += i32::from(yb.bsums[j]) * i32::from(xb.scales[j]);
+with_fma! {
+    /// Per block `d·d_act·(Σ_j sc_j Σ q6 · q8 - 32·Σ_j sc_j Σ q8)`: the unsigned levels dotted
+    /// exactly, the offset 32 applied through the activation `bsums`, in the order of llama.cpp's
+    /// x86 build (`ggml_vec_dot_q6_K_q8_K`, AVX2): 8 integer lanes per block, lane `l` holding
+    /// every 128-value half's and 32-value quarter's elements `4l..4l + 4` times their scale,
+    /// less 32 times sub-blocks `2l` and `2l + 1`'s scaled sums; each lane scaled by
+    /// `d_a · d_w` into its own f32 accumulator with a fused multiply-add, reduced as
+    /// `hsum_float_8` does.
+    pub fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        for (xb, yb) in x.iter().zip(y) {
+            let q = q6_k_levels(xb);
+            let sc = |i: usize| i32::from(xb.scales[i]);
+            let mut lanes = [0i32; 8];
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                for half in 0..2 {
+                    for quarter in 0..4 {
+                        let base = 128 * half + 32 * quarter + 4 * l;
+                        let dot: i32 = (base..base + 4)
+                            .map(|i| i32::from(q[i]) * i32::from(yb.qs[i]))
+                            .sum();
+                        *lane += sc(8 * half + 2 * quarter + l / 4) * dot;
+                    }
+                }
+                let sub = i32::from(yb.bsums[2 * l]) * sc(2 * l)
+                    + i32::from(yb.bsums[2 * l + 1]) * sc(2 * l + 1);
+                *lane -= sub << 5;
+            }
+            let d = yb.d * xb.d.to_f32();
+            for (a, lane) in acc.iter_mut().zip(lanes) {
+                *a = d.mul_add(lane as f32, *a);
+            }
         }
-        sumf += xb.d.to_f32() * yb.d * (isum - 32 * isum_mins) as f32;
+        Lanes8(acc).sum()
     }
-    sumf
 }
 
 with_fma! {
