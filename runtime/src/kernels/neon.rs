@@ -579,7 +579,6 @@ int_dot_pair! {
     /// Σ q4 · q8 per block times both scales, plus `m · s`, in the scalar kernel's order
     /// (twin: [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1), bit for bit).
     vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_dotprod, block_q4_1_q8_1 / block_q4_1_q8_1_dotprod,
-    @x2 vec_dot2_q4_1_q8_1 / vec_dot2_q4_1_q8_1_dotprod,
     BlockQ4_1, BlockQ8_1, (Acc8, float32x2_t),
     zero: ((vdupq_n_f32(0.0), vdupq_n_f32(0.0)), vdup_n_f32(0.0)), finish: finish_q4_1,
     |x, y, acc, dot| {
@@ -612,6 +611,56 @@ int_dot_pair! {
         add_block(acc, p, scale_product(x.d, y.d))
     }
 }
+
+/// Defines [`vec_dot_q4_1_q8_1`] of two rows with one activation row over the int dot `$dot`
+/// (features `$features`), bit for bit the one-row dot on each: SmolLM2 Q4_1's decode step is
+/// mostly this loop. Per block, both rows' `d` and `m` and the activation's `d` and `s` are
+/// converted together, `[x0d, x0m, x1d, x1m]` and `[yd, ys, yd, ys]`: one product gives both
+/// scale products (lanes 0 and 2), one fused multiply-add both chains of `m·s` (lanes 1 and 3).
+macro_rules! q4_1_dot2 {
+    ($name:ident, $features:literal, $dot:path) => {
+        #[doc = concat!("[`vec_dot_q4_1_q8_1`] of two rows with one activation row (int dot `", stringify!($dot), "`), bit for bit.")]
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(
+            x0: &[BlockQ4_1],
+            x1: &[BlockQ4_1],
+            y: &[BlockQ8_1],
+        ) -> [f32; 2] {
+            // `d` and the second f16 field as one u32 (two adjacent fields: one load).
+            let pair = |a: f16, b: f16| u32::from(a.to_bits()) | (u32::from(b.to_bits()) << 16);
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe {
+                let zero = vdupq_n_f32(0.0);
+                let (mut a, mut b, mut summs) = ((zero, zero), (zero, zero), zero);
+                for ((u, v), w) in x0.iter().zip(x1).zip(y) {
+                    let xv = vset_lane_u32::<1>(pair(v.d, v.m), vdup_n_u32(pair(u.d, u.m)));
+                    let xv = cvt_f16x4(vreinterpret_u16_u32(xv));
+                    let yv = cvt_f16x4(vreinterpret_u16_u32(vdup_n_u32(pair(w.d, w.s))));
+                    let d = vmulq_f32(xv, yv);
+                    summs = vfmaq_f32(summs, xv, yv);
+                    let yq = load_q8(&w.qs);
+                    a = add_block_laneq::<0>(a, $dot(q4_1_values(&u.qs), yq), d);
+                    b = add_block_laneq::<2>(b, $dot(q4_1_values(&v.qs), yq), d);
+                }
+                [
+                    hsum8(a) + vgetq_lane_f32::<1>(summs),
+                    hsum8(b) + vgetq_lane_f32::<3>(summs),
+                ]
+            }
+        }
+    };
+}
+
+q4_1_dot2!(vec_dot2_q4_1_q8_1, "neon", dot_lanes);
+q4_1_dot2!(
+    vec_dot2_q4_1_q8_1_dotprod,
+    "neon,dotprod",
+    dot_lanes_dotprod
+);
 
 /// A block type with one f16 scale `d` (Q8_0, Q5_0).
 trait BlockScale {
