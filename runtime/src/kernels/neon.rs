@@ -13,12 +13,20 @@
 //! `fcvtl` (f16 → f32, whose intrinsic needs the unstable `float16x4_t`), which
 //! is a base ARMv8-A instruction (no FP16 arithmetic extension needed).
 //!
-//! Int paths: nibbles unpacked with `and`/`ushr`, then per block either two `sdot` (16 bytes
-//! each into 4 i32 lanes) or, without dot product, widening multiplies `smull`/`smlal` into i16
-//! lanes and a pairwise widening add into i32. The i16 lanes hold at most two Q8 products
-//! (2·128·127 = 32512, exact while the activation avoids -128, as the quantizers guarantee) or
-//! four Q4 products (4·15·128 = 7680). Each block's sum becomes f32 lanes scaled by `dx·dy`
-//! with an FMA; two accumulators hide its latency.
+//! The kernels a llama-family Q4_0, Q4_1, Q5_0 or Q8_0 forward pass uses compute the scalar
+//! kernels' bits (which are llama.cpp's x86 ones), so that a board decodes the tokens and
+//! logits of the reference: the int row dots sum in the scalar `Lanes8` order, the f16
+//! attention dots in [`SumOrder`]'s, and the softmax and SwiGLU exponentials are the scalar
+//! `expf_ggml` lane for lane. With int8 activations one different bit upstream of a quantizer
+//! flips quants and moves the logits by tenths after 30 layers, so close is not enough.
+//!
+//! Int paths: nibbles unpacked with `and`/`ushr`, then per block the exact sum of each group
+//! of 4 consecutive elements in an i32 lane, 8 lanes per block: one `sdot` per 16 bytes, or,
+//! without dot product, widening multiplies `smull` into i16 lanes and two pairwise adds
+//! (`addp` in i16: two products, at most 2·128·127 = 32512, exact while the activation avoids
+//! -128, as the quantizers guarantee; then `saddlp` into i32). Each lane becomes f32 and is
+//! added into its own accumulator as `fma(dx·dy, lane, acc)`, block after block, as the
+//! scalar kernels do.
 
 // Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
 // pointer-free ones are safe inside `#[target_feature]` functions, where the blocks that hold
