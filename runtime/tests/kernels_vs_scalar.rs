@@ -2,7 +2,10 @@
 //! - the scalar table (the specification): random blocks of every weight/activation pair, with
 //!   scales from zero and f16 subnormals to ±65504, and the block counts of real rows (1, 3, 17,
 //!   18, 48, 49 and random ones). Int dots must agree within 1e-5 of Σ|terms| (their integer
-//!   sums are exact; only the order of float additions differs), float dots within 1e-4;
+//!   sums are exact; only the order of float additions differs), float dots within 1e-4. The
+//!   NEON paths must equal the scalar kernels bit for bit wherever a llama-family Q4_0, Q4_1,
+//!   Q5_0 or Q8_0 forward pass uses them ([`neon_exact`]): those int dots, the f16 attention
+//!   dots in both orders, the softmax exponentials and SwiGLU;
 //! - an independent naive dot of the dequantized rows in f64 (`quant::dequantize_row`), on fixed
 //!   edge rows (all nibbles 0 or 15, ±127 activations, extreme scales);
 //! - ggml's own `vec_dot` (the C code `ggml-sys-bleedingedge` vendors), on rows with an even
@@ -45,6 +48,20 @@ fn simd_kernels() -> Vec<Kernels> {
         .into_iter()
         .map(|p| Kernels::new(p).unwrap_or_else(|e| panic!("{p} is supported but: {e}")))
         .collect()
+}
+
+/// Whether `k` must equal the scalar kernels bit for bit in the kernels a SmolLM2 Q4_1 or
+/// Q8_0 forward pass uses (the int dots of `ty`, or the float kernels when `ty` is `None`): the
+/// NEON paths, which reproduce the scalar (llama.cpp's x86) order of every float operation
+/// there, so that greedy decoding on a board gives llama.cpp's tokens and logits.
+fn neon_exact(k: &Kernels, ty: Option<GgmlType>) -> bool {
+    matches!(k.path(), KernelPath::Neon | KernelPath::NeonDotprod)
+        && ty.is_none_or(|t| {
+            matches!(
+                t,
+                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+            )
+        })
 }
 
 /// Every table this CPU can run, scalar first.
@@ -348,6 +365,14 @@ fn check_vs_scalar<W: Block, A: Block>(
     let tol = rel * abs_terms + f64::from(f32::MIN_POSITIVE);
     for k in simd_kernels() {
         let got = k.row_dot(ty).expect("kernel")(wb, ab);
+        if neon_exact(&k, Some(ty)) {
+            prop_assert!(
+                got.to_bits() == want.to_bits(),
+                "{} {ty} over {} blocks: got {got}, scalar {want}: not bit for bit",
+                k.path(),
+                w.len() * W::ELEMS / 32,
+            );
+        }
         let err = (f64::from(got) - f64::from(want)).abs();
         prop_assert!(
             err <= tol,
@@ -623,6 +648,22 @@ fn check_rows_dots(
         let mut got16 = vec![f32::NAN; g * n_rows];
         (k.rows_dot_f32())(&m, stride, &x, n, SumOrder::Batch, &mut got32);
         (k.rows_dot_f16())(&mh, stride, &xhf, n, SumOrder::Batch, &mut got16);
+        if neon_exact(&k, None) {
+            let mut got16_single = vec![f32::NAN; g * n_rows];
+            (k.rows_dot_f16())(&mh, stride, &xhf, n, single, &mut got16_single);
+            for (order, got, want) in [
+                ("batch", &got16, &want16),
+                ("single", &got16_single, &want16_single),
+            ] {
+                for (o, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                    prop_assert!(
+                        a.to_bits() == b.to_bits(),
+                        "{} f16 rows ({order} order), output {o} of {n_rows} rows × {g} of {n}: {a} vs scalar {b}",
+                        k.path()
+                    );
+                }
+            }
+        }
         for h in 0..g {
             for r in 0..n_rows {
                 let o = h * n_rows + r;
@@ -716,6 +757,13 @@ fn check_swiglu(gate: &[f32], up0: f32) -> Result<(), TestCaseError> {
         let mut got = gate.to_vec();
         (k.swiglu())(&mut got, &up);
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(
+                !neon_exact(&k, None) || g.to_bits() == w.to_bits(),
+                "{}: silu({}) * {} = {g}, scalar {w}: not bit for bit",
+                k.path(),
+                gate[i],
+                up[i]
+            );
             let close = (f64::from(g) - f64::from(w)).abs() <= 5e-7 * f64::from(w).abs()
                 || (g.abs() < 1e-30 && w.abs() < 1e-30);
             prop_assert!(
@@ -740,7 +788,20 @@ fn check_soft_max(x: &[f32], max: Option<f32>) -> Result<(), TestCaseError> {
     for k in simd_kernels() {
         let mut got = x.to_vec();
         let got_sum = (k.soft_max())(&mut got, max);
+        if neon_exact(&k, None) {
+            prop_assert!(
+                got_sum.to_bits() == want_sum.to_bits(),
+                "{}: sum {got_sum}, scalar {want_sum}: not bit for bit",
+                k.path()
+            );
+        }
         for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(
+                !neon_exact(&k, None) || g.to_bits() == w.to_bits(),
+                "{}: e^({} - {max}) = {g}, scalar {w}: not bit for bit",
+                k.path(),
+                x[i]
+            );
             let close = if w.is_infinite() {
                 g == w
             } else {

@@ -214,13 +214,13 @@ pub type RowDot2 = fn(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2];
 /// of the row type (an f16 cache's queries and probabilities rounded to f16 first), so their
 /// products are those of ggml's f16 dot. The SIMD kernels convert each row chunk once for all
 /// vectors and reduce several sums' lanes together. Each result is `row · vector` up to the
-/// order of float additions: the scalar kernels follow llama.cpp's for `order`, the SIMD ones
-/// their own.
+/// order of float additions: the scalar kernels follow llama.cpp's for `order`, and so do the
+/// NEON ones for f16 rows (bit for bit); the x86 SIMD ones and f32 rows sum in their own.
 pub type RowsDot<T> =
     fn(rows: &[T], stride: usize, xs: &[f32], n: usize, order: SumOrder, out: &mut [f32]);
 
 /// The order llama.cpp's x86 build sums an attention product in, which the scalar f16
-/// [`RowsDot`] follows (the SIMD kernels keep their own lane order). A prompt batch goes to
+/// [`RowsDot`] follows, and the NEON one (the x86 SIMD kernels keep their own lane order). A prompt batch goes to
 /// llamafile's tinyBLAS, a single token to `ggml_vec_dot_f16`, and they group differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SumOrder {
@@ -234,10 +234,11 @@ pub enum SumOrder {
 }
 
 /// The exponentials of a softmax in place: `x[i] = e^(x[i] - max)`, returning their sum in f64
-/// (ggml's `ggml_vec_soft_max_f32`). `e^x` is ggml's `ggml_v_expf` (the Arm optimized-routines
-/// algorithm, within 1.5 ulp of the exact value): the scalar path follows its AVX-512 form and
-/// order of additions exactly ([`scalar::vec_soft_max_f32`]); the SIMD paths may differ from it
-/// by an ulp per value and in the order of the additions.
+/// (ggml's `ggml_vec_soft_max_f32`). Every path computes `e^x` with ggml's `ggml_v_expf` (the
+/// Arm optimized-routines algorithm, within 1.5 ulp of the exact value): the scalar and NEON
+/// paths exactly as llama.cpp's AVX-512 build does, in its order of additions (bit for bit),
+/// the AVX2 kernel as ggml's AVX2 variant (`k + k·j`) and in its own order, so it differs
+/// from the scalar one by an ulp or two per value.
 pub type SoftMaxExp = fn(x: &mut [f32], max: f32) -> f64;
 
 /// The gated activation of a feed-forward block, in place: `gate[i] = act(gate[i]) · up[i]`.

@@ -13,12 +13,20 @@
 //! `fcvtl` (f16 → f32, whose intrinsic needs the unstable `float16x4_t`), which
 //! is a base ARMv8-A instruction (no FP16 arithmetic extension needed).
 //!
-//! Int paths: nibbles unpacked with `and`/`ushr`, then per block either two `sdot` (16 bytes
-//! each into 4 i32 lanes) or, without dot product, widening multiplies `smull`/`smlal` into i16
-//! lanes and a pairwise widening add into i32. The i16 lanes hold at most two Q8 products
-//! (2·128·127 = 32512, exact while the activation avoids -128, as the quantizers guarantee) or
-//! four Q4 products (4·15·128 = 7680). Each block's sum becomes f32 lanes scaled by `dx·dy`
-//! with an FMA; two accumulators hide its latency.
+//! The kernels a llama-family Q4_0, Q4_1, Q5_0 or Q8_0 forward pass uses compute the scalar
+//! kernels' bits (which are llama.cpp's x86 ones), so that a board decodes the tokens and
+//! logits of the reference: the int row dots sum in the scalar `Lanes8` order, the f16
+//! attention dots in [`SumOrder`]'s, and the softmax and SwiGLU exponentials are the scalar
+//! `expf_ggml` lane for lane. With int8 activations one different bit upstream of a quantizer
+//! flips quants and moves the logits by tenths after 30 layers, so close is not enough.
+//!
+//! Int paths: nibbles unpacked with `and`/`ushr`, then per block the exact sum of each group
+//! of 4 consecutive elements in an i32 lane, 8 lanes per block: one `sdot` per 16 bytes, or,
+//! without dot product, widening multiplies `smull` into i16 lanes and two pairwise adds
+//! (`addp` in i16: two products, at most 2·128·127 = 32512, exact while the activation avoids
+//! -128, as the quantizers guarantee; then `saddlp` into i32). Each lane becomes f32 and is
+//! added into its own accumulator as `fma(dx·dy, lane, acc)`, block after block, as the
+//! scalar kernels do.
 
 // Rust 1.85 (our MSRV) requires `unsafe` around every `core::arch` intrinsic; from 1.87 the
 // pointer-free ones are safe inside `#[target_feature]` functions, where the blocks that hold
@@ -30,7 +38,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
-use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
+use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, SumOrder, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::BlockQ5_0;
 use crate::quant::{fp32_to_fp16, quantize_act_row_q8_0, quantize_act_row_q8_1};
@@ -93,7 +101,19 @@ row_dot2_entry!(
 );
 row_dot_entry!(row_dot_f16, vec_dot_f16, f16, f16);
 row_dot_entry!(row_dot_f32, vec_dot_f32, f32, f32);
-rows_dot_entry!(rows_dot_f16, vec_dots_f16, f16);
+/// [`vec_dots_f16`] as a table entry: unlike the other rows dots, it follows `order`.
+pub(super) fn rows_dot_f16(
+    rows: &[f16],
+    stride: usize,
+    xs: &[f32],
+    n: usize,
+    order: SumOrder,
+    out: &mut [f32],
+) {
+    // SAFETY: only stored in a `Kernels` table for a NEON path, built after
+    // `KernelPath::is_supported` confirmed NEON.
+    unsafe { vec_dots_f16(rows, stride, xs, n, order, out) }
+}
 rows_dot_entry!(rows_dot_f32, vec_dots_f32, f32);
 
 /// [`vec_soft_max_f32`] as a table entry.
@@ -196,19 +216,26 @@ unsafe fn scale_product(a: f16, b: f16) -> f32 {
     }
 }
 
-/// For a Q4_1 block and its Q8_1 block: `[xd·yd, xm·ys]`.
+/// For a Q4_1 block and its Q8_1 block: lane 0 of the first result is `xd·yd`, lane 1 of the
+/// second `fma(xm, ys, summs[1])`, the scalar kernel's chain of `m·s` (lane 0 of it gathers
+/// products nothing reads).
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn scale_products_q4_1(x: &BlockQ4_1, y: &BlockQ8_1) -> float32x2_t {
+unsafe fn scales_q4_1(
+    x: &BlockQ4_1,
+    y: &BlockQ8_1,
+    summs: float32x2_t,
+) -> (float32x2_t, float32x2_t) {
     let xb = u64::from(x.d.to_bits()) | (u64::from(x.m.to_bits()) << 16);
     let yb = u64::from(y.d.to_bits()) | (u64::from(y.s.to_bits()) << 16);
     // SAFETY: register-only operations; NEON is the caller's contract.
     unsafe {
         let v = cvt_f16x4(vcreate_u16(xb | (yb << 32))); // [xd, xm, yd, ys]
-        vmul_f32(vget_low_f32(v), vget_high_f32(v))
+        let (w, a) = (vget_low_f32(v), vget_high_f32(v));
+        (vmul_f32(w, a), vfma_f32(summs, w, a))
     }
 }
 
@@ -237,49 +264,50 @@ unsafe fn load_q8(qs: &[i8; 32]) -> (int8x16_t, int8x16_t) {
     unsafe { (vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))) }
 }
 
-/// Σ a·b per 4 i32 lanes over two pairs of 16 small signed bytes, without dot product: whose
-/// four products per i16 lane fit (`|a| <= 63`, `|b| <= 128`; Q4 and Q5 levels).
+/// A block's exact integer sums in the scalar kernels' eight lanes (`Lanes8`): lane `k` of `.0`
+/// sums elements `4k..4k + 4`, lane `k` of `.1` elements `16 + 4k..20 + 4k`.
+type Lanes = (int32x4_t, int32x4_t);
+
+/// Σ a·b over each group of 4 of 16 signed bytes, without dot product: widening products, a
+/// pairwise add in i16 (two products, at most 2·128·127 = 32512: exact while `b` avoids -128,
+/// as the quantizers guarantee), then a pairwise widening add into i32.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_small(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+unsafe fn groups4(a: int8x16_t, b: int8x16_t) -> int32x4_t {
     // SAFETY: register-only operations; NEON is the caller's contract.
     unsafe {
-        let p = vmull_s8(vget_low_s8(a.0), vget_low_s8(b.0));
-        let p = vmlal_high_s8(p, a.0, b.0);
-        let p = vmlal_s8(p, vget_low_s8(a.1), vget_low_s8(b.1));
-        let p = vmlal_high_s8(p, a.1, b.1);
-        vpaddlq_s16(p)
+        let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+        let hi = vmull_high_s8(a, b);
+        vpaddlq_s16(vpaddq_s16(lo, hi))
     }
 }
 
-/// Σ a·b per 4 i32 lanes over two pairs of 16 signed bytes, without dot product: two products
-/// per i16 lane (exact while `b` avoids -128).
+/// The [`Lanes`] of a block's 32 products, without dot product.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_i8(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+unsafe fn dot_lanes(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> Lanes {
     // SAFETY: register-only operations; NEON is the caller's contract.
-    unsafe {
-        let p0 = vmlal_high_s8(vmull_s8(vget_low_s8(a.0), vget_low_s8(b.0)), a.0, b.0);
-        let p1 = vmlal_high_s8(vmull_s8(vget_low_s8(a.1), vget_low_s8(b.1)), a.1, b.1);
-        vpadalq_s16(vpaddlq_s16(p0), p1)
-    }
+    unsafe { (groups4(a.0, b.0), groups4(a.1, b.1)) }
 }
 
-/// Σ a·b per 4 i32 lanes over two pairs of 16 signed bytes, with dot product.
+/// The [`Lanes`] of a block's 32 products, with dot product (one `sdot` per half).
 ///
 /// # Safety
 /// NEON and the dot-product extension must be available.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn dot_i8_dotprod(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> int32x4_t {
+unsafe fn dot_lanes_dotprod(a: (int8x16_t, int8x16_t), b: (int8x16_t, int8x16_t)) -> Lanes {
     // SAFETY: register-only operations; the features are the caller's contract.
-    unsafe { sdot(sdot(vdupq_n_s32(0), a.0, b.0), a.1, b.1) }
+    unsafe {
+        let zero = vdupq_n_s32(0);
+        (sdot(zero, a.0, b.0), sdot(zero, a.1, b.1))
+    }
 }
 
 /// Nibbles 0..=15 minus 8, as signed bytes.
@@ -346,66 +374,50 @@ unsafe fn q5_0_values(qs: &[u8; 16], qh: [u8; 4]) -> (int8x16_t, int8x16_t) {
     }
 }
 
-/// Runs `$block(&x[i], &y[i], acc)` over the first `min(x.len(), y.len())` block pairs with two
-/// accumulators (even and odd blocks) to hide the latency of the per-block float FMA; returns
-/// both for the caller to combine. `$block` must be a function with the caller's
-/// `#[target_feature]`s (a closure would not inherit them and its intrinsics would not inline).
+/// The eight f32 accumulators of the scalar kernels' `Lanes8`: lanes 0..4 and 4..8.
+type Acc8 = (float32x4_t, float32x4_t);
+
+/// Runs `acc = $block(&x[i], &y[i], acc)` over the first `min(x.len(), y.len())` block pairs,
+/// in order (one chain per lane, as the scalar kernels add). `$block` must be a function with
+/// the caller's `#[target_feature]`s (a closure would not inherit them and its intrinsics would
+/// not inline).
 macro_rules! dot_blocks {
     ($x:expr, $y:expr, $zero:expr, $block:path) => {{
-        let n = $x.len().min($y.len());
-        let (x, y) = (&$x[..n], &$y[..n]);
-        let (mut a0, mut a1) = ($zero, $zero);
-        let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
-        let (xr, yr) = (xp.remainder(), yp.remainder());
-        for (xs, ys) in xp.zip(yp) {
-            a0 = $block(&xs[0], &ys[0], a0);
-            a1 = $block(&xs[1], &ys[1], a1);
+        let mut acc = $zero;
+        for (xb, yb) in $x.iter().zip($y) {
+            acc = $block(xb, yb, acc);
         }
-        if let (Some(xb), Some(yb)) = (xr.first(), yr.first()) {
-            a0 = $block(xb, yb, a0);
-        }
-        (a0, a1)
+        acc
     }};
 }
 
-/// [`dot_blocks!`] for two weight rows `$x0`, `$x1` against one activation row: each row's
-/// blocks go through exactly the accumulators and order `dot_blocks!` gives them (so the
-/// results equal two single-row calls bit for bit), interleaved so that the activation block
-/// is loaded once for both.
+/// [`dot_blocks!`] for two weight rows `$x0`, `$x1` against one activation row, interleaved so
+/// that the activation block is loaded once for both; each row's chain is the one-row one, so
+/// the results equal two single-row calls bit for bit.
 macro_rules! dot_blocks2 {
     ($x0:expr, $x1:expr, $y:expr, $zero:expr, $block:path) => {{
-        let n = $x0.len().min($x1.len()).min($y.len());
-        let (x0, x1, y) = (&$x0[..n], &$x1[..n], &$y[..n]);
-        let (mut a0, mut a1, mut b0, mut b1) = ($zero, $zero, $zero, $zero);
-        let pairs = n / 2;
-        for i in 0..pairs {
-            let (j, k) = (2 * i, 2 * i + 1);
-            a0 = $block(&x0[j], &y[j], a0);
-            b0 = $block(&x1[j], &y[j], b0);
-            a1 = $block(&x0[k], &y[k], a1);
-            b1 = $block(&x1[k], &y[k], b1);
+        let (mut a, mut b) = ($zero, $zero);
+        for ((x0, x1), yb) in $x0.iter().zip($x1).zip($y) {
+            a = $block(x0, yb, a);
+            b = $block(x1, yb, b);
         }
-        if n % 2 == 1 {
-            a0 = $block(&x0[n - 1], &y[n - 1], a0);
-            b0 = $block(&x1[n - 1], &y[n - 1], b0);
-        }
-        ((a0, a1), (b0, b1))
+        (a, b)
     }};
 }
 
 // ---------------------------------------------------------------------------------------------
 // Int dots: one generic body per pair, instantiated with and without dot product
 
-/// Defines the two row dots of one pair, `$plain` (NEON, its int dot is `$dot_plain`) and
-/// `$dotprod` (NEON + dot product, [`dot_i8_dotprod`]), from one per-block body that calls the
-/// int dot as `$dot` (bound by `use`, not a closure: closures do not inherit
-/// `#[target_feature]`, so their intrinsics would not inline).
+/// Defines the two row dots of one pair, `$plain` (NEON, [`dot_lanes`]) and `$dotprod` (NEON +
+/// dot product, [`dot_lanes_dotprod`]), from one per-block body that calls the int dot as
+/// `$dot` (bound by `use`, not a closure: closures do not inherit `#[target_feature]`, so their
+/// intrinsics would not inline).
 macro_rules! int_dot_pair {
     (
         $(#[$doc:meta])*
         $plain:ident / $dotprod:ident, $block_plain:ident / $block_dotprod:ident,
         $(@x2 $plain2:ident / $dotprod2:ident,)?
-        $w:ty, $a:ty, $acc:ty, zero: $zero:expr, finish: $finish:path, plain: $dot_plain:ident,
+        $w:ty, $a:ty, $acc:ty, zero: $zero:expr, finish: $finish:path,
         |$x:ident, $y:ident, $acc_in:ident, $dot:ident| $body:block
     ) => {
         /// One block pair's contribution, NEON only.
@@ -415,7 +427,7 @@ macro_rules! int_dot_pair {
         #[inline]
         #[target_feature(enable = "neon")]
         unsafe fn $block_plain($x: &$w, $y: &$a, $acc_in: $acc) -> $acc {
-            use self::$dot_plain as $dot;
+            use self::dot_lanes as $dot;
             // SAFETY: the helpers read the blocks' own arrays; NEON is the caller's contract.
             unsafe { $body }
         }
@@ -427,7 +439,7 @@ macro_rules! int_dot_pair {
         #[inline]
         #[target_feature(enable = "neon,dotprod")]
         unsafe fn $block_dotprod($x: &$w, $y: &$a, $acc_in: $acc) -> $acc {
-            use self::dot_i8_dotprod as $dot;
+            use self::dot_lanes_dotprod as $dot;
             // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
             // contract.
             unsafe { $body }
@@ -440,10 +452,7 @@ macro_rules! int_dot_pair {
         #[target_feature(enable = "neon")]
         pub(super) unsafe fn $plain(x: &[$w], y: &[$a]) -> f32 {
             // SAFETY: the per-block helper needs exactly our features.
-            unsafe {
-                let (a0, a1) = dot_blocks!(x, y, $zero, $block_plain);
-                $finish(a0, a1)
-            }
+            unsafe { $finish(dot_blocks!(x, y, $zero, $block_plain)) }
         }
 
         $(#[$doc])*
@@ -453,10 +462,7 @@ macro_rules! int_dot_pair {
         #[target_feature(enable = "neon,dotprod")]
         pub(super) unsafe fn $dotprod(x: &[$w], y: &[$a]) -> f32 {
             // SAFETY: the per-block helper needs exactly our features.
-            unsafe {
-                let (a0, a1) = dot_blocks!(x, y, $zero, $block_dotprod);
-                $finish(a0, a1)
-            }
+            unsafe { $finish(dot_blocks!(x, y, $zero, $block_dotprod)) }
         }
 
         $(
@@ -468,8 +474,8 @@ macro_rules! int_dot_pair {
         pub(super) unsafe fn $plain2(x0: &[$w], x1: &[$w], y: &[$a]) -> [f32; 2] {
             // SAFETY: the per-block helper needs exactly our features.
             unsafe {
-                let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, $zero, $block_plain);
-                [$finish(a0, a1), $finish(b0, b1)]
+                let (a, b) = dot_blocks2!(x0, x1, y, $zero, $block_plain);
+                [$finish(a), $finish(b)]
             }
         }
 
@@ -481,87 +487,188 @@ macro_rules! int_dot_pair {
         pub(super) unsafe fn $dotprod2(x0: &[$w], x1: &[$w], y: &[$a]) -> [f32; 2] {
             // SAFETY: the per-block helper needs exactly our features.
             unsafe {
-                let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, $zero, $block_dotprod);
-                [$finish(a0, a1), $finish(b0, b1)]
+                let (a, b) = dot_blocks2!(x0, x1, y, $zero, $block_dotprod);
+                [$finish(a), $finish(b)]
             }
         }
         )?
     };
 }
 
-/// The sum of both accumulators' lanes.
+/// `acc[k] = fma(d, lane k, acc[k])` over a block's eight [`Lanes`] (the scalar
+/// `Lanes8::add_block`; the lane sums are exact in f32).
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn finish_f32x4(a0: float32x4_t, a1: float32x4_t) -> f32 {
+unsafe fn add_block(acc: Acc8, p: Lanes, d: f32) -> Acc8 {
     // SAFETY: register-only operations; NEON is the caller's contract.
-    unsafe { vaddvq_f32(vaddq_f32(a0, a1)) }
+    unsafe {
+        (
+            vfmaq_n_f32(acc.0, vcvtq_f32_s32(p.0), d),
+            vfmaq_n_f32(acc.1, vcvtq_f32_s32(p.1), d),
+        )
+    }
 }
 
-/// The sum of both accumulators' scaled int sums, plus their Σ m·s (lane 1 of the pair).
+/// [`add_block`] with the scale in lane `L` of `d` (`fmla` by element).
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn finish_q4_1(a0: (float32x4_t, float32x2_t), a1: (float32x4_t, float32x2_t)) -> f32 {
+unsafe fn add_block_lane<const L: i32>(acc: Acc8, p: Lanes, d: float32x2_t) -> Acc8 {
     // SAFETY: register-only operations; NEON is the caller's contract.
-    unsafe { vaddvq_f32(vaddq_f32(a0.0, a1.0)) + vget_lane_f32::<1>(vadd_f32(a0.1, a1.1)) }
+    unsafe {
+        (
+            vfmaq_lane_f32::<L>(acc.0, vcvtq_f32_s32(p.0), d),
+            vfmaq_lane_f32::<L>(acc.1, vcvtq_f32_s32(p.1), d),
+        )
+    }
+}
+
+/// [`add_block`] with the scale in lane `L` of `d` (`fmla` by element).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn add_block_laneq<const L: i32>(acc: Acc8, p: Lanes, d: float32x4_t) -> Acc8 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        (
+            vfmaq_laneq_f32::<L>(acc.0, vcvtq_f32_s32(p.0), d),
+            vfmaq_laneq_f32::<L>(acc.1, vcvtq_f32_s32(p.1), d),
+        )
+    }
+}
+
+/// The scalar `Lanes8::sum`: the high four accumulators added to the low four, then lanes
+/// 0 + 2 and 1 + 3, then those two.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn hsum8(acc: Acc8) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let r = vaddq_f32(acc.1, acc.0);
+        vpadds_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r)))
+    }
+}
+
+/// [`hsum8`] of the scaled int sums plus the chain of `m·s` (lane 1), as the scalar Q4_1 dot
+/// ends.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn finish_q4_1(acc: (Acc8, float32x2_t)) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe { hsum8(acc.0) + vget_lane_f32::<1>(acc.1) }
 }
 
 int_dot_pair! {
-    /// Σ (q4 - 8) · q8 per block, times both scales (twin:
-    /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+    /// Σ (q4 - 8) · q8 per block, times both scales, in the scalar kernel's order (twin:
+    /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0), bit for bit).
     vec_dot_q4_0_q8_0 / vec_dot_q4_0_q8_0_dotprod, block_q4_0_q8_0 / block_q4_0_q8_0_dotprod,
     @x2 vec_dot2_q4_0_q8_0 / vec_dot2_q4_0_q8_0_dotprod,
-    BlockQ4_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
-    plain: dot_small,
+    BlockQ4_0, BlockQ8_0, Acc8, zero: (vdupq_n_f32(0.0), vdupq_n_f32(0.0)), finish: hsum8,
     |x, y, acc, dot| {
         let p = dot(q4_0_values(&x.qs), load_q8(&y.qs));
-        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+        add_block(acc, p, scale_product(x.d, y.d))
     }
 }
 
 int_dot_pair! {
-    /// Σ q4 · q8 per block times both scales, plus `m · s` (twin:
-    /// [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1)).
+    /// Σ q4 · q8 per block times both scales, plus `m · s`, in the scalar kernel's order
+    /// (twin: [`scalar::vec_dot_q4_1_q8_1`](super::scalar::vec_dot_q4_1_q8_1), bit for bit).
     vec_dot_q4_1_q8_1 / vec_dot_q4_1_q8_1_dotprod, block_q4_1_q8_1 / block_q4_1_q8_1_dotprod,
-    @x2 vec_dot2_q4_1_q8_1 / vec_dot2_q4_1_q8_1_dotprod,
-    BlockQ4_1, BlockQ8_1, (float32x4_t, float32x2_t),
-    zero: (vdupq_n_f32(0.0), vdup_n_f32(0.0)), finish: finish_q4_1, plain: dot_small,
+    BlockQ4_1, BlockQ8_1, (Acc8, float32x2_t),
+    zero: ((vdupq_n_f32(0.0), vdupq_n_f32(0.0)), vdup_n_f32(0.0)), finish: finish_q4_1,
     |x, y, acc, dot| {
-        let dm = scale_products_q4_1(x, y);
+        let (d, summs) = scales_q4_1(x, y, acc.1);
         let p = dot(q4_1_values(&x.qs), load_q8(&y.qs));
-        (vfmaq_lane_f32::<0>(acc.0, vcvtq_f32_s32(p), dm), vadd_f32(acc.1, dm))
+        (add_block_lane::<0>(acc.0, p, d), summs)
     }
 }
 
 int_dot_pair! {
-    /// Σ q8 · q8 per block, times both scales (twin:
-    /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0)).
+    /// Σ q8 · q8 per block, times both scales, in the scalar kernel's order (twin:
+    /// [`scalar::vec_dot_q8_0_q8_0`](super::scalar::vec_dot_q8_0_q8_0), bit for bit).
     vec_dot_q8_0_q8_0 / vec_dot_q8_0_q8_0_dotprod, block_q8_0_q8_0 / block_q8_0_q8_0_dotprod,
-    BlockQ8_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
-    plain: dot_i8,
+    BlockQ8_0, BlockQ8_0, Acc8, zero: (vdupq_n_f32(0.0), vdupq_n_f32(0.0)), finish: hsum8,
     |x, y, acc, dot| {
         let p = dot(load_q8(&x.qs), load_q8(&y.qs));
-        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+        add_block(acc, p, scale_product(x.d, y.d))
     }
 }
 
 int_dot_pair! {
-    /// Σ (q5 - 16) · q8 per block, times both scales (twin:
-    /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0)): SmolLM2's and
-    /// Gemma-3's Q4_K_M files are mostly Q5_0 (their rows are not multiples of 256).
+    /// Σ (q5 - 16) · q8 per block, times both scales, in the scalar kernel's order (twin:
+    /// [`scalar::vec_dot_q5_0_q8_0`](super::scalar::vec_dot_q5_0_q8_0), bit for bit):
+    /// SmolLM2's and Gemma-3's Q4_K_M files are mostly Q5_0 (their rows are not multiples of
+    /// 256).
     vec_dot_q5_0_q8_0 / vec_dot_q5_0_q8_0_dotprod, block_q5_0_q8_0 / block_q5_0_q8_0_dotprod,
-    BlockQ5_0, BlockQ8_0, float32x4_t, zero: vdupq_n_f32(0.0), finish: finish_f32x4,
-    plain: dot_small,
+    BlockQ5_0, BlockQ8_0, Acc8, zero: (vdupq_n_f32(0.0), vdupq_n_f32(0.0)), finish: hsum8,
     |x, y, acc, dot| {
         let p = dot(q5_0_values(&x.qs, x.qh), load_q8(&y.qs));
-        vfmaq_n_f32(acc, vcvtq_f32_s32(p), scale_product(x.d, y.d))
+        add_block(acc, p, scale_product(x.d, y.d))
     }
 }
+
+/// Defines [`vec_dot_q4_1_q8_1`] of two rows with one activation row over the int dot `$dot`
+/// (features `$features`), bit for bit the one-row dot on each: SmolLM2 Q4_1's decode step is
+/// mostly this loop. Per block, both rows' `d` and `m` and the activation's `d` and `s` are
+/// converted together, `[x0d, x0m, x1d, x1m]` and `[yd, ys, yd, ys]`: one product gives both
+/// scale products (lanes 0 and 2), one fused multiply-add both chains of `m·s` (lanes 1 and 3).
+macro_rules! q4_1_dot2 {
+    ($name:ident, $features:literal, $dot:path) => {
+        #[doc = concat!("[`vec_dot_q4_1_q8_1`] of two rows with one activation row (int dot `", stringify!($dot), "`), bit for bit.")]
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name(
+            x0: &[BlockQ4_1],
+            x1: &[BlockQ4_1],
+            y: &[BlockQ8_1],
+        ) -> [f32; 2] {
+            // `d` and the second f16 field as one u32 (two adjacent fields: one load).
+            let pair = |a: f16, b: f16| u32::from(a.to_bits()) | (u32::from(b.to_bits()) << 16);
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe {
+                let zero = vdupq_n_f32(0.0);
+                let (mut a, mut b, mut summs) = ((zero, zero), (zero, zero), zero);
+                for ((u, v), w) in x0.iter().zip(x1).zip(y) {
+                    let xv = vset_lane_u32::<1>(pair(v.d, v.m), vdup_n_u32(pair(u.d, u.m)));
+                    let xv = cvt_f16x4(vreinterpret_u16_u32(xv));
+                    let yv = cvt_f16x4(vreinterpret_u16_u32(vdup_n_u32(pair(w.d, w.s))));
+                    let d = vmulq_f32(xv, yv);
+                    summs = vfmaq_f32(summs, xv, yv);
+                    let yq = load_q8(&w.qs);
+                    a = add_block_laneq::<0>(a, $dot(q4_1_values(&u.qs), yq), d);
+                    b = add_block_laneq::<2>(b, $dot(q4_1_values(&v.qs), yq), d);
+                }
+                [
+                    hsum8(a) + vgetq_lane_f32::<1>(summs),
+                    hsum8(b) + vgetq_lane_f32::<3>(summs),
+                ]
+            }
+        }
+    };
+}
+
+q4_1_dot2!(vec_dot2_q4_1_q8_1, "neon", dot_lanes);
+q4_1_dot2!(
+    vec_dot2_q4_1_q8_1_dotprod,
+    "neon,dotprod",
+    dot_lanes_dotprod
+);
 
 /// A block type with one f16 scale `d` (Q8_0, Q5_0).
 trait BlockScale {
@@ -600,9 +707,9 @@ unsafe fn scales4<B: BlockScale>(b: &[B; 4]) -> float32x4_t {
 /// against Q8_0 activations over one int dot with its features: the Q8_0 output matrix is most
 /// of a decode step for Gemma-3 (262144 rows), Q5_0 most of the rest, and one-block steps spend
 /// more on each block's two f16 scales than on its 32 products. Four blocks' scales are
-/// converted at once and their products taken by lane (`fmla` by element); each row's blocks go
-/// to the even/odd accumulators in order, as in [`dot_blocks!`], so each result equals the
-/// one-row dot's (`$one`) bit for bit.
+/// converted at once and their products taken by lane (`fmla` by element); each row's blocks
+/// go through its one chain in order, so each result equals the one-row dot's (`$one`) bit for
+/// bit.
 macro_rules! scaled_dot2 {
     ($name:ident, $one:ident, $features:literal, $dot:path, $w:ty, |$x:ident| $values:expr) => {
         #[doc = concat!("[`", stringify!($one), "`] of two rows with one activation row, bit for bit.")]
@@ -617,34 +724,34 @@ macro_rules! scaled_dot2 {
             #[inline]
             #[target_feature(enable = $features)]
             unsafe fn step<const L: i32>(
-                acc: (float32x4_t, float32x4_t),
+                acc: (Acc8, Acc8),
                 x0: &$w,
                 x1: &$w,
                 y: &BlockQ8_0,
                 d0: float32x4_t,
                 d1: float32x4_t,
-            ) -> (float32x4_t, float32x4_t) {
+            ) -> (Acc8, Acc8) {
                 // SAFETY: the helpers read the blocks' own arrays; the features are the
                 // caller's contract.
                 unsafe {
                     let yq = load_q8(&y.qs);
-                    let p0 = vcvtq_f32_s32($dot(
+                    let p0 = $dot(
                         {
                             let $x = x0;
                             $values
                         },
                         yq,
-                    ));
-                    let p1 = vcvtq_f32_s32($dot(
+                    );
+                    let p1 = $dot(
                         {
                             let $x = x1;
                             $values
                         },
                         yq,
-                    ));
+                    );
                     (
-                        vfmaq_laneq_f32::<L>(acc.0, p0, d0),
-                        vfmaq_laneq_f32::<L>(acc.1, p1, d1),
+                        add_block_laneq::<L>(acc.0, p0, d0),
+                        add_block_laneq::<L>(acc.1, p1, d1),
                     )
                 }
             }
@@ -654,7 +761,7 @@ macro_rules! scaled_dot2 {
                 let n = x0.len().min(x1.len()).min(y.len());
                 let (x0, x1, y) = (&x0[..n], &x1[..n], &y[..n]);
                 let zero = vdupq_n_f32(0.0);
-                let (mut a, mut b) = ([zero; 2], [zero; 2]);
+                let mut acc = ((zero, zero), (zero, zero));
                 let (c0, c1, cy) = (x0.chunks_exact(4), x1.chunks_exact(4), y.chunks_exact(4));
                 let done = n - cy.remainder().len();
                 for ((u, v), w) in c0.zip(c1).zip(cy) {
@@ -666,31 +773,33 @@ macro_rules! scaled_dot2 {
                     let yd = scales4(w);
                     let d0 = vmulq_f32(scales4(u), yd);
                     let d1 = vmulq_f32(scales4(v), yd);
-                    (a[0], b[0]) = step::<0>((a[0], b[0]), &u[0], &v[0], &w[0], d0, d1);
-                    (a[1], b[1]) = step::<1>((a[1], b[1]), &u[1], &v[1], &w[1], d0, d1);
-                    (a[0], b[0]) = step::<2>((a[0], b[0]), &u[2], &v[2], &w[2], d0, d1);
-                    (a[1], b[1]) = step::<3>((a[1], b[1]), &u[3], &v[3], &w[3], d0, d1);
+                    acc = step::<0>(acc, &u[0], &v[0], &w[0], d0, d1);
+                    acc = step::<1>(acc, &u[1], &v[1], &w[1], d0, d1);
+                    acc = step::<2>(acc, &u[2], &v[2], &w[2], d0, d1);
+                    acc = step::<3>(acc, &u[3], &v[3], &w[3], d0, d1);
                 }
                 for i in done..n {
                     let yq = load_q8(&y[i].qs);
-                    let p0 = vcvtq_f32_s32($dot(
+                    let p0 = $dot(
                         {
                             let $x = &x0[i];
                             $values
                         },
                         yq,
-                    ));
-                    let p1 = vcvtq_f32_s32($dot(
+                    );
+                    let p1 = $dot(
                         {
                             let $x = &x1[i];
                             $values
                         },
                         yq,
-                    ));
-                    a[i % 2] = vfmaq_n_f32(a[i % 2], p0, scale_product(x0[i].d, y[i].d));
-                    b[i % 2] = vfmaq_n_f32(b[i % 2], p1, scale_product(x1[i].d, y[i].d));
+                    );
+                    acc = (
+                        add_block(acc.0, p0, scale_product(x0[i].d, y[i].d)),
+                        add_block(acc.1, p1, scale_product(x1[i].d, y[i].d)),
+                    );
                 }
-                [finish_f32x4(a[0], a[1]), finish_f32x4(b[0], b[1])]
+                [hsum8(acc.0), hsum8(acc.1)]
             }
         }
     };
@@ -700,7 +809,7 @@ scaled_dot2!(
     vec_dot2_q8_0_q8_0,
     vec_dot_q8_0_q8_0,
     "neon",
-    dot_i8,
+    dot_lanes,
     BlockQ8_0,
     |x| load_q8(&x.qs)
 );
@@ -708,7 +817,7 @@ scaled_dot2!(
     vec_dot2_q8_0_q8_0_dotprod,
     vec_dot_q8_0_q8_0_dotprod,
     "neon,dotprod",
-    dot_i8_dotprod,
+    dot_lanes_dotprod,
     BlockQ8_0,
     |x| load_q8(&x.qs)
 );
@@ -727,15 +836,16 @@ pub(super) unsafe fn vec_dot2_q5_0_q8_0(
 ) -> [f32; 2] {
     // SAFETY: the per-block helper needs exactly our features.
     unsafe {
-        let ((a0, a1), (b0, b1)) = dot_blocks2!(x0, x1, y, vdupq_n_f32(0.0), block_q5_0_q8_0);
-        [finish_f32x4(a0, a1), finish_f32x4(b0, b1)]
+        let zero = (vdupq_n_f32(0.0), vdupq_n_f32(0.0));
+        let (a, b) = dot_blocks2!(x0, x1, y, zero, block_q5_0_q8_0);
+        [hsum8(a), hsum8(b)]
     }
 }
 scaled_dot2!(
     vec_dot2_q5_0_q8_0_dotprod,
     vec_dot_q5_0_q8_0_dotprod,
     "neon,dotprod",
-    dot_i8_dotprod,
+    dot_lanes_dotprod,
     BlockQ5_0,
     |x| q5_0_values(&x.qs, x.qh)
 );
@@ -981,14 +1091,156 @@ macro_rules! float_rows_dots {
     };
 }
 
-float_rows_dots!(rows_step_f16, rows_group_f16, vec_dots_f16, f16, |p| {
-    cvt_f16x4(vld1_u16(p.cast::<u16>()))
-});
 float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
     vld1q_f32(p)
 });
 
-/// The constants of [`expf_4`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
+/// `_mm512_reduce_add_ps` as the scalar `reduce_add_16` takes it, over 16 lanes held as four
+/// vectors: the high 8 lanes added to the low 8, then [`hsum8`].
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn hsum16(v: [float32x4_t; 4]) -> f32 {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe { hsum8((vaddq_f32(v[2], v[0]), vaddq_f32(v[3], v[1]))) }
+}
+
+/// The `4·Q` lanes of the scalar `dot_f16_ordered` over `row · x` (equal lengths): lane `l`
+/// (lane `l % 4` of vector `l / 4`) a chain of fused multiply-adds over the products `l`,
+/// `l + 4Q`, ... A last partial 4 goes through stack tiles padded with `-0 · 0`, a product
+/// that leaves every lane as it is (the scalar lanes past the end are not touched).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f16_lanes<const Q: usize>(row: &[f16], x: &[f32]) -> [float32x4_t; Q] {
+    let len = row.len().min(x.len());
+    let (rp, xp) = (row.as_ptr().cast::<u16>(), x.as_ptr());
+    // SAFETY: 4 values of each side are loaded at `j` only while `j + 4 <= len` (`f16` is a
+    // transparent u16); the tiles are ours.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); Q];
+        let mut i = 0;
+        while i + 4 * Q <= len {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let j = i + 4 * k;
+                *a = vfmaq_f32(*a, cvt_f16x4(vld1_u16(rp.add(j))), vld1q_f32(xp.add(j)));
+            }
+            i += 4 * Q;
+        }
+        for (k, a) in acc.iter_mut().enumerate() {
+            let j = i + 4 * k;
+            if j + 4 <= len {
+                *a = vfmaq_f32(*a, cvt_f16x4(vld1_u16(rp.add(j))), vld1q_f32(xp.add(j)));
+            } else {
+                if j < len {
+                    let (mut tr, mut tx) = ([f16::NEG_ZERO; 4], [0.0f32; 4]);
+                    tr[..len - j].copy_from_slice(&row[j..len]);
+                    tx[..len - j].copy_from_slice(&x[j..len]);
+                    let r = cvt_f16x4(vld1_u16(tr.as_ptr().cast::<u16>()));
+                    *a = vfmaq_f32(*a, r, vld1q_f32(tx.as_ptr()));
+                }
+                break;
+            }
+        }
+        acc
+    }
+}
+
+/// `sum + Σ f64(row[i] · x[i])`, added one by one in order as the scalar kernel's tail does (the
+/// f32 products are taken 4 at a time).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn f64_tail(row: &[f16], x: &[f32], mut sum: f64) -> f64 {
+    let len = row.len().min(x.len());
+    let len4 = len - len % 4;
+    let (rp, xp) = (row.as_ptr().cast::<u16>(), x.as_ptr());
+    // SAFETY: 4 values of each side are loaded at `i` only while `i + 4 <= len`.
+    unsafe {
+        let mut i = 0;
+        while i < len4 {
+            let p = vmulq_f32(cvt_f16x4(vld1_u16(rp.add(i))), vld1q_f32(xp.add(i)));
+            let (lo, hi) = (vcvt_f64_f32(vget_low_f32(p)), vcvt_high_f64_f32(p));
+            sum += vgetq_lane_f64::<0>(lo);
+            sum += vgetq_lane_f64::<1>(lo);
+            sum += vgetq_lane_f64::<0>(hi);
+            sum += vgetq_lane_f64::<1>(hi);
+            i += 4;
+        }
+        for (r, v) in row[len4..len].iter().zip(&x[len4..len]) {
+            sum += f64::from(f16_to_f32(*r) * v);
+        }
+    }
+    sum
+}
+
+/// One f16 row · one vector (equal lengths) in the scalar `dot_f16_ordered`'s order for
+/// `order`, bit for bit: `Batch` in 16 lanes, `Single` in 64 over the whole 64s of the padded
+/// length (their lanes reduced as the scalar kernel does), then the rest in f64.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot_f16_ordered(row: &[f16], x: &[f32], order: SumOrder) -> f32 {
+    // SAFETY: register-only operations and the helpers' in-bounds loads; NEON is the caller's
+    // contract.
+    unsafe {
+        match order {
+            SumOrder::Batch => hsum16(f16_lanes::<4>(row, x)),
+            SumOrder::Single { padded } => {
+                let n = row.len();
+                let vec_end = (padded.max(n) / 64 * 64).min(n);
+                let mut sum = 0.0f64;
+                if vec_end > 0 {
+                    let a = f16_lanes::<16>(&row[..vec_end], &x[..vec_end]);
+                    // lane l of the 64 is in quad l / 4: the scalar's four 16s are quads
+                    // 0..4, 4..8, 8..12, 12..16, summed (0 + 2) + (1 + 3) lane by lane
+                    let s0 = [0, 1, 2, 3].map(|q| {
+                        vaddq_f32(vaddq_f32(a[q], a[q + 8]), vaddq_f32(a[q + 4], a[q + 12]))
+                    });
+                    sum = f64::from(hsum16(s0));
+                }
+                f64_tail(&row[vec_end..], &x[vec_end..], sum) as f32
+            }
+        }
+    }
+}
+
+/// Rows of f16 dotted with f32 vectors holding f16 values, each sum in llama.cpp's order for
+/// `order` (see [`RowsDot`](super::RowsDot); twin: [`scalar::vec_dots_f16`](super::scalar::vec_dots_f16),
+/// bit for bit). One row and one vector at a time: the orders leave no lanes to share.
+///
+/// # Safety
+/// NEON must be available.
+#[target_feature(enable = "neon")]
+pub(super) unsafe fn vec_dots_f16(
+    rows: &[f16],
+    stride: usize,
+    xs: &[f32],
+    n: usize,
+    order: SumOrder,
+    out: &mut [f32],
+) {
+    let (_, n_rows) = super::rows_dot_shape(rows.len(), stride, xs.len(), n, out.len());
+    if n_rows == 0 {
+        return;
+    }
+    for (x, o) in xs.chunks_exact(n).zip(out.chunks_exact_mut(n_rows)) {
+        for (r, o) in o.iter_mut().enumerate() {
+            // SAFETY: NEON is our own contract.
+            *o = unsafe { dot_f16_ordered(&rows[r * stride..][..n], x, order) };
+        }
+    }
+}
+
+/// The constants of [`expf_ggml_4`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
 /// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and
 /// the polynomial's coefficients of b⁵ … b¹.
 const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
@@ -1002,20 +1254,25 @@ const EXP_C: [f32; 5] = [
     f32::from_bits(0x3eff_fedb),
     f32::from_bits(0x3f7f_fff6),
 ];
+/// 2⁶⁴ and 2⁻¹⁰⁰: the second factors of [`expf_ggml_4`]'s two-step scaling.
+const EXP_2P64: f32 = f32::from_bits((127 + 64) << 23);
+const EXP_2M100: f32 = f32::from_bits((127 - 100) << 23);
 
-/// e^x in 4 lanes, as ggml's NEON `ggml_v_expf` (Arm's optimized-routines `expf`): x = n·ln 2 + b
-/// with n an integer (rounded by the shifter) and |b| ≤ ln 2 / 2, e^b - 1 by a degree-5
-/// polynomial, 2ⁿ built in the exponent bits. Lanes with |n| > 126 take a path that scales in
-/// two steps, so results overflow to ∞ above ~88.7 and flush to 0 below ~-103.9, as `expf`
-/// does. Within 1.5 ulp of e^x.
+/// e^x in 4 lanes, lane for lane [`scalar::expf_ggml`](super::scalar::expf_ggml) (llama.cpp's
+/// AVX-512 `ggml_v_expf`): x = n·ln 2 + b with n an integer (rounded by the shifter), a
+/// degree-5 polynomial `j ≈ e^b`, then `j · 2ⁿ` rounded once (`vscalefps`; not the `k + k·j`
+/// of ggml's NEON variant). For |n| <= 126, 2ⁿ is a normal float and one multiply rounds
+/// once; otherwise `(j · 2^(n-s)) · 2^s` with s = 64 (n > 0) or -100, whose first product is
+/// exact; |n| > 192 gives 0 or ∞.
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn expf_4(x: float32x4_t) -> float32x4_t {
+unsafe fn expf_ggml_4(x: float32x4_t) -> float32x4_t {
     // SAFETY: register-only intrinsics; NEON is the caller's contract.
     unsafe {
+        let one = vdupq_n_f32(1.0);
         let shift = vdupq_n_f32(EXP_SHIFT);
         let z = vfmaq_f32(shift, x, vdupq_n_f32(EXP_INV_LN2));
         let n = vsubq_f32(z, shift);
@@ -1024,111 +1281,109 @@ unsafe fn expf_4(x: float32x4_t) -> float32x4_t {
             n,
             vdupq_n_f32(EXP_LN2_LO),
         );
-        // 2ⁿ: n's integer sits in z's low mantissa bits; shifted into the exponent field and
-        // added to 1.0's bits.
-        let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
-        let k = vreinterpretq_f32_u32(vaddq_u32(e, vreinterpretq_u32_f32(vdupq_n_f32(1.0))));
-        let big = vcagtq_f32(n, vdupq_n_f32(126.0));
         let u = vmulq_f32(b, b);
-        let [c0, c1, c2, c3, c4] = [
-            vdupq_n_f32(EXP_C[0]),
-            vdupq_n_f32(EXP_C[1]),
-            vdupq_n_f32(EXP_C[2]),
-            vdupq_n_f32(EXP_C[3]),
-            vdupq_n_f32(EXP_C[4]),
-        ];
+        let [c0, c1, c2, c3, c4] = EXP_C.map(|c| vdupq_n_f32(c));
         let j = vfmaq_f32(
-            vmulq_f32(c4, b),
+            vfmaq_f32(one, c4, b),
             vfmaq_f32(vfmaq_f32(c3, c2, b), vfmaq_f32(c1, c0, b), u),
             u,
         );
-        let near = vfmaq_f32(k, j, k);
+        // n's integer sits in z's low mantissa bits: shifted into the exponent field it is
+        // n·2²³ (mod 2³²), and adding a biased exponent's bits makes a power of two.
+        let e = vshlq_n_u32::<23>(vreinterpretq_u32_f32(z));
+        let near = vmulq_f32(
+            j,
+            vreinterpretq_f32_u32(vaddq_u32(e, vreinterpretq_u32_f32(one))),
+        );
+        let big = vcagtq_f32(n, vdupq_n_f32(126.0));
         if vmaxvq_u32(big) == 0 {
             return near;
         }
-        // |n| > 126: 2ⁿ = s1·s2 with both factors representable; |n| > 192: s1² alone
-        // (∞ or 0).
-        let g = vandq_u32(vclezq_f32(n), vdupq_n_u32(0x8200_0000));
-        let s1 = vreinterpretq_f32_u32(vaddq_u32(g, vdupq_n_u32(0x7f00_0000)));
-        let s2 = vreinterpretq_f32_u32(vsubq_u32(e, g));
-        vbslq_f32(
-            vcagtq_f32(n, vdupq_n_f32(192.0)),
-            vmulq_f32(s1, s1),
-            vbslq_f32(big, vmulq_f32(vfmaq_f32(s2, s2, j), s1), near),
-        )
+        let pos = vcgtzq_f32(n);
+        let bias = vbslq_u32(
+            pos,
+            vdupq_n_u32((127 - 64) << 23),
+            vdupq_n_u32((127 + 100) << 23),
+        );
+        let s = vbslq_f32(pos, vdupq_n_f32(EXP_2P64), vdupq_n_f32(EXP_2M100));
+        let far = vmulq_f32(vmulq_f32(j, vreinterpretq_f32_u32(vaddq_u32(e, bias))), s);
+        let limit = vbslq_f32(pos, vdupq_n_f32(f32::INFINITY), vdupq_n_f32(0.0));
+        let far = vbslq_f32(vcagtq_f32(n, vdupq_n_f32(192.0)), limit, far);
+        vbslq_f32(big, far, near)
     }
 }
 
-/// `x[i] = e^(x[i] - max)` with [`expf_4`], returning Σ x[i] (twin:
-/// [`scalar::vec_soft_max_f32`](super::scalar::vec_soft_max_f32)). The sum runs in f64 lanes;
-/// the last `len % 4` values go through a stack tile.
+/// `x[i] = e^(x[i] - max)` with [`expf_ggml_4`], returning Σ x[i] (twin:
+/// [`scalar::vec_soft_max_f32`](super::scalar::vec_soft_max_f32), bit for bit): each 16
+/// values summed as [`hsum16`] into an f64 total, a last partial 16 padded with zeros.
 ///
 /// # Safety
 /// NEON must be available.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
     let n = x.len();
-    let n4 = n - n % 4;
+    let n16 = n - n % 16;
     let p = x.as_mut_ptr();
-    // SAFETY: 4 values are loaded and stored at `i` only while `i + 4 <= n`.
+    // SAFETY: 16 values are loaded and stored at `i` only while `i + 16 <= n`; the tile is ours.
     unsafe {
         let m = vdupq_n_f32(max);
-        let (mut lo, mut hi) = (vdupq_n_f64(0.0), vdupq_n_f64(0.0));
+        let mut sum = 0.0f64;
         let mut i = 0;
-        while i < n4 {
-            let v = expf_4(vsubq_f32(vld1q_f32(p.add(i)), m));
-            vst1q_f32(p.add(i), v);
-            lo = vaddq_f64(lo, vcvt_f64_f32(vget_low_f32(v)));
-            hi = vaddq_f64(hi, vcvt_high_f64_f32(v));
-            i += 4;
-        }
-        let mut sum = vaddvq_f64(vaddq_f64(lo, hi));
-        if n4 < n {
-            let mut tile = [0.0f32; 4];
-            tile[..n - n4].copy_from_slice(&x[n4..]);
-            let v = expf_4(vsubq_f32(vld1q_f32(tile.as_ptr()), m));
-            vst1q_f32(tile.as_mut_ptr(), v);
-            for (d, e) in x[n4..].iter_mut().zip(tile) {
-                *d = e;
-                sum += e as f64;
+        while i < n16 {
+            let mut v = [m; 4];
+            for (k, v) in v.iter_mut().enumerate() {
+                *v = expf_ggml_4(vsubq_f32(vld1q_f32(p.add(i + 4 * k)), m));
+                vst1q_f32(p.add(i + 4 * k), *v);
             }
+            sum += f64::from(hsum16(v));
+            i += 16;
+        }
+        if n16 < n {
+            let mut tile = [0.0f32; 16];
+            tile[..n - n16].copy_from_slice(&x[n16..]);
+            let t = tile.as_mut_ptr();
+            for k in 0..4 {
+                vst1q_f32(
+                    t.add(4 * k),
+                    expf_ggml_4(vsubq_f32(vld1q_f32(t.add(4 * k)), m)),
+                );
+            }
+            x[n16..].copy_from_slice(&tile[..n - n16]);
+            tile[n - n16..].fill(0.0);
+            let t = tile.as_ptr();
+            let v = [0, 1, 2, 3].map(|k| vld1q_f32(t.add(4 * k)));
+            sum += f64::from(hsum16(v));
         }
         sum
     }
 }
 
-/// `gate[i] = silu(gate[i]) · up[i]` with ggml's `ggml_v_silu` arithmetic, `x / (1 + e^-x)`
-/// with [`expf_4`] (twin: [`ops::swiglu`](crate::ops::swiglu), libm's `expf`); the last
-/// `len % 4` values go through a stack tile. Runs over `min(gate.len(), up.len())` values.
+/// `gate[i] = silu(gate[i]) · up[i]`, `x / (1 + e^-x)` with [`expf_ggml_4`] over whole 16s
+/// and [`ops::silu`](crate::ops::silu) (libm) for the rest (twin:
+/// [`scalar::vec_swiglu_f32`](super::scalar::vec_swiglu_f32), bit for bit). Runs over
+/// `min(gate.len(), up.len())` values.
 ///
 /// # Safety
 /// NEON must be available.
 #[target_feature(enable = "neon")]
 pub(super) unsafe fn vec_swiglu_f32(gate: &mut [f32], up: &[f32]) {
     let n = gate.len().min(up.len());
-    let n4 = n - n % 4;
+    let whole = n - n % 16;
     let (g, u) = (gate.as_mut_ptr(), up.as_ptr());
-    // SAFETY: 4 values are loaded and stored at `i` only while `i + 4 <= n`; the tile is ours.
+    // SAFETY: 4 values are loaded and stored at `i` only while `i + 4 <= whole <= n`.
     unsafe {
         let one = vdupq_n_f32(1.0);
-        let step = |x: float32x4_t, y: float32x4_t| {
-            let e = expf_4(vnegq_f32(x));
-            vmulq_f32(vdivq_f32(x, vaddq_f32(one, e)), y)
-        };
         let mut i = 0;
-        while i < n4 {
-            let v = step(vld1q_f32(g.add(i)), vld1q_f32(u.add(i)));
+        while i < whole {
+            let x = vld1q_f32(g.add(i));
+            let e = expf_ggml_4(vnegq_f32(x));
+            let v = vmulq_f32(vdivq_f32(x, vaddq_f32(one, e)), vld1q_f32(u.add(i)));
             vst1q_f32(g.add(i), v);
             i += 4;
         }
-        if n4 < n {
-            let (mut tg, mut tu) = ([0.0f32; 4], [0.0f32; 4]);
-            tg[..n - n4].copy_from_slice(&gate[n4..n]);
-            tu[..n - n4].copy_from_slice(&up[n4..n]);
-            let v = step(vld1q_f32(tg.as_ptr()), vld1q_f32(tu.as_ptr()));
-            vst1q_f32(tg.as_mut_ptr(), v);
-            gate[n4..n].copy_from_slice(&tg[..n - n4]);
-        }
+    }
+    for (g, u) in gate[whole..n].iter_mut().zip(&up[whole..n]) {
+        *g = crate::ops::silu(*g) * u;
     }
 }
 
