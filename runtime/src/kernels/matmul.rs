@@ -347,6 +347,9 @@ struct Segment<'w> {
     rb: usize,
     dot: RowDot,
     dot2: Option<RowDot2>,
+    /// For tokens `0..nb - nb % 4` of a batch, where the path sums them differently
+    /// ([`Kernels::row_dot_group4`]).
+    dot_group4: Option<RowDot>,
 }
 
 impl<'w> Segment<'w> {
@@ -365,6 +368,7 @@ impl<'w> Segment<'w> {
             rb,
             dot: kernels.row_dot(w.ty)?,
             dot2: kernels.row_dot2(w.ty),
+            dot_group4: kernels.row_dot_group4(w.ty, w.rows),
         })
     }
 
@@ -384,6 +388,19 @@ impl<'w> Segment<'w> {
         let (rb, rows) = (self.rb, self.w.rows);
         let row = |r: usize| &self.w.data[r * rb..(r + 1) * rb];
         let mut next = r0;
+        if let Some(dot4) = self.dot_group4 {
+            // llama.cpp sums the tokens it takes four at a time in another order.
+            let grouped = nb - nb % 4;
+            for r in r0..r1 {
+                let wrow = row(r);
+                for (t, a) in act.chunks_exact(arb).take(nb).enumerate() {
+                    let dot = if t < grouped { dot4 } else { self.dot };
+                    // SAFETY: row `r` is in `r0..r1` (the caller's contract).
+                    unsafe { self.out.write(t * rows + r, dot(wrow, a)) };
+                }
+            }
+            return;
+        }
         if let Some(dot2) = self.dot2 {
             let half = (r1 - r0) / 2;
             for i in 0..half {

@@ -273,6 +273,10 @@ pub struct Kernels {
     q5_0x2: Option<RowDot2>,
     q4_kx2: Option<RowDot2>,
     q6_kx2: Option<RowDot2>,
+    /// The Q4_K row dot for the tokens of a batch that llama.cpp's x86 build takes four at a
+    /// time through its repacked kernel (`ggml_gemm_q4_K_8x8_q8_K`, one fused step per 64
+    /// values where its one-row kernel takes one per 256): the scalar path's, which follows it.
+    q4_k_group4: Option<RowDot>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -329,6 +333,7 @@ impl Kernels {
                 q8_0x2: Some(avx2::row_dot2_q8_0),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
+                q4_k_group4: None,
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -348,6 +353,7 @@ impl Kernels {
                 }),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
+                q4_k_group4: None,
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
@@ -442,6 +448,7 @@ impl Kernels {
             q5_0x2: None,
             q4_kx2: None,
             q6_kx2: None,
+            q4_k_group4: Some(row_dot_q4_k_group4_scalar),
             f16_rows: scalar::vec_dots_f16,
             f32_rows: scalar::vec_dots_f32,
             soft_max: scalar::vec_soft_max_f32,
@@ -548,6 +555,17 @@ impl Kernels {
             GgmlType::F32 => Ok(self.f32),
             GgmlType::BF16 => Ok(self.bf16),
             other => Err(KernelError::UnsupportedType(other)),
+        }
+    }
+
+    /// The row dot for a batch's tokens `0..nb - nb % 4` where it differs from [`row_dot`]
+    /// (see the `q4_k_group4` field): Q4_K matrices of a multiple of 8 rows, scalar path.
+    ///
+    /// [`row_dot`]: Kernels::row_dot
+    pub fn row_dot_group4(&self, weight: GgmlType, rows: usize) -> Option<RowDot> {
+        match weight {
+            GgmlType::Q4_K if rows % 8 == 0 => self.q4_k_group4,
+            _ => None,
         }
     }
 
@@ -754,6 +772,10 @@ fn row_dot_q5_1_scalar(w: &[u8], a: &[u8]) -> f32 {
 }
 fn row_dot_q4_k_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<BlockQ4K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_k_q8_k(w, a))
+}
+fn row_dot_q4_k_group4_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ4K, BlockQ8K>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_k_q8_k_group4(w, a))
 }
 fn row_dot_q5_k_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<BlockQ5K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_k_q8_k(w, a))

@@ -207,6 +207,39 @@ with_fma! {
     }
 }
 
+with_fma! {
+    /// [`vec_dot_q4_k_q8_k`] in the order llama.cpp's x86 build uses for the tokens its
+    /// repacked kernel takes four at a time (`ggml_gemm_q4_K_8x8_q8_K`): the two fused chains
+    /// step once per 64 values (a pair of sub-blocks) instead of once per block.
+    pub fn vec_dot_q4_k_q8_k_group4(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+        let mut acc = 0.0f32;
+        let mut acc_min = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let (scales, mins) = scales_mins_k4(&xb.scales);
+            let d = xb.d.to_f32() * yb.d;
+            let dmin = xb.dmin.to_f32() * yb.d;
+            for (j, (q, a)) in xb
+                .qs
+                .chunks_exact(32)
+                .zip(yb.qs.chunks_exact(64))
+                .enumerate()
+            {
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for l in 0..32 {
+                    lo += i32::from(q[l] & 0xF) * i32::from(a[l]);
+                    hi += i32::from(q[l] >> 4) * i32::from(a[l + 32]);
+                }
+                let isum = lo * scales[2 * j] + hi * scales[2 * j + 1];
+                let bsum = |s: usize| i32::from(yb.bsums[2 * s]) + i32::from(yb.bsums[2 * s + 1]);
+                let imin = mins[2 * j] * bsum(2 * j) + mins[2 * j + 1] * bsum(2 * j + 1);
+                acc = (isum as f32).mul_add(d, acc);
+                acc_min = (imin as f32).mul_add(dmin, acc_min);
+            }
+        }
+        acc - acc_min
+    }
+}
+
 /// As [`vec_dot_q4_k_q8_k`], with each level's fifth bit from `qh`.
 pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
