@@ -43,10 +43,7 @@ pub fn quantize_act_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 /// an infinity gets C's conversion of the products, as the x86 code's `cvtps2dq` would not.
 #[inline(always)]
 pub(super) fn quantize_act_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
-    let amax_bits = xb
-        .iter()
-        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
-    let amax = f32::from_bits(amax_bits);
+    let amax = block_amax(xb);
     let d = amax / 127.0;
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     if amax.is_finite() && id.is_finite() {
@@ -62,6 +59,17 @@ pub(super) fn quantize_act_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
     d
 }
 
+/// The largest magnitude of a block, as the largest of the sign-cleared bit patterns: for
+/// non-NaN floats the order of those integers is the order of the values, and an integer max
+/// reduces in SIMD registers where ggml's float `MAX` chain would not (a NaN gives a NaN).
+#[inline(always)]
+fn block_amax(xb: &[f32; 32]) -> f32 {
+    f32::from_bits(
+        xb.iter()
+            .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF)),
+    )
+}
+
 /// `s` rounded half to even (the FPU's mode), for |s| < 2^22: adding 1.5 * 2^23 leaves the
 /// integer in the sum's low mantissa bits.
 #[inline(always)]
@@ -74,13 +82,7 @@ fn round_even_small(s: f32) -> i32 {
 /// `q = roundf(x * (1/d))` converted as C converts to `int8_t`. Returns the f32 `d`.
 #[inline(always)]
 pub(super) fn quantize_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
-    // The largest magnitude, as the largest of the sign-cleared bit patterns: for non-NaN floats
-    // the order of those integers is the order of the values, and an integer max reduces in
-    // SIMD registers where ggml's float `MAX` chain would not.
-    let amax_bits = xb
-        .iter()
-        .fold(0u32, |m, v| m.max(v.to_bits() & 0x7FFF_FFFF));
-    let amax = f32::from_bits(amax_bits);
+    let amax = block_amax(xb);
     let d = amax / 127.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     if amax.is_finite() && id.is_finite() {
@@ -101,15 +103,12 @@ pub(super) fn quantize_block_q8(xb: &[f32; 32], qs: &mut [i8; 32]) -> f32 {
 }
 
 /// `roundf(s)` for |s| < 2^22, branch-free and without float-to-int conversions so the block
-/// loop vectorizes even on baseline x86-64: adding 1.5 * 2^23 rounds to an integer (ties to
-/// even, the FPU's mode) held in the sum's low mantissa bits; the remainder, exact, shows the
-/// ties, which then move one step away from zero where even went toward it.
+/// loop vectorizes even on baseline x86-64: [`round_even_small`]'s result, then the remainder,
+/// exact, shows the ties, which move one step away from zero where even went toward it.
 #[inline(always)]
 fn roundf_small(s: f32) -> i32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: one unit in the last place is 1
-    let biased = s + MAGIC;
-    let even = biased.to_bits() as i32 - MAGIC.to_bits() as i32;
-    let rem = s - (biased - MAGIC);
+    let even = round_even_small(s);
+    let rem = s - even as f32;
     even + i32::from(rem == 0.5 && s > 0.0) - i32::from(rem == -0.5 && s < 0.0)
 }
 

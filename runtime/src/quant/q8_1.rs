@@ -14,14 +14,7 @@ use super::q8_0::{quantize_act_block_q8, quantize_block_q8};
 /// # Panics
 /// If `x.len() != y.len() * QK8_1`.
 pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_row("quantize_row_q8_1", x.len(), y.len(), QK8_1);
-    for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
-        let xb: &[f32; QK8_1] = xb.try_into().expect("chunks_exact yields QK8_1 values");
-        let d = quantize_block_q8(xb, &mut yb.qs);
-        let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
-        yb.d = fp32_to_fp16(d);
-        yb.s = fp32_to_fp16(sum as f32 * d);
-    }
+    quantize_blocks_q8_1("quantize_row_q8_1", x, y, quantize_block_q8);
 }
 
 /// Quantizes activations as llama.cpp's x86 build does (see
@@ -30,10 +23,21 @@ pub fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
 /// # Panics
 /// If `x.len() != y.len() * QK8_1`.
 pub fn quantize_act_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
-    assert_row("quantize_act_row_q8_1", x.len(), y.len(), QK8_1);
+    quantize_blocks_q8_1("quantize_act_row_q8_1", x, y, quantize_act_block_q8);
+}
+
+/// Q8_1 blocks from `block`'s quants and scale, with `s = fp16(d · Σ q)` over the stored quants.
+#[inline(always)]
+fn quantize_blocks_q8_1(
+    name: &str,
+    x: &[f32],
+    y: &mut [BlockQ8_1],
+    block: fn(&[f32; QK8_1], &mut [i8; QK8_1]) -> f32,
+) {
+    assert_row(name, x.len(), y.len(), QK8_1);
     for (xb, yb) in x.chunks_exact(QK8_1).zip(y.iter_mut()) {
         let xb: &[f32; QK8_1] = xb.try_into().expect("chunks_exact yields QK8_1 values");
-        let d = quantize_act_block_q8(xb, &mut yb.qs);
+        let d = block(xb, &mut yb.qs);
         let sum: i32 = yb.qs.iter().map(|&q| i32::from(q)).sum();
         yb.d = fp32_to_fp16(d);
         yb.s = fp32_to_fp16(d * sum as f32);
