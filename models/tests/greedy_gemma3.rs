@@ -15,6 +15,11 @@ mod common;
 /// that edgellm does not emulate yet: 0.19-0.36. The SIMD paths: up to 0.64.
 const LOGIT_TOLERANCE: f64 = 1.0;
 
+/// The shared rule's tolerance, which the scalar kernels meet on prompts shorter than
+/// `EXACT_PROMPT_LEN` (the batches llama.cpp does not send through its tiled K-quant matmul).
+const EXACT_TOLERANCE: f64 = 0.05;
+const EXACT_PROMPT_LEN: usize = 8;
+
 /// The id rule's near-tie margin: ids must equal llama.cpp's at every step before the first
 /// whose reference top1-top2 margin is below this. Measured: every divergence from llama.cpp
 /// happens at a margin of 0.25 or less (0.035, 0.239, 0.25), while steps with margins down to
@@ -23,7 +28,9 @@ const ID_MARGIN: f64 = 0.3;
 
 fn check_greedy(max_prompts: usize, n_steps: usize) {
     let reference = common::fixture_json("greedy_gemma3.json");
-    let model = common::load_with(&common::gemma3_model_path(), common::reference_kernels());
+    let kernels = common::reference_kernels();
+    let scalar = kernels.path() == edgellm_runtime::kernels::KernelPath::Scalar;
+    let model = common::load_with(&common::gemma3_model_path(), kernels);
     for e in reference["Q4_K_M"]
         .as_array()
         .unwrap()
@@ -70,12 +77,17 @@ fn check_greedy(max_prompts: usize, n_steps: usize) {
             &want[..must],
             "{prompt_text:?}: ids differ before the first near-tie (step {must})"
         );
+        let tolerance = if scalar && prompt.len() < EXACT_PROMPT_LEN {
+            EXACT_TOLERANCE
+        } else {
+            LOGIT_TOLERANCE
+        };
         for pair in e["step0_top10_id_logit"].as_array().unwrap() {
             let id = pair[0].as_u64().unwrap() as usize;
             let logit = pair[1].as_f64().unwrap();
             let ours = step0[id] as f64;
             assert!(
-                (ours - logit).abs() < LOGIT_TOLERANCE,
+                (ours - logit).abs() < tolerance,
                 "{prompt_text:?}: step-0 logit of {id}: {ours} vs llama.cpp {logit}"
             );
         }
