@@ -29,6 +29,7 @@ use half::{bf16, f16};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::{fp32_to_fp16, quantize_act_row_q8_0, quantize_act_row_q8_1};
 
+use super::scalar::{EXP_C, EXP_INV_LN2, EXP_LN2_HI, EXP_LN2_LO, EXP_SHIFT};
 use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, GROUP};
 
 row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
@@ -1091,21 +1092,6 @@ float_rows_dots!(rows_step_f32, rows_group_f32, vec_dots_f32, f32, |p| {
     _mm256_loadu_ps(p)
 });
 
-/// The constants of [`expf_8`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
-/// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and
-/// the polynomial's coefficients of b⁵ … b¹.
-const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
-const EXP_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
-const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
-const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
-const EXP_C: [f32; 5] = [
-    f32::from_bits(0x3c07_2010),
-    f32::from_bits(0x3d2b_9f17),
-    f32::from_bits(0x3e2a_af33),
-    f32::from_bits(0x3eff_fedb),
-    f32::from_bits(0x3f7f_fff6),
-];
-
 /// e^x in 8 lanes, as ggml's AVX2 `ggml_v_expf` (Arm's optimized-routines `expf`): x = n·ln 2 + b
 /// with n an integer (rounded by the shifter) and |b| ≤ ln 2 / 2, e^b - 1 by a degree-5
 /// polynomial, 2ⁿ built in the exponent bits. Lanes with |n| > 126 take a path that scales in
@@ -1212,7 +1198,8 @@ pub(super) unsafe fn vec_soft_max_f32(x: &mut [f32], max: f32) -> f64 {
 }
 
 /// `gate[i] = silu(gate[i]) · up[i]` with ggml's `ggml_v_silu` arithmetic, `x / (1 + e^-x)`
-/// with [`expf_8`] (twin: [`ops::swiglu`](crate::ops::swiglu), libm's `expf`); the last
+/// with [`expf_8`] (twin: [`scalar::vec_swiglu_f32`](super::scalar::vec_swiglu_f32), which uses
+/// the AVX-512 form of the exponential); the last
 /// `len % 8` values go through a stack tile. Runs over `min(gate.len(), up.len())` values.
 ///
 /// # Safety

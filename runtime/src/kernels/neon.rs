@@ -38,6 +38,7 @@ use std::arch::asm;
 
 use half::{bf16, f16};
 
+use super::scalar::{EXP_C, EXP_INV_LN2, EXP_LN2_HI, EXP_LN2_LO, EXP_SHIFT};
 use super::{quantize_q8_groups, row_dot2_entry, row_dot_entry, rows_dot_entry, SumOrder, GROUP};
 use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK8_0};
 use crate::quant::BlockQ5_0;
@@ -1240,20 +1241,6 @@ pub(super) unsafe fn vec_dots_f16(
     }
 }
 
-/// The constants of [`expf_ggml_4`] (and of ggml's `ggml_v_expf`), as bit patterns of the hex
-/// floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2, ln 2 in two parts, and
-/// the polynomial's coefficients of b⁵ … b¹.
-const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
-const EXP_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
-const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
-const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
-const EXP_C: [f32; 5] = [
-    f32::from_bits(0x3c07_2010),
-    f32::from_bits(0x3d2b_9f17),
-    f32::from_bits(0x3e2a_af33),
-    f32::from_bits(0x3eff_fedb),
-    f32::from_bits(0x3f7f_fff6),
-];
 /// 2⁶⁴ and 2⁻¹⁰⁰: the second factors of [`expf_ggml_4`]'s two-step scaling.
 const EXP_2P64: f32 = f32::from_bits((127 + 64) << 23);
 const EXP_2M100: f32 = f32::from_bits((127 - 100) << 23);

@@ -450,27 +450,32 @@ pub fn vec_dots_f32(
     }
 }
 
+/// The constants of ggml's `ggml_v_expf` ([`expf_ggml`] and the SIMD exponentials), as bit
+/// patterns of the hex floats they are published as: the rounding shifter 0x1.8p23, 1/ln 2,
+/// ln 2 in two parts, and the polynomial's coefficients of b⁵ … b¹.
+pub(super) const EXP_SHIFT: f32 = f32::from_bits(0x4b40_0000);
+pub(super) const EXP_INV_LN2: f32 = f32::from_bits(0x3fb8_aa3b);
+pub(super) const EXP_LN2_HI: f32 = f32::from_bits(0x3f31_7200);
+pub(super) const EXP_LN2_LO: f32 = f32::from_bits(0x35bf_be8e);
+pub(super) const EXP_C: [f32; 5] = [
+    f32::from_bits(0x3c07_2010),
+    f32::from_bits(0x3d2b_9f17),
+    f32::from_bits(0x3e2a_af33),
+    f32::from_bits(0x3eff_fedb),
+    f32::from_bits(0x3f7f_fff6),
+];
+
 /// `e^x` as llama.cpp's AVX-512 `ggml_v_expf` computes it, lane for lane (the Arm optimized
 /// routine: `x = n·ln2 + b`, a degree-5 polynomial in `b` scaled by `2^n`; within 1.5 ulp of
 /// `e^x`, where libm's `expf` is correctly rounded). Inputs below about -103.97 give 0, above
 /// 88.72 infinity, NaN gives NaN.
 #[inline(always)]
 pub fn expf_ggml(x: f32) -> f32 {
-    const SHIFT: f32 = 12_582_912.0; // 0x1.8p23: adding it rounds to an integer
-    let inv_ln2 = f32::from_bits(0x3fb8_aa3b); // 0x1.715476p+0
-    let ln2_hi = f32::from_bits(0x3f31_7200); // 0x1.62e4p-1
-    let ln2_lo = f32::from_bits(0x35bf_be8e); // 0x1.7f7d1cp-20
-    let c = [
-        f32::from_bits(0x3c07_2010), // 0x1.0e4020p-7
-        f32::from_bits(0x3d2b_9f17), // 0x1.573e2ep-5
-        f32::from_bits(0x3e2a_af33), // 0x1.555e66p-3
-        f32::from_bits(0x3eff_fedb), // 0x1.fffdb6p-2
-        f32::from_bits(0x3f7f_fff6), // 0x1.ffffecp-1
-    ];
-    let z = x.mul_add(inv_ln2, SHIFT);
-    let n = z - SHIFT;
-    let b = (-n).mul_add(ln2_lo, (-n).mul_add(ln2_hi, x));
+    let z = x.mul_add(EXP_INV_LN2, EXP_SHIFT);
+    let n = z - EXP_SHIFT;
+    let b = (-n).mul_add(EXP_LN2_LO, (-n).mul_add(EXP_LN2_HI, x));
     let u = b * b;
+    let c = EXP_C;
     let j = c[0]
         .mul_add(b, c[1])
         .mul_add(u, c[2].mul_add(b, c[3]))
