@@ -227,6 +227,7 @@ impl Model {
             let q = &s.q;
             let n_head = hp.n_head;
             let slot_base = s.kv.slot_base(il);
+            let kv_pad = s.opts.kv_pad;
             let att = &mut s.att[..nb * q_dim];
             if let Some(cache) = s.kv.layer_f16(il) {
                 attend(
@@ -243,6 +244,7 @@ impl Model {
                     window,
                     slot_base,
                     scale,
+                    kv_pad,
                 );
             } else if let Some(cache) = s.kv.layer_f32(il) {
                 attend(
@@ -259,6 +261,7 @@ impl Model {
                     window,
                     slot_base,
                     scale,
+                    kv_pad,
                 );
             }
             dump("kqv_out", Some(il), &s.att[..nb * q_dim], q_dim);
@@ -282,6 +285,21 @@ impl Model {
             }
 
             dump("attn_out", Some(il), &s.xb2[..nb * d], d);
+            // The last layer's feed-forward runs only for the rows whose logits are wanted,
+            // as llama.cpp's graph does (it sums a one-token product in another order than a
+            // batch's, so this is also what keeps the logits equal to its own).
+            let nb = if il + 1 == w.layers.len() {
+                match out_rows {
+                    OutRows::None => break,
+                    OutRows::Last => {
+                        s.x.copy_within((nb - 1) * d..nb * d, 0);
+                        1
+                    }
+                    OutRows::All => nb,
+                }
+            } else {
+                nb
+            };
             dump("ffn_inp", Some(il), &s.x[..nb * d], d);
             // Feed-forward.
             let ffn_norm = l.ffn_norm.f32s(map);
@@ -339,7 +357,8 @@ impl Model {
                 s.logit_rows = 0;
                 return Ok(());
             }
-            OutRows::Last => (nb - 1, 1),
+            // The last layer left the last token's row first.
+            OutRows::Last => (0, 1),
             OutRows::All => (0, nb),
         };
         let out_norm = w.output_norm.f32s(map);
@@ -403,6 +422,7 @@ fn attend<T: KvElem>(
     window: Option<usize>,
     slot_base: usize,
     scale: f32,
+    kv_pad: usize,
 ) {
     let nb = att.len() / (n_head * hd);
     let per_call = heads_per_call(nb * n_head, group, pool.n_threads());
@@ -420,7 +440,7 @@ fn attend<T: KvElem>(
             h0 / group,
             start - slot_base..end - slot_base,
             scale,
-            nb >= 2,
+            if nb >= 2 { None } else { Some(kv_pad) },
             kern,
             &mut scratch[0],
             out,

@@ -26,6 +26,11 @@ pub struct StateOptions {
     /// Give sliding-window layers a cache of the whole context too (llama.cpp's
     /// `--swa-full`), instead of a sliding buffer of about `window + n_batch` positions.
     pub swa_full: bool,
+    /// The length a one-token attention's weighted sum of values is padded to, as llama.cpp
+    /// pads its KV cache: 256 (its builds since mid-2025; 32 before). Only the order of that
+    /// sum's additions depends on it (the last bits of the result), which the scalar kernels
+    /// follow to reproduce llama.cpp's logits exactly.
+    pub kv_pad: usize,
 }
 
 impl Default for StateOptions {
@@ -37,6 +42,7 @@ impl Default for StateOptions {
             all_logits: false,
             n_threads: 1,
             swa_full: false,
+            kv_pad: 256,
         }
     }
 }

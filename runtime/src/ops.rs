@@ -303,8 +303,10 @@ pub struct LayerCache<'a, T: KvElem> {
 /// share KV head `kv_head`, for one query position: per head `out = softmax(scale · q·Kᵀ) · V`
 /// over the cached positions `kv` (`0..=pos` for causal attention; a sliding window starts
 /// later, which is what ggml's `-inf` mask over the other positions amounts to). `q` and `out`
-/// are `[n_heads][head_dim]`; `batch` says the position is one of a prompt batch of two or more
-/// (llama.cpp sums those products in another order, see [`SumOrder`]). The queries and the probabilities are rounded to the cache's
+/// are `[n_heads][head_dim]`; `single` is `None` for a position of a prompt batch of two or
+/// more, `Some(kv_pad)` for a lone one, whose weighted sum of values llama.cpp takes over the
+/// KV length padded to a multiple of `kv_pad` (it sums the two in other orders, see
+/// [`SumOrder`]). The queries and the probabilities are rounded to the cache's
 /// element type before their products, as ggml's f16 KV path does. Both products are one call
 /// each of the kernel table's multi-row dot for that type, for all heads at once: the keys `kv`
 /// against the queries, then the head's `head_dim` transposed value rows (their columns `kv`)
@@ -317,7 +319,7 @@ pub fn attention<T: KvElem>(
     kv_head: usize,
     kv: std::ops::Range<usize>,
     scale: f32,
-    batch: bool,
+    single: Option<usize>,
     kern: &crate::kernels::Kernels,
     scratch: &mut AttnScratch,
     out: &mut [f32],
@@ -340,17 +342,16 @@ pub fn attention<T: KvElem>(
     let koff = kv_head * hd;
     // [n_heads][n_kv]
     // llama.cpp's order of the sums (followed by the scalar kernels): a prompt batch's by
-    // tinyBLAS, a single token's by `ggml_vec_dot_f16` over the head, then over the KV length
-    // padded to 32.
-    let (k_order, v_order) = if batch {
-        (SumOrder::Batch, SumOrder::Batch)
-    } else {
-        (
+    // tinyBLAS, a single token's by `ggml_vec_dot_f16` over the head, then over the padded KV
+    // length.
+    let (k_order, v_order) = match single {
+        None => (SumOrder::Batch, SumOrder::Batch),
+        Some(kv_pad) => (
             SumOrder::Single { padded: hd },
             SumOrder::Single {
-                padded: n_kv.next_multiple_of(32),
+                padded: n_kv.next_multiple_of(kv_pad.max(1)),
             },
-        )
+        ),
     };
     dots(
         &cache.k[kv.start * cache.kv_dim + koff..],
@@ -603,7 +604,7 @@ mod tests {
                             1,
                             0..n_kv,
                             0.125,
-                            false,
+                            Some(256),
                             &kern,
                             &mut scratch,
                             &mut out[..heads * hd],
@@ -663,7 +664,7 @@ mod tests {
                         kv_head,
                         kv.clone(),
                         scale,
-                        kv.len() % 2 == 0,
+                        (kv.len() % 2 == 1).then_some(32),
                         &kern,
                         &mut scratch,
                         &mut out,

@@ -138,6 +138,7 @@ impl ModelArgs {
             all_logits,
             n_threads: model.n_threads(),
             swa_full: self.swa_full,
+            ..Default::default()
         };
         let layout = StateLayout::new(&model.hparams, &model.weights, &opts)?;
         let shape = layout.kv_shape;

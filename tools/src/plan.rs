@@ -171,6 +171,7 @@ fn plan_card(args: &mut Args, card: &'static ModelCard) -> Result<()> {
         all_logits: false,
         n_threads: threads,
         swa_full: args.opts.swa_full,
+        ..Default::default()
     };
     let figures = Figures::from_card(card, &sopts)?;
     let label = format!("{} (card; {} not present)", card.name, path.display());
@@ -366,6 +367,7 @@ fn plan_board(args: &Args) -> Result<()> {
             all_logits: false,
             n_threads: threads,
             swa_full: args.opts.swa_full,
+            ..Default::default()
         };
         let path = dir.join(card.file_name);
         let figures = if path.is_file() && card.runs_here() {

@@ -175,13 +175,20 @@ impl edgellm_models::TokenSink for DiscardText {
 
 /// Greedy ids for `prompt` and the step-0 logits, exactly as the llama.cpp reference drivers
 /// ran: whole prompt in one batch, argmax of raw logits, stop only at an end-of-generation token
-/// (which is included).
-pub fn reference_greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+/// (which is included). `kv_pad` is the KV padding of the llama.cpp build that made the
+/// reference ([`StateOptions::kv_pad`](edgellm_models::StateOptions::kv_pad)).
+pub fn reference_greedy(
+    model: &Model,
+    prompt: &[u32],
+    n: usize,
+    kv_pad: usize,
+) -> (Vec<u32>, Vec<f32>) {
     use edgellm_models::{GenerateParams, Generator, LogitsWanted, StateOptions};
     let mut state = model
         .new_state(StateOptions {
             n_ctx: prompt.len() + n + 8,
             n_batch: prompt.len(),
+            kv_pad,
             ..Default::default()
         })
         .unwrap();

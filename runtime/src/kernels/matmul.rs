@@ -192,7 +192,7 @@ pub fn matmul_many(
     let mut segs: [Option<Segment<'_>>; MAX_PROJECTIONS] = [None, None, None, None];
     let mut total = 0;
     for (seg, p) in segs.iter_mut().zip(&mut projections[..left]) {
-        let s = Segment::new(kernels, &p.w, p.out)?;
+        let s = Segment::new(kernels, &p.w, p.out, nb)?;
         total += p.w.rows;
         *seg = Some(s);
     }
@@ -275,8 +275,8 @@ pub fn matmul_gated(
     }
     let arb = quantize_rows(pool, kernels, gate.ty, gate.cols, x, nb, act)?;
     let act: &[u8] = &act[..nb * arb];
-    let g = Segment::new(kernels, gate, hg)?;
-    let u = Segment::new(kernels, up, hu)?;
+    let g = Segment::new(kernels, gate, hg, nb)?;
+    let u = Segment::new(kernels, up, hu, nb)?;
     let (g, u) = (&g, &u);
     pool.run(&|index, n_threads| {
         let (r0, r1) = split_range(n, index, n_threads, 4);
@@ -347,9 +347,9 @@ struct Segment<'w> {
     rb: usize,
     dot: RowDot,
     dot2: Option<RowDot2>,
-    /// For tokens `0..nb - nb % 4` of a batch, where the path sums them differently
-    /// ([`Kernels::row_dot_group4`]).
-    dot_group4: Option<RowDot>,
+    /// For the first tokens of the batch, where the path sums them differently
+    /// ([`Kernels::row_dot_batch`]): the dot and how many tokens it takes.
+    dot_batch: Option<(RowDot, usize)>,
 }
 
 impl<'w> Segment<'w> {
@@ -357,6 +357,7 @@ impl<'w> Segment<'w> {
         kernels: &Kernels,
         w: &WeightMatrix<'w>,
         out: &mut [f32],
+        nb: usize,
     ) -> Result<Segment<'w>, KernelError> {
         let rb = w.row_bytes();
         if rb == 0 || w.data.len() < w.rows * rb {
@@ -368,7 +369,7 @@ impl<'w> Segment<'w> {
             rb,
             dot: kernels.row_dot(w.ty)?,
             dot2: kernels.row_dot2(w.ty),
-            dot_group4: kernels.row_dot_group4(w.ty, w.rows),
+            dot_batch: kernels.row_dot_batch(w.ty, w.rows, nb),
         })
     }
 
@@ -388,13 +389,11 @@ impl<'w> Segment<'w> {
         let (rb, rows) = (self.rb, self.w.rows);
         let row = |r: usize| &self.w.data[r * rb..(r + 1) * rb];
         let mut next = r0;
-        if let Some(dot4) = self.dot_group4 {
-            // llama.cpp sums the tokens it takes four at a time in another order.
-            let grouped = nb - nb % 4;
+        if let Some((batch_dot, n_batch_dot)) = self.dot_batch {
             for r in r0..r1 {
                 let wrow = row(r);
                 for (t, a) in act.chunks_exact(arb).take(nb).enumerate() {
-                    let dot = if t < grouped { dot4 } else { self.dot };
+                    let dot = if t < n_batch_dot { batch_dot } else { self.dot };
                     // SAFETY: row `r` is in `r0..r1` (the caller's contract).
                     unsafe { self.out.write(t * rows + r, dot(wrow, a)) };
                 }

@@ -273,10 +273,10 @@ pub struct Kernels {
     q5_0x2: Option<RowDot2>,
     q4_kx2: Option<RowDot2>,
     q6_kx2: Option<RowDot2>,
-    /// The Q4_K row dot for the tokens of a batch that llama.cpp's x86 build takes four at a
-    /// time through its repacked kernel (`ggml_gemm_q4_K_8x8_q8_K`, one fused step per 64
-    /// values where its one-row kernel takes one per 256): the scalar path's, which follows it.
-    q4_k_group4: Option<RowDot>,
+    /// The K-quant row dots for the tokens of a prompt batch that llama.cpp's x86 build sums
+    /// in other orders than one token's: the scalar path's, which follows it
+    /// ([`Kernels::row_dot_batch`]).
+    kquant_batch: Option<KquantBatchDots>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -287,6 +287,19 @@ pub struct Kernels {
     quantize_q8_0: QuantizeQ8_0,
     quantize_q8_1: QuantizeQ8_1,
     quantize_q8_k: QuantizeQ8K,
+}
+
+/// The batch from which llama.cpp's x86 build sends K-quant matrices it does not repack
+/// through its tiled matmul (`ggml_tiled_min_batch`).
+pub const TILED_MIN_BATCH: usize = 8;
+
+/// See [`Kernels::row_dot_batch`].
+#[derive(Clone, Copy)]
+struct KquantBatchDots {
+    q4_k_group4: RowDot,
+    q4_k_tiled: RowDot,
+    q5_k_tiled: RowDot,
+    q6_k_tiled: RowDot,
 }
 
 impl fmt::Debug for Kernels {
@@ -333,7 +346,7 @@ impl Kernels {
                 q8_0x2: Some(avx2::row_dot2_q8_0),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
-                q4_k_group4: None,
+                kquant_batch: None,
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -353,7 +366,7 @@ impl Kernels {
                 }),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
-                q4_k_group4: None,
+                kquant_batch: None,
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
@@ -448,7 +461,12 @@ impl Kernels {
             q5_0x2: None,
             q4_kx2: None,
             q6_kx2: None,
-            q4_k_group4: Some(row_dot_q4_k_group4_scalar),
+            kquant_batch: Some(KquantBatchDots {
+                q4_k_group4: row_dot_q4_k_group4_scalar,
+                q4_k_tiled: row_dot_q4_k_tiled_scalar,
+                q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                q6_k_tiled: row_dot_q6_k_tiled_scalar,
+            }),
             f16_rows: scalar::vec_dots_f16,
             f32_rows: scalar::vec_dots_f32,
             soft_max: scalar::vec_soft_max_f32,
@@ -558,13 +576,29 @@ impl Kernels {
         }
     }
 
-    /// The row dot for a batch's tokens `0..nb - nb % 4` where it differs from [`row_dot`]
-    /// (see the `q4_k_group4` field): Q4_K matrices of a multiple of 8 rows, scalar path.
+    /// The row dot for the first `n` tokens of a batch of `nb`, as `(dot, n)`, where the path
+    /// sums them differently from [`row_dot`] (the scalar path, following llama.cpp's x86
+    /// build): Q4_K matrices of a multiple of 8 rows, which that build repacks, take tokens
+    /// `0..nb - nb % 4` four at a time; the other Q4_K, Q5_K and Q6_K matrices go through its
+    /// tiled matmul on batches of [`TILED_MIN_BATCH`] tokens or more, all tokens.
     ///
     /// [`row_dot`]: Kernels::row_dot
-    pub fn row_dot_group4(&self, weight: GgmlType, rows: usize) -> Option<RowDot> {
+    pub fn row_dot_batch(
+        &self,
+        weight: GgmlType,
+        rows: usize,
+        nb: usize,
+    ) -> Option<(RowDot, usize)> {
+        let dots = self.kquant_batch?;
+        let tiled = |dot: RowDot| (nb >= TILED_MIN_BATCH).then_some((dot, nb));
         match weight {
-            GgmlType::Q4_K if rows % 8 == 0 => self.q4_k_group4,
+            GgmlType::Q4_K if rows % 8 == 0 => {
+                let n = nb - nb % 4;
+                (n > 0).then_some((dots.q4_k_group4, n))
+            }
+            GgmlType::Q4_K => tiled(dots.q4_k_tiled),
+            GgmlType::Q5_K => tiled(dots.q5_k_tiled),
+            GgmlType::Q6_K => tiled(dots.q6_k_tiled),
             _ => None,
         }
     }
@@ -776,6 +810,18 @@ fn row_dot_q4_k_scalar(w: &[u8], a: &[u8]) -> f32 {
 fn row_dot_q4_k_group4_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<BlockQ4K, BlockQ8K>(w, a)
         .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_k_q8_k_group4(w, a))
+}
+fn row_dot_q4_k_tiled_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ4K, BlockQ8K>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q4_k_q8_k_tiled(w, a))
+}
+fn row_dot_q5_k_tiled_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ5K, BlockQ8K>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_k_q8_k_tiled(w, a))
+}
+fn row_dot_q6_k_tiled_scalar(w: &[u8], a: &[u8]) -> f32 {
+    cast_pair::<BlockQ6K, BlockQ8K>(w, a)
+        .map_or(f32::NAN, |(w, a)| scalar::vec_dot_q6_k_q8_k_tiled(w, a))
 }
 fn row_dot_q5_k_scalar(w: &[u8], a: &[u8]) -> f32 {
     cast_pair::<BlockQ5K, BlockQ8K>(w, a).map_or(f32::NAN, |(w, a)| scalar::vec_dot_q5_k_q8_k(w, a))

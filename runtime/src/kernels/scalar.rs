@@ -172,6 +172,50 @@ fn mins_dot_bsums(mins: &[i32; 8], bsums: &[i16; QK_K / 16]) -> i32 {
         .sum()
 }
 
+/// A Q4_K / Q5_K block's exact integer sums against a Q8_K block: `Σ_j sc_j Σ q · q8` over
+/// its eight 32-value sub-blocks (levels from `level(l, j)`: value `l` of sub-block pair
+/// `j`'s low (`false`) or high (`true`) half) and `Σ_j m_j Σ q8` from the activation `bsums`.
+#[inline(always)]
+fn k4_block_sums(
+    scales: &[i32; 8],
+    mins: &[i32; 8],
+    yb: &BlockQ8K,
+    level: impl Fn(usize, usize, bool) -> i32,
+) -> (i32, i32) {
+    let mut sumi = 0i32;
+    for (j, a) in yb.qs.chunks_exact(64).enumerate() {
+        let (mut lo, mut hi) = (0i32, 0i32);
+        for l in 0..32 {
+            lo += level(l, j, false) * i32::from(a[l]);
+            hi += level(l, j, true) * i32::from(a[l + 32]);
+        }
+        sumi += lo * scales[2 * j] + hi * scales[2 * j + 1];
+    }
+    (sumi, mins_dot_bsums(mins, &yb.bsums))
+}
+
+/// [`k4_block_sums`] of a Q4_K block.
+#[inline(always)]
+fn q4_k_block_sums(xb: &BlockQ4K, yb: &BlockQ8K) -> (i32, i32) {
+    let (scales, mins) = scales_mins_k4(&xb.scales);
+    k4_block_sums(&scales, &mins, yb, |l, j, high| {
+        let q = xb.qs[32 * j + l];
+        i32::from(if high { q >> 4 } else { q & 0xF })
+    })
+}
+
+/// [`k4_block_sums`] of a Q5_K block: each level's fifth bit from `qh`.
+#[inline(always)]
+fn q5_k_block_sums(xb: &BlockQ5K, yb: &BlockQ8K) -> (i32, i32) {
+    let (scales, mins) = scales_mins_k4(&xb.scales);
+    k4_block_sums(&scales, &mins, yb, |l, j, high| {
+        let q = xb.qs[32 * j + l];
+        let bit = 1u8 << (2 * j + usize::from(high));
+        let h = if xb.qh[l] & bit != 0 { 16 } else { 0 };
+        i32::from(if high { q >> 4 } else { q & 0xF }) + h
+    })
+}
+
 with_fma! {
     /// Per block the exact integer sums `Σ_j sc_j Σ q4 · q8` and `Σ_j m_j Σ q8` (the
     /// minimum's part from the activation `bsums`, which the Q8_K quantizer keeps equal to the
@@ -184,22 +228,7 @@ with_fma! {
         let mut acc = 0.0f32;
         let mut acc_min = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            let (scales, mins) = scales_mins_k4(&xb.scales);
-            let mut sumi = 0i32;
-            for (j, (q, a)) in xb
-                .qs
-                .chunks_exact(32)
-                .zip(yb.qs.chunks_exact(64))
-                .enumerate()
-            {
-                let (mut lo, mut hi) = (0i32, 0i32);
-                for l in 0..32 {
-                    lo += i32::from(q[l] & 0xF) * i32::from(a[l]);
-                    hi += i32::from(q[l] >> 4) * i32::from(a[l + 32]);
-                }
-                sumi += lo * scales[2 * j] + hi * scales[2 * j + 1];
-            }
-            let imin = mins_dot_bsums(&mins, &yb.bsums);
+            let (sumi, imin) = q4_k_block_sums(xb, yb);
             acc = (sumi as f32).mul_add(xb.d.to_f32() * yb.d, acc);
             acc_min = (imin as f32).mul_add(xb.dmin.to_f32() * yb.d, acc_min);
         }
@@ -240,31 +269,51 @@ with_fma! {
     }
 }
 
+/// One block's step of llama.cpp's tiled K-quant matmul (`ggml_compute_forward_mul_mat_tiled`
+/// with its AVX-512 VNNI microkernel, which takes the prompt batches of 8 tokens or more for
+/// the K-quant matrices the x86 build does not repack): the block's exact integer sum `sumi`
+/// (and `imin`, the minimums' part, for the types that have one) converted to f32 once,
+/// `r = fma(-dmin_w, imin, sumi · d_w)`, and `acc = fma(r, d_a, acc)`, block after block.
+#[inline(always)]
+fn tiled_step(acc: f32, sumi: i32, d_w: f32, min: Option<(i32, f32)>, d_a: f32) -> f32 {
+    let mut r = sumi as f32 * d_w;
+    if let Some((imin, dmin)) = min {
+        r = (-dmin).mul_add(imin as f32, r);
+    }
+    r.mul_add(d_a, acc)
+}
+
+with_fma! {
+    /// Q4_K in the order of llama.cpp's tiled matmul ([`tiled_step`]), which its x86 build uses
+    /// for prompt batches of 8 tokens or more where a Q4_K matrix is not repacked (rows not a
+    /// multiple of 8).
+    pub fn vec_dot_q4_k_q8_k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+        x.iter().zip(y).fold(0.0, |acc, (xb, yb)| {
+            let (sumi, imin) = q4_k_block_sums(xb, yb);
+            tiled_step(acc, sumi, xb.d.to_f32(), Some((imin, xb.dmin.to_f32())), yb.d)
+        })
+    }
+}
+
+with_fma! {
+    /// Q5_K in the order of llama.cpp's tiled matmul ([`tiled_step`]): prompt batches of 8
+    /// tokens or more on its x86 build.
+    pub fn vec_dot_q5_k_q8_k_tiled(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+        x.iter().zip(y).fold(0.0, |acc, (xb, yb)| {
+            let (sumi, imin) = q5_k_block_sums(xb, yb);
+            tiled_step(acc, sumi, xb.d.to_f32(), Some((imin, xb.dmin.to_f32())), yb.d)
+        })
+    }
+}
+
 /// As [`vec_dot_q4_k_q8_k`], with each level's fifth bit from `qh`.
 pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     for (xb, yb) in x.iter().zip(y) {
-        let (scales, mins) = scales_mins_k4(&xb.scales);
-        let mut sumi = 0i32;
-        for (j, (q, a)) in xb
-            .qs
-            .chunks_exact(32)
-            .zip(yb.qs.chunks_exact(64))
-            .enumerate()
-        {
-            let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
-            let (mut lo, mut hi) = (0i32, 0i32);
-            for l in 0..32 {
-                let h1 = if xb.qh[l] & u1 != 0 { 16 } else { 0 };
-                let h2 = if xb.qh[l] & u2 != 0 { 16 } else { 0 };
-                lo += (i32::from(q[l] & 0xF) + h1) * i32::from(a[l]);
-                hi += (i32::from(q[l] >> 4) + h2) * i32::from(a[l + 32]);
-            }
-            sumi += lo * scales[2 * j] + hi * scales[2 * j + 1];
-        }
+        let (sumi, imin) = q5_k_block_sums(xb, yb);
         let d = yb.d * xb.d.to_f32();
         let dmin = yb.d * xb.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * mins_dot_bsums(&mins, &yb.bsums) as f32;
+        sumf += d * sumi as f32 - dmin * imin as f32;
     }
     sumf
 }
@@ -321,6 +370,26 @@ with_fma! {
             }
         }
         Lanes8(acc).sum()
+    }
+}
+
+with_fma! {
+    /// Q6_K in the order of llama.cpp's tiled matmul ([`tiled_step`]), which its x86 build
+    /// uses for every Q6_K matrix on prompt batches of 8 tokens or more: per block the exact
+    /// `Σ_j sc_j (Σ q6 · q8 - 32 Σ q8)` over the sixteen 16-value sub-blocks.
+    pub fn vec_dot_q6_k_q8_k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+        x.iter().zip(y).fold(0.0, |acc, (xb, yb)| {
+            let q = q6_k_levels(xb);
+            let sumi: i32 = (0..QK_K / 16)
+                .map(|j| {
+                    let dot: i32 = (16 * j..16 * j + 16)
+                        .map(|i| i32::from(q[i]) * i32::from(yb.qs[i]))
+                        .sum();
+                    i32::from(xb.scales[j]) * (dot - 32 * i32::from(yb.bsums[j]))
+                })
+                .sum();
+            tiled_step(acc, sumi, xb.d.to_f32(), None, yb.d)
+        })
     }
 }
 
