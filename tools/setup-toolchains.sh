@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing edgellm needs on a Debian 12 (bookworm) x86_64 machine:
-#   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.85 at /usr/bin) with
+#   - the aarch64 cross toolchain: Debian's rustc-web/cargo-web (Rust >= 1.89 at /usr/bin) with
 #     the arm64 std (libstd-rust-web-dev:arm64), gcc-aarch64-linux-gnu, libc6-dev-arm64-cross;
 #   - the armv7 (32-bit Raspberry Pi OS) cross toolchain: the armhf std
 #     (libstd-rust-web-dev:armhf, which pulls libc6:armhf, the loader qemu-arm runs binaries with)

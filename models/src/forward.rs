@@ -457,7 +457,7 @@ fn attend<T: KvElem>(
 fn heads_per_call(n_heads: usize, group: usize, threads: usize) -> usize {
     const HEAD_COST: [f64; ops::ATTN_MAX_HEADS + 1] = [1.0, 1.0, 0.9, 0.88, 0.9];
     (1..=group.min(ops::ATTN_MAX_HEADS))
-        .filter(|c| group % c == 0)
+        .filter(|c| group.is_multiple_of(*c))
         .min_by(|&a, &b| {
             let cost = |c: usize| (n_heads / c).div_ceil(threads) as f64 * c as f64 * HEAD_COST[c];
             cost(a).total_cmp(&cost(b))

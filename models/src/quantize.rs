@@ -178,7 +178,7 @@ fn use_more_bits(i_layer: u32, n_layers: u32) -> bool {
 /// llama.cpp's `tensor_type_fallback`: a 256-block type whose block does not divide the row
 /// becomes a 32-block type, and a 32-block type that does not either becomes F16.
 fn fallback(ty: GgmlType, ne0: u64) -> GgmlType {
-    if ne0 % ty.block_size() as u64 == 0 {
+    if ne0.is_multiple_of(ty.block_size() as u64) {
         return ty;
     }
     let demoted = match ty {
@@ -188,7 +188,7 @@ fn fallback(ty: GgmlType, ne0: u64) -> GgmlType {
         GgmlType::Q6_K => GgmlType::Q8_0,
         other => other,
     };
-    if ne0 % demoted.block_size() as u64 == 0 {
+    if ne0.is_multiple_of(demoted.block_size() as u64) {
         demoted
     } else {
         GgmlType::F16
@@ -241,7 +241,7 @@ pub fn plan_tensor_types(
             Category::Output | Category::TokenEmbd
                 if cats[i] == Category::Output || has_tied_embeddings =>
             {
-                if facts.is_falcon || ne0 % ty.block_size() as u64 != 0 {
+                if facts.is_falcon || !ne0.is_multiple_of(ty.block_size() as u64) {
                     ty = GgmlType::Q8_0;
                 } else if ty != GgmlType::Q8_0 {
                     ty = GgmlType::Q6_K;

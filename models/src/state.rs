@@ -151,7 +151,7 @@ impl StateLayout {
             q: nb * shape.q_dim,
             kv: nb * shape.kv_dim,
             ff: nb * shape.n_ff,
-            act_bytes: nb * shape.act_row_bytes,
+            act_bytes: edgellm_runtime::kernels::matmul::act_scratch_bytes(shape.act_row_bytes, nb),
             att_scratch_bytes: opts.n_threads.max(1)
                 * AttnScratch::bytes_for(opts.n_ctx, shape.head_dim, opts.kv_type.bytes()),
             rope,

@@ -105,11 +105,11 @@ fn random_activations(rng: &mut Rng, n: usize, cols: usize) -> Vec<f32> {
     for row in x.chunks_mut(cols) {
         let i = (rng.next() as usize) % cols;
         row[i] = rng.unit() * 200.0;
-        if rng.next() % 4 == 0 {
+        if rng.next().is_multiple_of(4) {
             let b = (rng.next() as usize) % (cols / 32);
             row[b * 32..(b + 1) * 32].fill(0.0);
         }
-        if rng.next() % 8 == 0 {
+        if rng.next().is_multiple_of(8) {
             // a row of small values: Q8_K's quants of ±127 everywhere (largest bsums)
             row.fill(1e-3);
         }

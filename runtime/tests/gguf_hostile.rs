@@ -65,7 +65,7 @@ impl Builder {
     }
     /// Zeros up to a multiple of `align`, then `n` data bytes.
     fn data(&mut self, align: usize, n: usize) -> &mut Self {
-        while self.buf.len() % align != 0 {
+        while !self.buf.len().is_multiple_of(align) {
             self.buf.push(0);
         }
         self.buf.resize(self.buf.len() + n, 0xAB);

@@ -25,7 +25,7 @@
 
 use std::sync::Once;
 
-use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels, SumOrder};
+use edgellm_runtime::kernels::{KernelError, KernelPath, Kernels, PreparedDots, SumOrder};
 use edgellm_runtime::quant::{
     self, Block, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8K, BlockQ8_0, BlockQ8_1,
@@ -380,8 +380,25 @@ fn check_vs_scalar<W: Block, A: Block>(
             k.path(),
             w.len() * W::ELEMS / 32,
         );
+        if let Some(p) = k.prepared_dots(ty) {
+            let got = (p.dot)(wb, &prepared(&p, ab));
+            let err = (f64::from(got) - f64::from(want)).abs();
+            prop_assert!(
+                err <= tol,
+                "{} {ty} prepared over {} blocks: got {got}, scalar {want}, |diff| {err:e} > {tol:e}",
+                k.path(),
+                w.len() * W::ELEMS / 32,
+            );
+        }
     }
     Ok(())
+}
+
+/// The prepared form of activation row `a` for `p` ([`PreparedDots`]).
+fn prepared(p: &PreparedDots, a: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; (p.bytes)(a.len())];
+    (p.prepare)(a, &mut out);
+    out
 }
 
 /// Every path's two-row `ty` dot (where it has one) equals its one-row dot on each row, bit
@@ -408,6 +425,17 @@ fn check_two_rows<W: Block, A: Block>(
             k.path(),
             w0.len() * W::ELEMS / 32,
         );
+        if let Some(p) = k.prepared_dots(ty) {
+            let pa = prepared(&p, ab);
+            let got = (p.dot2)(b0, b1, &pa);
+            let want = [(p.dot)(b0, &pa), (p.dot)(b1, &pa)];
+            prop_assert!(
+                got[0].to_bits() == want[0].to_bits() && got[1].to_bits() == want[1].to_bits(),
+                "{} {ty} prepared two rows over {} blocks: {got:?}, one by one {want:?}",
+                k.path(),
+                w0.len() * W::ELEMS / 32,
+            );
+        }
     }
     Ok(())
 }
@@ -926,7 +954,7 @@ fn edge_bytes(p: usize, j: usize) -> u8 {
         0 => 0x00,
         1 => 0xFF,
         2 => {
-            if j % 2 == 0 {
+            if j.is_multiple_of(2) {
                 0x0F
             } else {
                 0xF0

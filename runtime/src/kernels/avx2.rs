@@ -320,53 +320,6 @@ pub(super) unsafe fn hsum_f32_8(v: __m256) -> f32 {
 /// scale conversion. Steps alternate between two accumulators to hide the FMA latency.
 macro_rules! int_row_dots {
     ($features:literal) => {
-        /// Two Q4_0 block pairs' contribution added to `acc`.
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn pair_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0], acc: __m256) -> __m256 {
-            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
-            // contract.
-            unsafe {
-                let (lo, hi) = nibbles_pair(&x[0].qs, &x[1].qs);
-                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
-                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
-                let d = scale_products_split(x[0].d, y[0].d, x[1].d, y[1].d);
-                _mm256_fmadd_ps(d, q, acc)
-            }
-        }
-
-        /// One Q4_0 block pair's contribution added to `acc`.
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn single_q4_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
-            // SAFETY: as in `pair_q4_0`.
-            unsafe {
-                let [lo, hi, ylo, yhi] = nibbles_single(&x.qs, &y.qs);
-                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
-                _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
-            }
-        }
-
-        /// Σ (q4 - 8) · q8 per block, times both scales (twin:
-        /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-            // SAFETY: the step helpers need exactly our features.
-            unsafe {
-                let (a0, a1) = dot_block_pairs!(x, y, _mm256_setzero_ps(), pair_q4_0, single_q4_0);
-                hsum_f32_8(_mm256_add_ps(a0, a1))
-            }
-        }
-
         /// Two Q4_1 block pairs' contribution: scaled int sums added to `acc.0`, the pair's
         /// `m·s` to lanes 1 and 5 of `acc.1`.
         ///
@@ -465,73 +418,6 @@ macro_rules! int_row_dots {
             unsafe {
                 let (a0, a1) = dot_block_pairs!(x, y, _mm256_setzero_ps(), pair_q8_0, single_q8_0);
                 hsum_f32_8(_mm256_add_ps(a0, a1))
-            }
-        }
-
-        /// Two rows' [`pair_q4_0`]: the activation pair loaded and its offset computed once.
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn pair2_q4_0(
-            x0: &[BlockQ4_0],
-            x1: &[BlockQ4_0],
-            y: &[BlockQ8_0],
-            acc: (__m256, __m256),
-        ) -> (__m256, __m256) {
-            // SAFETY: as in `pair_q4_0`.
-            unsafe {
-                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
-                let off = q4_0_offset(ylo, yhi);
-                let (lo0, hi0) = nibbles_pair(&x0[0].qs, &x0[1].qs);
-                let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
-                let q0 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo0, hi0, ylo, yhi, off));
-                let q1 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo1, hi1, ylo, yhi, off));
-                let yd = f16_halves(y[0].d, y[1].d);
-                let d0 = _mm256_mul_ps(f16_halves(x0[0].d, x0[1].d), yd);
-                let d1 = _mm256_mul_ps(f16_halves(x1[0].d, x1[1].d), yd);
-                (
-                    _mm256_fmadd_ps(d0, q0, acc.0),
-                    _mm256_fmadd_ps(d1, q1, acc.1),
-                )
-            }
-        }
-
-        /// Two rows' [`single_q4_0`].
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn single2_q4_0(
-            x0: &BlockQ4_0,
-            x1: &BlockQ4_0,
-            y: &BlockQ8_0,
-            acc: (__m256, __m256),
-        ) -> (__m256, __m256) {
-            // SAFETY: as in `pair_q4_0`.
-            unsafe { (single_q4_0(x0, y, acc.0), single_q4_0(x1, y, acc.1)) }
-        }
-
-        /// [`vec_dot_q4_0_q8_0`] of two rows with one activation row, bit for bit.
-        ///
-        /// # Safety
-        /// The module's features must be available.
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn vec_dot2_q4_0_q8_0(
-            x0: &[BlockQ4_0],
-            x1: &[BlockQ4_0],
-            y: &[BlockQ8_0],
-        ) -> [f32; 2] {
-            // SAFETY: the step helpers need exactly our features.
-            unsafe {
-                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let (a0, a1) = dot_block_pairs2!(x0, x1, y, zero, pair2_q4_0, single2_q4_0);
-                [
-                    hsum_f32_8(_mm256_add_ps(a0.0, a1.0)),
-                    hsum_f32_8(_mm256_add_ps(a0.1, a1.1)),
-                ]
             }
         }
 
@@ -681,6 +567,127 @@ macro_rules! int_row_dots {
         }
     };
 }
+
+/// Defines the Q4_0 row dots (`vec_dot_q4_0_q8_0`, `vec_dot2_q4_0_q8_0`) over the
+/// int-dot primitives [`int_row_dots`] names, plus `q4_0_offset(ylo, yhi) -> __m256i` (`8·Σy`
+/// of an activation pair) and `dot_q4_pair_offset(lo, hi, ylo, yhi, off)` (`Σ q·y - off`).
+macro_rules! q4_0_row_dots {
+    ($features:literal) => {
+        /// Two Q4_0 block pairs' contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0], acc: __m256) -> __m256 {
+            // SAFETY: the helpers read the blocks' own arrays; the features are the caller's
+            // contract.
+            unsafe {
+                let (lo, hi) = nibbles_pair(&x[0].qs, &x[1].qs);
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
+                let d = scale_products_split(x[0].d, y[0].d, x[1].d, y[1].d);
+                _mm256_fmadd_ps(d, q, acc)
+            }
+        }
+
+        /// One Q4_0 block pair's contribution added to `acc`.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single_q4_0(x: &BlockQ4_0, y: &BlockQ8_0, acc: __m256) -> __m256 {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let [lo, hi, ylo, yhi] = nibbles_single(&x.qs, &y.qs);
+                let q = _mm256_cvtepi32_ps(dot_q4_pair_off8(lo, hi, ylo, yhi));
+                _mm256_fmadd_ps(scale_product(x.d, y.d), q, acc)
+            }
+        }
+
+        /// Σ (q4 - 8) · q8 per block, times both scales (twin:
+        /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let (a0, a1) = dot_block_pairs!(x, y, _mm256_setzero_ps(), pair_q4_0, single_q4_0);
+                hsum_f32_8(_mm256_add_ps(a0, a1))
+            }
+        }
+
+        /// Two rows' [`pair_q4_0`]: the activation pair loaded and its offset computed once.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn pair2_q4_0(
+            x0: &[BlockQ4_0],
+            x1: &[BlockQ4_0],
+            y: &[BlockQ8_0],
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe {
+                let (ylo, yhi) = q8_pair(&y[0].qs, &y[1].qs);
+                let off = q4_0_offset(ylo, yhi);
+                let (lo0, hi0) = nibbles_pair(&x0[0].qs, &x0[1].qs);
+                let (lo1, hi1) = nibbles_pair(&x1[0].qs, &x1[1].qs);
+                let q0 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo0, hi0, ylo, yhi, off));
+                let q1 = _mm256_cvtepi32_ps(dot_q4_pair_offset(lo1, hi1, ylo, yhi, off));
+                let yd = f16_halves(y[0].d, y[1].d);
+                let d0 = _mm256_mul_ps(f16_halves(x0[0].d, x0[1].d), yd);
+                let d1 = _mm256_mul_ps(f16_halves(x1[0].d, x1[1].d), yd);
+                (
+                    _mm256_fmadd_ps(d0, q0, acc.0),
+                    _mm256_fmadd_ps(d1, q1, acc.1),
+                )
+            }
+        }
+
+        /// Two rows' [`single_q4_0`].
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn single2_q4_0(
+            x0: &BlockQ4_0,
+            x1: &BlockQ4_0,
+            y: &BlockQ8_0,
+            acc: (__m256, __m256),
+        ) -> (__m256, __m256) {
+            // SAFETY: as in `pair_q4_0`.
+            unsafe { (single_q4_0(x0, y, acc.0), single_q4_0(x1, y, acc.1)) }
+        }
+
+        /// [`vec_dot_q4_0_q8_0`] of two rows with one activation row, bit for bit.
+        ///
+        /// # Safety
+        /// The module's features must be available.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn vec_dot2_q4_0_q8_0(
+            x0: &[BlockQ4_0],
+            x1: &[BlockQ4_0],
+            y: &[BlockQ8_0],
+        ) -> [f32; 2] {
+            // SAFETY: the step helpers need exactly our features.
+            unsafe {
+                let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+                let (a0, a1) = dot_block_pairs2!(x0, x1, y, zero, pair2_q4_0, single2_q4_0);
+                [
+                    hsum_f32_8(_mm256_add_ps(a0.0, a1.0)),
+                    hsum_f32_8(_mm256_add_ps(a0.1, a1.1)),
+                ]
+            }
+        }
+    };
+}
 pub(super) use int_row_dots;
 
 /// Runs `$pair(&x[i..i + 2], &y[i..i + 2], acc)` over the first `min(x.len(), y.len())` block
@@ -815,6 +822,7 @@ unsafe fn dot_q4_pair_offset(
 }
 
 int_row_dots!("avx2,fma,f16c");
+q4_0_row_dots!("avx2,fma,f16c");
 
 /// Σ x·y over the first `n` elements: `|i| load` gives 8 f32 lanes of each side starting at
 /// element `i`, `|i| tail` the product of element `i`. Four accumulators of 8 lanes, then 8-wide

@@ -1,13 +1,13 @@
-//! AVX-512 VNNI int kernels (x86_64), for [`KernelPath::Avx512`](super::KernelPath::Avx512):
-//! the AVX2 kernels with each block's `maddubs` + `madd` pair replaced by one `vpdpbusd`
-//! (unsigned × signed bytes summed in groups of 4 into i32 lanes, without saturation).
-//! The float dots and the quantizers are AVX2's.
+//! AVX-512 VNNI int kernels (x86_64) for Q4_1 and Q8_0, for
+//! [`KernelPath::Avx512`](super::KernelPath::Avx512): the AVX2 kernels with each block's
+//! `maddubs` + `madd` pair replaced by one `vpdpbusd` (unsigned × signed bytes summed in groups
+//! of 4 into i32 lanes, without saturation). The float dots and the quantizers are AVX2's;
+//! the path's Q4_0 dots are in [`avx512_zmm`](super::avx512_zmm).
 //!
-//! `vpdpbusd` runs on 256-bit registers (AVX512-VNNI + AVX512VL), written as inline assembly:
-//! the AVX-512 intrinsics and `#[target_feature]` names are stable only from Rust 1.89 and the
-//! workspace supports 1.85. At our row lengths (18 to 48 blocks, one block per register) the
-//! 512-bit form would need cross-block shuffles of the f16 scales and gains little on CPUs that
-//! split 512-bit operations in two (AMD Zen 4).
+//! `vpdpbusd` runs on 256-bit registers (AVX512-VNNI + AVX512VL), written as inline assembly
+//! from when the workspace supported Rust 1.85 (the intrinsics are stable since 1.89). For
+//! these two types the 512-bit form measured no faster: a block is already a few 256-bit
+//! operations, and CPUs like AMD Zen 4 split 512-bit operations in two.
 //!
 //! Every `unsafe fn` here requires AVX2, FMA, F16C, AVX512-VNNI and AVX512VL; the safe entries are
 //! reachable only through a `Kernels` built for the path after its `is_supported` check.
@@ -21,17 +21,15 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 
 use super::avx2::{
-    dot_block_pairs, dot_block_pairs2, f16_halves, f16_pair_fields, f16_splat, hsum_f32_8,
-    int_row_dots, load_q8, nibbles_pair, nibbles_single, q8_pair, scale_product, scale_products_2,
-    scale_products_q4_1_single, scale_products_q4_1_split, scale_products_split, sum_lanes_1_5,
+    dot_block_pairs, dot_block_pairs2, f16_pair_fields, f16_splat, hsum_f32_8, int_row_dots,
+    load_q8, nibbles_pair, nibbles_single, q8_pair, scale_product, scale_products_2,
+    scale_products_q4_1_single, scale_products_q4_1_split, sum_lanes_1_5,
 };
 use super::{row_dot2_entry, row_dot_entry};
-use crate::quant::blocks::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
-row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot_entry!(row_dot_q4_1, vec_dot_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 row_dot_entry!(row_dot_q8_0, vec_dot_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
-row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 row_dot2_entry!(row_dot2_q4_1, vec_dot2_q4_1_q8_1, BlockQ4_1, BlockQ8_1);
 row_dot2_entry!(row_dot2_q8_0, vec_dot2_q8_0_q8_0, BlockQ8_0, BlockQ8_0);
 
@@ -137,22 +135,6 @@ unsafe fn dot_q4_pair(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> _
     unsafe { dpbusd(dpbusd(_mm256_setzero_si256(), lo, ylo), hi, yhi) }
 }
 
-/// Σ (q - 8)·y for the pair arrangement, as Σ q·y - 8·Σ y: both unsigned × signed, so no sign
-/// trick is needed.
-///
-/// # Safety
-/// As the module's functions.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_pair_off8(lo: __m256i, hi: __m256i, ylo: __m256i, yhi: __m256i) -> __m256i {
-    // SAFETY: register-only operations; the features are the caller's contract.
-    unsafe {
-        let eight = _mm256_set1_epi8(8);
-        let off = dpbusd(dpbusd(_mm256_setzero_si256(), eight, ylo), eight, yhi);
-        _mm256_sub_epi32(dot_q4_pair(lo, hi, ylo, yhi), off)
-    }
-}
-
 /// Σ x·y over each group of 4 signed bytes, with the sign trick `|x| · sign(y, x)` (exact while
 /// `y != -128`, which the activation quantizer guarantees).
 ///
@@ -169,38 +151,6 @@ unsafe fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
             _mm256_sign_epi8(y, x),
         )
     }
-}
-
-/// `8·Σy` of an activation pair in the pair arrangement: the Q4_0 offset, computed once when
-/// two weight rows share the activations.
-///
-/// # Safety
-/// As the module's functions.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0_offset(ylo: __m256i, yhi: __m256i) -> __m256i {
-    // SAFETY: register-only operations; the features are the caller's contract.
-    unsafe {
-        let eight = _mm256_set1_epi8(8);
-        dpbusd(dpbusd(_mm256_setzero_si256(), eight, ylo), eight, yhi)
-    }
-}
-
-/// [`dot_q4_pair_off8`] with the offset from [`q4_0_offset`].
-///
-/// # Safety
-/// As the module's functions.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_q4_pair_offset(
-    lo: __m256i,
-    hi: __m256i,
-    ylo: __m256i,
-    yhi: __m256i,
-    off: __m256i,
-) -> __m256i {
-    // SAFETY: register-only operations; the features are the caller's contract.
-    unsafe { _mm256_sub_epi32(dot_q4_pair(lo, hi, ylo, yhi), off) }
 }
 
 int_row_dots!("avx2,fma,f16c");

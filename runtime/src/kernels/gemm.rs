@@ -306,7 +306,7 @@ pub(super) fn gemm_blocks<'w, W: Block, A: Block>(
     elems: usize,
 ) -> Option<(&'w [W], &'w [A], usize)> {
     let (rows, nblocks) = (w.rows, w.cols / elems);
-    if w.cols % elems != 0 || rows == 0 || nb == 0 {
+    if !w.cols.is_multiple_of(elems) || rows == 0 || nb == 0 {
         return None;
     }
     let wblocks = quant::blocks::<W>(w.data.get(..rows * w.row_bytes())?).ok()?;

@@ -10,7 +10,7 @@
 //! saved.
 
 use super::threadpool::{split_range, ThreadPool};
-use super::{KernelError, Kernels, RowDot, RowDot2};
+use super::{KernelError, Kernels, PreparedDots, RowDot, RowDot2};
 use crate::ggml_type::GgmlType;
 
 /// A row-major weight matrix borrowed from the map: `rows` rows of `cols` elements of `ty`.
@@ -98,7 +98,14 @@ impl DisjointOut {
 
 /// Bytes of the activation buffer `matmul` needs for `nb` rows of `cols` for weights of `ty`.
 pub fn act_buffer_bytes(ty: GgmlType, cols: usize, nb: usize) -> Result<usize, KernelError> {
-    Ok(Kernels::act_row_bytes(ty, cols)? * nb)
+    Ok(act_scratch_bytes(Kernels::act_row_bytes(ty, cols)?, nb))
+}
+
+/// Bytes of activation scratch for `nb` quantized rows of `act_row_bytes` each, with room for
+/// a one-token row's prepared form ([`PreparedDots`]: at most twice the row, plus a group of
+/// padding and an alignment of 64).
+pub fn act_scratch_bytes(act_row_bytes: usize, nb: usize) -> usize {
+    nb * act_row_bytes + 2 * act_row_bytes + 320
 }
 
 /// Batches at least this long quantize their activation rows on the pool.
@@ -187,12 +194,13 @@ pub fn matmul_many(
         return Ok(());
     }
     let arb = quantize_rows(pool, kernels, ty0, cols, x, nb, act)?;
-    let act: &[u8] = &act[..nb * arb];
+    let (act, arb, prepared) =
+        prepare_act(kernels, projections.iter().map(|p| p.w.ty), act, arb, nb);
     let left = gemm_batches(pool, kernels, projections, act, arb, nb);
     let mut segs: [Option<Segment<'_>>; MAX_PROJECTIONS] = [None, None, None, None];
     let mut total = 0;
     for (seg, p) in segs.iter_mut().zip(&mut projections[..left]) {
-        let s = Segment::new(kernels, &p.w, p.out, nb)?;
+        let s = Segment::new(kernels, &p.w, p.out, nb, prepared)?;
         total += p.w.rows;
         *seg = Some(s);
     }
@@ -274,9 +282,9 @@ pub fn matmul_gated(
         return Ok(());
     }
     let arb = quantize_rows(pool, kernels, gate.ty, gate.cols, x, nb, act)?;
-    let act: &[u8] = &act[..nb * arb];
-    let g = Segment::new(kernels, gate, hg, nb)?;
-    let u = Segment::new(kernels, up, hu, nb)?;
+    let (act, arb, prepared) = prepare_act(kernels, [gate.ty, up.ty].into_iter(), act, arb, nb);
+    let g = Segment::new(kernels, gate, hg, nb, prepared)?;
+    let u = Segment::new(kernels, up, hu, nb, prepared)?;
     let (g, u) = (&g, &u);
     pool.run(&|index, n_threads| {
         let (r0, r1) = split_range(n, index, n_threads, 4);
@@ -297,6 +305,34 @@ pub fn matmul_gated(
         }
     });
     Ok(())
+}
+
+/// The activation rows the row dots read: for one token whose weight matrices all have
+/// [`PreparedDots`] (one type), the prepared form of the quantized row, written after it in
+/// `act` (64-byte aligned) when `act` has the room, with those dots; else the quantized rows
+/// (`nb` of `arb` bytes) as they are. Returns the rows, their length and the dots.
+fn prepare_act<'a>(
+    kernels: &Kernels,
+    mut types: impl Iterator<Item = GgmlType>,
+    act: &'a mut [u8],
+    arb: usize,
+    nb: usize,
+) -> (&'a [u8], usize, Option<PreparedDots>) {
+    let ty = types.next();
+    let prepared = ty
+        .filter(|&ty| nb == 1 && types.all(|t| t == ty))
+        .and_then(|ty| kernels.prepared_dots(ty));
+    if let Some(p) = prepared {
+        let bytes = (p.bytes)(arb);
+        let start = arb + act[arb..].as_ptr().align_offset(64);
+        if start + bytes <= act.len() {
+            let (quantized, rest) = act.split_at_mut(start);
+            let out = &mut rest[..bytes];
+            (p.prepare)(&quantized[..arb], out);
+            return (out, bytes, Some(p));
+        }
+    }
+    (&act[..nb * arb], arb, None)
 }
 
 /// Runs the x86 tile gemm on the projections it covers when `nb > 1`, moving the others to
@@ -358,6 +394,7 @@ impl<'w> Segment<'w> {
         w: &WeightMatrix<'w>,
         out: &mut [f32],
         nb: usize,
+        prepared: Option<PreparedDots>,
     ) -> Result<Segment<'w>, KernelError> {
         let rb = w.row_bytes();
         if rb == 0 || w.data.len() < w.rows * rb {
@@ -367,8 +404,8 @@ impl<'w> Segment<'w> {
             w: *w,
             out: DisjointOut::new(out),
             rb,
-            dot: kernels.row_dot(w.ty)?,
-            dot2: kernels.row_dot2(w.ty),
+            dot: prepared.map_or(kernels.row_dot(w.ty)?, |p| p.dot),
+            dot2: prepared.map_or(kernels.row_dot2(w.ty), |p| Some(p.dot2)),
             dot_batch: kernels.row_dot_batch(w.ty, w.rows, nb),
         })
     }

@@ -13,18 +13,21 @@
 //! The scalar functions in [`scalar`] are the specification.
 //!
 //! One module per instruction set, each with the same table entries: `avx2` (x86_64 AVX2, FMA
-//! and F16C), `avx512` (its int dots with AVX512-VNNI `vpdpbusd`; floats and quantizers from
-//! `avx2`) and `neon` (aarch64, with and without the dot-product extension). Their int dots are
+//! and F16C), `avx512` (its int dots with AVX512-VNNI `vpdpbusd`, and `avx512_zmm`'s Q4_0 dots
+//! on 512-bit registers; floats and quantizers from `avx2`) and `neon` (aarch64, with and without the dot-product extension). Their int dots are
 //! exact in the integers, so they differ from the scalar ones only in the order of the float
 //! additions; their activation quantizers write exactly the scalar bytes. They rely on one
 //! property of the activations that the quantizers guarantee: quants lie in [-127, 127].
-//! Instructions whose intrinsics are not stable in Rust 1.85 (`vpdpbusd`, `sdot`, `fcvtl`) are
-//! one-line `asm!` blocks.
+//! Instructions whose intrinsics were not stable in Rust 1.85 (`vpdpbusd`, `sdot`, `fcvtl`) are
+//! one-line `asm!` blocks; the workspace now needs 1.89, whose AVX-512 intrinsics `avx512_zmm`
+//! uses.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod avx512_zmm;
 mod gemm;
 mod gemm_kquant;
 #[cfg(target_arch = "x86_64")]
@@ -277,6 +280,8 @@ pub struct Kernels {
     /// in other orders than one token's: the scalar path's, which follows it
     /// ([`Kernels::row_dot_batch`]).
     kquant_batch: Option<KquantBatchDots>,
+    /// One-token Q4_0 dots that read the activation row in their own layout.
+    q4_0_prepared: Option<PreparedDots>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -292,6 +297,20 @@ pub struct Kernels {
 /// The batch from which llama.cpp's x86 build sends K-quant matrices it does not repack
 /// through its tiled matmul (`ggml_tiled_min_batch`).
 pub const TILED_MIN_BATCH: usize = 8;
+
+/// One-token row dots that read the activation row in a layout of their own, made once per
+/// matrix product ([`Kernels::prepared_dots`]): the rearranging a kernel would otherwise repeat
+/// for every pair of weight rows.
+#[derive(Clone, Copy)]
+pub struct PreparedDots {
+    /// Bytes of the prepared row for an activation row of that many bytes.
+    pub bytes: fn(act_row_bytes: usize) -> usize,
+    /// Writes the prepared form of an activation row (`out` is `bytes` long).
+    pub prepare: fn(act: &[u8], out: &mut [u8]),
+    /// [`RowDot`] and [`RowDot2`] with the prepared row in place of the activation row.
+    pub dot: RowDot,
+    pub dot2: RowDot2,
+}
 
 /// See [`Kernels::row_dot_batch`].
 #[derive(Clone, Copy)]
@@ -347,16 +366,17 @@ impl Kernels {
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
                 kquant_batch: None,
+                q4_0_prepared: None,
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512 => Kernels {
                 path,
-                q4_0: avx512::row_dot_q4_0,
+                q4_0: avx512_zmm::row_dot_q4_0,
                 q4_1: avx512::row_dot_q4_1,
                 q8_0: avx512::row_dot_q8_0,
-                q4_0x2: Some(avx512::row_dot2_q4_0),
+                q4_0x2: Some(avx512_zmm::row_dot2_q4_0),
                 q4_1x2: Some(avx512::row_dot2_q4_1),
                 q8_0x2: Some(avx512::row_dot2_q8_0),
                 q5_0x2: Some(if std::arch::is_x86_feature_detected!("avx512vbmi") {
@@ -367,6 +387,12 @@ impl Kernels {
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
                 kquant_batch: None,
+                q4_0_prepared: Some(PreparedDots {
+                    bytes: avx512_zmm::prepared_q8_0_bytes,
+                    prepare: avx512_zmm::prepare_q8_0,
+                    dot: avx512_zmm::row_dot_q4_0_prepared,
+                    dot2: avx512_zmm::row_dot2_q4_0_prepared,
+                }),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,
                 f32: avx2::row_dot_f32,
@@ -461,6 +487,7 @@ impl Kernels {
             q5_0x2: None,
             q4_kx2: None,
             q6_kx2: None,
+            q4_0_prepared: None,
             kquant_batch: Some(KquantBatchDots {
                 q4_k_group4: row_dot_q4_k_group4_scalar,
                 q4_k_tiled: row_dot_q4_k_tiled_scalar,
@@ -592,13 +619,22 @@ impl Kernels {
         let dots = self.kquant_batch?;
         let tiled = |dot: RowDot| (nb >= TILED_MIN_BATCH).then_some((dot, nb));
         match weight {
-            GgmlType::Q4_K if rows % 8 == 0 => {
+            GgmlType::Q4_K if rows.is_multiple_of(8) => {
                 let n = nb - nb % 4;
                 (n > 0).then_some((dots.q4_k_group4, n))
             }
             GgmlType::Q4_K => tiled(dots.q4_k_tiled),
             GgmlType::Q5_K => tiled(dots.q5_k_tiled),
             GgmlType::Q6_K => tiled(dots.q6_k_tiled),
+            _ => None,
+        }
+    }
+
+    /// The one-token dots for `weight` that read a prepared activation row, where the path
+    /// has them ([`PreparedDots`]).
+    pub fn prepared_dots(&self, weight: GgmlType) -> Option<PreparedDots> {
+        match weight {
+            GgmlType::Q4_0 => self.q4_0_prepared,
             _ => None,
         }
     }
@@ -762,12 +798,12 @@ pub(crate) fn rows_dot_shape(
     out_len: usize,
 ) -> (usize, usize) {
     assert!(
-        n > 0 && xs_len % n == 0 && xs_len > 0,
+        n > 0 && xs_len.is_multiple_of(n) && xs_len > 0,
         "{xs_len} values are no whole vectors of {n}"
     );
     let g = xs_len / n;
     assert!(
-        out_len % g == 0,
+        out_len.is_multiple_of(g),
         "{out_len} outputs are no whole rows for {g} vectors"
     );
     let n_rows = out_len / g;

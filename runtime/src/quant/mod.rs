@@ -182,14 +182,14 @@ const _: () = assert!(size_of::<F16>() == 2 && size_of::<Bf16>() == 2);
 
 /// Checks that `ptr..ptr+len` can hold whole, aligned `B`s.
 fn check_cast<B: Block>(addr: usize, len: usize) -> Result<(), QuantError> {
-    if len % B::BYTES != 0 {
+    if !len.is_multiple_of(B::BYTES) {
         return Err(QuantError::PartialBlock {
             ty: B::TYPE,
             len,
             block_bytes: B::BYTES,
         });
     }
-    if addr % align_of::<B>() != 0 {
+    if !addr.is_multiple_of(align_of::<B>()) {
         return Err(QuantError::Misaligned {
             ty: B::TYPE,
             addr,
@@ -324,7 +324,7 @@ fn quantize_with<B: Block>(
     dst: &mut [u8],
     f: impl FnOnce(&[f32], &mut [B]),
 ) -> Result<(), QuantError> {
-    if src.len() % B::ELEMS != 0 {
+    if !src.len().is_multiple_of(B::ELEMS) {
         return Err(QuantError::PartialRow {
             ty: B::TYPE,
             n: src.len(),
