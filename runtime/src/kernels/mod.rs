@@ -274,8 +274,8 @@ pub struct Kernels {
     q4_kx2: Option<RowDot2>,
     q6_kx2: Option<RowDot2>,
     /// The K-quant row dots for the tokens of a prompt batch that llama.cpp's x86 build sums
-    /// in other orders than one token's: the scalar path's, which follows it
-    /// ([`Kernels::row_dot_batch`]).
+    /// in other orders than one token's: the scalar path's, which follows it, and the NEON
+    /// paths', which equal it bit for bit ([`Kernels::row_dot_batch`]).
     kquant_batch: Option<KquantBatchDots>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
@@ -407,6 +407,12 @@ impl Kernels {
                 q4_1x2: Some(neon::row_dot2_q4_1),
                 q8_0x2: Some(neon::row_dot2_q8_0),
                 q5_0x2: Some(neon::row_dot2_q5_0),
+                kquant_batch: Some(KquantBatchDots {
+                    q4_k_group4: kquant_neon::row_dot_q4_k_group4,
+                    q4_k_tiled: kquant_neon::row_dot_q4_k_tiled,
+                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q6_k_tiled: kquant_neon::row_dot_q6_k_tiled,
+                }),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -424,6 +430,12 @@ impl Kernels {
                 q4_1x2: Some(neon::row_dot2_q4_1_dotprod),
                 q8_0x2: Some(neon::row_dot2_q8_0_dotprod),
                 q5_0x2: Some(neon::row_dot2_q5_0_dotprod),
+                kquant_batch: Some(KquantBatchDots {
+                    q4_k_group4: kquant_neon::row_dot_q4_k_group4_dotprod,
+                    q4_k_tiled: kquant_neon::row_dot_q4_k_tiled_dotprod,
+                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q6_k_tiled: kquant_neon::row_dot_q6_k_tiled_dotprod,
+                }),
                 ..Kernels::new(KernelPath::Neon)?
             },
             #[allow(unreachable_patterns)]
