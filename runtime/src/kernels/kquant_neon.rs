@@ -6,7 +6,16 @@
 //! (Q4_K 0..16, Q6_K 0..64, Q5_0 -16..16, Q5_1 0..32, all exact as signed bytes), dotted 16 at
 //! a time into i32 lanes, and each 16-value product vector is multiplied by its sub-block scale
 //! in the lanes; the minimum (Q4_K) and the offset 32 (Q6_K) come from the activation `bsums`
-//! in the integers, as in [`scalar`](super::scalar). One float step per (super-)block.
+//! in the integers, as in [`scalar`](super::scalar).
+//!
+//! The K-quant dots compute what their scalar twins compute, bit for bit (a Gemma-3 Q4_K_M
+//! forward pass on a board then gives llama.cpp's x86 logits): the integer parts of a block are
+//! exact in any order, and the few float steps per block follow the scalar kernel's, fused
+//! multiply-adds included: the one-token Q4_K and Q6_K dots, and the prompt-batch dots of
+//! [`Kernels::row_dot_batch`](super::Kernels::row_dot_batch) (Q4_K four tokens at a time and
+//! tiled, Q6_K tiled). Q6_K's one-token order needs the integer lanes of x86's 8-lane sum:
+//! 4 consecutive values per lane, as `sdot` gives them; without it, the weights and
+//! activations are loaded de-interleaved by byte pairs so that widening multiplies give them too.
 //!
 //! Every `unsafe fn` here requires NEON, the `_dotprod` ones also the dot-product extension;
 //! the safe entries are `pub(super)` and only stored in a [`Kernels`](super::Kernels) table
@@ -254,27 +263,110 @@ unsafe fn q4_k_mins_pairs(mins: [u8; 8], bsums: &[i16; 16]) -> int32x4_t {
 }
 
 /// Q6_K's offset part in the lanes of [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k):
-/// lane `l` (0..8, lanes 0..4 first) = `32 · (bsums[2l]·sc[2l] + bsums[2l + 1]·sc[2l + 1])`.
+/// lane `l` (0..8, lanes 0..4 first) = `32 · (bsums[2l]·sc[2l] + bsums[2l + 1]·sc[2l + 1])`,
+/// from the 16 scales widened ([`widen_scales_q6_k`]).
 ///
 /// # Safety
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn q6_k_offsets(scales: &[i8; 16], bsums: &[i16; 16]) -> [int32x4_t; 2] {
-    // SAFETY: the loads read the 16 scales and the 16 `bsums`; the rest is register-only.
+unsafe fn q6_k_offsets(s: [int16x8_t; 2], bsums: &[i16; 16]) -> [int32x4_t; 2] {
+    // SAFETY: the loads read the 16 `bsums`; the rest is register-only.
     unsafe {
-        let sc = vld1q_s8(scales.as_ptr());
-        let (s0, s1) = (vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc));
         let (b0, b1) = (vld1q_s16(bsums.as_ptr()), vld1q_s16(bsums.as_ptr().add(8)));
         let lo = vpaddq_s32(
-            vmull_s16(vget_low_s16(b0), vget_low_s16(s0)),
-            vmull_high_s16(b0, s0),
+            vmull_s16(vget_low_s16(b0), vget_low_s16(s[0])),
+            vmull_high_s16(b0, s[0]),
         );
         let hi = vpaddq_s32(
-            vmull_s16(vget_low_s16(b1), vget_low_s16(s1)),
-            vmull_high_s16(b1, s1),
+            vmull_s16(vget_low_s16(b1), vget_low_s16(s[1])),
+            vmull_high_s16(b1, s[1]),
         );
         [vshlq_n_s32::<5>(lo), vshlq_n_s32::<5>(hi)]
+    }
+}
+
+/// The 16 signed sub-block scales of a Q6_K block widened to i16 (scales 0..8, 8..16).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn widen_scales_q6_k(scales: &[i8; 16]) -> [int16x8_t; 2] {
+    // SAFETY: the load reads the 16 scales; the rest is register-only.
+    unsafe {
+        let sc = vld1q_s8(scales.as_ptr());
+        [vmovl_s8(vget_low_s8(sc)), vmovl_high_s8(sc)]
+    }
+}
+
+/// Eight i16 values widened to i32 (values 0..4, 4..8), [`opaque`].
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn widen_i16(s: int16x8_t) -> [int32x4_t; 2] {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        [
+            opaque(vmovl_s16(vget_low_s16(s))),
+            opaque(vmovl_high_s16(s)),
+        ]
+    }
+}
+
+/// `v`, hidden from the optimizer: scales widened from bytes stay one register, read lane by
+/// lane by [`mla_lane`] / [`mul_lane`] (LLVM otherwise rewrites each lane read as a broadcast
+/// of the byte and a widening, two instructions per scale).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn opaque(mut v: int32x4_t) -> int32x4_t {
+    // SAFETY: an empty template: the register is read and written unchanged.
+    unsafe {
+        asm!("/* {v:v} */", v = inout(vreg) v, options(pure, nomem, nostack, preserves_flags));
+    }
+    v
+}
+
+/// `acc + p · v[lane]`: the multiply-accumulate by a vector lane (`mla …, v.s[lane]`) where
+/// `lane` is a constant once the caller's loops are unrolled, instead of a scale loaded and
+/// broadcast from memory for every product.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mla_lane(acc: int32x4_t, p: int32x4_t, v: int32x4_t, lane: usize) -> int32x4_t {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        match lane {
+            0 => vmlaq_laneq_s32::<0>(acc, p, v),
+            1 => vmlaq_laneq_s32::<1>(acc, p, v),
+            2 => vmlaq_laneq_s32::<2>(acc, p, v),
+            _ => vmlaq_laneq_s32::<3>(acc, p, v),
+        }
+    }
+}
+
+/// `p · v[lane]`, as [`mla_lane`].
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mul_lane(p: int32x4_t, v: int32x4_t, lane: usize) -> int32x4_t {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        match lane {
+            0 => vmulq_laneq_s32::<0>(p, v),
+            1 => vmulq_laneq_s32::<1>(p, v),
+            2 => vmulq_laneq_s32::<2>(p, v),
+            _ => vmulq_laneq_s32::<3>(p, v),
+        }
     }
 }
 
@@ -305,212 +397,75 @@ unsafe fn sum_pair(a: int32x4_t, b: int32x4_t) -> int32x2_t {
     }
 }
 
-/// Defines the Q4_K and Q6_K dots over one set of integer primitives, with its features: the
-/// per-block integer parts (`$q4_block`, `$q6_block`, exact, so their order of summation is
-/// free) and, over them, the float steps of each scalar twin in its order.
-macro_rules! kquant_dots {
-    (
-        features: $features:literal,
-        dot32_nibbles: $dot32:path,
-        q4_block: $q4_block:ident,
-        q4_sums: $q4_sums:ident,
-        q6_block: $q6_block:ident,
-        q6_block_body: $q6_body:path,
-        q4k: $q4k:ident,
-        q4k_group4: $q4k_group4:ident,
-        q4k_tiled: $q4k_tiled:ident,
-        q6k: $q6k:ident,
-        q6k_tiled: $q6k_tiled:ident $(,)?
-    ) => {
-        /// A Q4_K block against its Q8_K block, exactly: lane vector `j` (0..4) sums
-        /// `sc[2j]·q4·q8` over sub-block `2j` and `sc[2j + 1]·q4·q8` over `2j + 1` (in some
-        /// order of its 4 lanes); the second result's lane `j` is those sub-blocks'
-        /// `Σ m · (activation sum)`.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn $q4_block(xb: &BlockQ4K, yb: &BlockQ8K) -> ([int32x4_t; 4], int32x4_t) {
-            // SAFETY: register operations and the bounds-checked loads above; the features are
-            // the caller's contract.
-            unsafe {
-                let (scales, mins) = scales_mins_k4(&xb.scales);
-                let m4 = vdupq_n_u8(0x0F);
-                let mut v = [vdupq_n_s32(0); 4];
-                for (j, v) in v.iter_mut().enumerate() {
-                    let b0 = load16_u8(&xb.qs, 32 * j);
-                    let b1 = load16_u8(&xb.qs, 32 * j + 16);
-                    let lo = $dot32(
-                        vreinterpretq_s8_u8(vandq_u8(b0, m4)),
-                        load16_i8(&yb.qs, 64 * j),
-                        vreinterpretq_s8_u8(vandq_u8(b1, m4)),
-                        load16_i8(&yb.qs, 64 * j + 16),
-                    );
-                    let hi = $dot32(
-                        vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)),
-                        load16_i8(&yb.qs, 64 * j + 32),
-                        vreinterpretq_s8_u8(vshrq_n_u8(b1, 4)),
-                        load16_i8(&yb.qs, 64 * j + 48),
-                    );
-                    *v = vmlaq_n_s32(
-                        vmulq_n_s32(lo, i32::from(scales[2 * j])),
-                        hi,
-                        i32::from(scales[2 * j + 1]),
-                    );
-                }
-                (v, q4_k_mins_pairs(mins, &yb.bsums))
-            }
+/// A Q4_K block against its Q8_K block, exactly, as `([v_0, …, v_3], mins)`: the 4 lanes of
+/// `v_j` sum `sc[2j]·q4·q8` over sub-block `2j` and `sc[2j + 1]·q4·q8` over `2j + 1` (in some
+/// order), lane `j` of `mins` is those sub-blocks' `Σ m · (activation sum)`. `$dot32` is the
+/// path's [`dot32_nibbles`]. A macro, so that every kernel has it inline (LLVM keeps a
+/// function this size called from several kernels out of line, its results through memory):
+/// an `unsafe` expression over `#[target_feature]` helpers, whose features the calling
+/// kernel's must cover.
+macro_rules! q4_k_block {
+    ($dot32:path, $xb:expr, $yb:expr) => {{
+        let (xb, yb): (&BlockQ4K, &BlockQ8K) = ($xb, $yb);
+        let (scales, mins) = scales_mins_k4(&xb.scales);
+        // scale i: lane i % 4 of sc[i / 4]
+        let sc = widen_i16(vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(
+            u64::from_le_bytes(scales),
+        ))));
+        let m4 = vdupq_n_u8(0x0F);
+        let mut v = [vdupq_n_s32(0); 4];
+        for (j, v) in v.iter_mut().enumerate() {
+            let b0 = load16_u8(&xb.qs, 32 * j);
+            let b1 = load16_u8(&xb.qs, 32 * j + 16);
+            let lo = $dot32(
+                vreinterpretq_s8_u8(vandq_u8(b0, m4)),
+                load16_i8(&yb.qs, 64 * j),
+                vreinterpretq_s8_u8(vandq_u8(b1, m4)),
+                load16_i8(&yb.qs, 64 * j + 16),
+            );
+            let hi = $dot32(
+                vreinterpretq_s8_u8(vshrq_n_u8(b0, 4)),
+                load16_i8(&yb.qs, 64 * j + 32),
+                vreinterpretq_s8_u8(vshrq_n_u8(b1, 4)),
+                load16_i8(&yb.qs, 64 * j + 48),
+            );
+            *v = mla_lane(
+                mul_lane(lo, sc[j / 2], 2 * j % 4),
+                hi,
+                sc[j / 2],
+                (2 * j + 1) % 4,
+            );
         }
+        (v, q4_k_mins_pairs(mins, &yb.bsums))
+    }};
+}
 
-        /// `[sumi, imin]` of a Q4_K block: `Σ_j sc_j Σ q4·q8` and `Σ_j m_j Σ q8`.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn $q4_sums(xb: &BlockQ4K, yb: &BlockQ8K) -> int32x2_t {
-            // SAFETY: register-only operations; the features are the caller's contract.
-            unsafe {
-                let (v, mins) = $q4_block(xb, yb);
-                sum_pair(
-                    vaddq_s32(vaddq_s32(v[0], v[1]), vaddq_s32(v[2], v[3])),
-                    mins,
-                )
-            }
-        }
+/// `[sumi, imin]` of a Q4_K block (`q4_k_block!`'s parts summed): `Σ_j sc_j Σ q4·q8` and
+/// `Σ_j m_j Σ q8`.
+macro_rules! q4_k_sums {
+    ($dot32:path, $xb:expr, $yb:expr) => {{
+        let (v, mins) = q4_k_block!($dot32, $xb, $yb);
+        sum_pair(
+            vaddq_s32(vaddq_s32(v[0], v[1]), vaddq_s32(v[2], v[3])),
+            mins,
+        )
+    }};
+}
 
-        /// Q4_K · Q8_K as [`scalar::vec_dot_q4_k_q8_k`](super::scalar::vec_dot_q4_k_q8_k)
-        /// computes it, bit for bit: per block `[acc, acc_min] = fma([sumi, imin],
-        /// [d_w·d_a, dmin_w·d_a], [acc, acc_min])` (the two fused chains side by side in one
-        /// vector), `acc - acc_min` at the end.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            // SAFETY: register operations and the bounds-checked loads of the helpers.
-            unsafe {
-                let mut acc = vdup_n_f32(0.0);
-                for (xb, yb) in x.iter().zip(y) {
-                    let d = vmul_n_f32(f16_pair(xb.d, xb.dmin), yb.d);
-                    acc = vfma_f32(acc, vcvt_f32_s32($q4_sums(xb, yb)), d);
-                }
-                vget_lane_f32::<0>(acc) - vget_lane_f32::<1>(acc)
-            }
-        }
-
-        /// Q4_K · Q8_K as
-        /// [`scalar::vec_dot_q4_k_q8_k_group4`](super::scalar::vec_dot_q4_k_q8_k_group4)
-        /// computes it, bit for bit: the two fused chains (side by side, as in the one-token
-        /// dot) step once per pair of sub-blocks.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q4k_group4(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            // SAFETY: register operations and the bounds-checked loads of the helpers.
-            unsafe {
-                let mut acc = vdup_n_f32(0.0);
-                for (xb, yb) in x.iter().zip(y) {
-                    let d = vmul_n_f32(f16_pair(xb.d, xb.dmin), yb.d);
-                    let (v, mins) = $q4_block(xb, yb);
-                    let sums = vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
-                    let (s, m) = (vcvtq_f32_s32(sums), vcvtq_f32_s32(mins));
-                    // [isum_j, imin_j] for j = 0, 1 and 2, 3
-                    let (p01, p23) = (vzip1q_f32(s, m), vzip2q_f32(s, m));
-                    acc = vfma_f32(acc, vget_low_f32(p01), d);
-                    acc = vfma_f32(acc, vget_high_f32(p01), d);
-                    acc = vfma_f32(acc, vget_low_f32(p23), d);
-                    acc = vfma_f32(acc, vget_high_f32(p23), d);
-                }
-                vget_lane_f32::<0>(acc) - vget_lane_f32::<1>(acc)
-            }
-        }
-
-        /// Q4_K · Q8_K as
-        /// [`scalar::vec_dot_q4_k_q8_k_tiled`](super::scalar::vec_dot_q4_k_q8_k_tiled)
-        /// computes it, bit for bit: per block `r = fma(-dmin_w, imin, sumi · d_w)`,
-        /// `acc = fma(r, d_a, acc)`.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q4k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-            // SAFETY: register operations and the bounds-checked loads of the helpers.
-            unsafe {
-                let mut acc = 0.0f32;
-                for (xb, yb) in x.iter().zip(y) {
-                    let d = f16_pair(xb.d, xb.dmin);
-                    let s = vcvt_f32_s32($q4_sums(xb, yb));
-                    let r = vget_lane_f32::<0>(s) * vget_lane_f32::<0>(d);
-                    let r = (-vget_lane_f32::<1>(d)).mul_add(vget_lane_f32::<1>(s), r);
-                    acc = r.mul_add(yb.d, acc);
-                }
-                acc
-            }
-        }
-
-        /// A Q6_K block against its Q8_K block, exactly, in the 8 integer lanes of
-        /// [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k) (lanes 0..4, 4..8).
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[inline]
-        #[target_feature(enable = $features)]
-        unsafe fn $q6_block(xb: &BlockQ6K, yb: &BlockQ8K) -> [int32x4_t; 2] {
-            // SAFETY: register operations and the bounds-checked loads; the features are the
-            // caller's contract.
-            unsafe {
-                let lanes = $q6_body(xb, yb);
-                let off = q6_k_offsets(&xb.scales, &yb.bsums);
-                [vsubq_s32(lanes[0], off[0]), vsubq_s32(lanes[1], off[1])]
-            }
-        }
-
-        /// Q6_K · Q8_K as [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k)
-        /// computes it, bit for bit: each of the 8 integer lanes into its own f32 accumulator
-        /// with a fused multiply-add by `d_a · d_w`, reduced as `hsum_float_8` does.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-            // SAFETY: register operations and the bounds-checked loads of the helpers.
-            unsafe {
-                let mut acc = [vdupq_n_f32(0.0); 2];
-                for (xb, yb) in x.iter().zip(y) {
-                    let lanes = $q6_block(xb, yb);
-                    let d = yb.d * f16_to_f32(xb.d);
-                    acc[0] = vfmaq_n_f32(acc[0], vcvtq_f32_s32(lanes[0]), d);
-                    acc[1] = vfmaq_n_f32(acc[1], vcvtq_f32_s32(lanes[1]), d);
-                }
-                // hsum_float_8: high half plus low half, lanes 0 + 2 and 1 + 3, then those
-                let r = vaddq_f32(acc[1], acc[0]);
-                vaddv_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r)))
-            }
-        }
-
-        /// Q6_K · Q8_K as
-        /// [`scalar::vec_dot_q6_k_q8_k_tiled`](super::scalar::vec_dot_q6_k_q8_k_tiled)
-        /// computes it, bit for bit: per block `acc = fma(sumi · d_w, d_a, acc)`.
-        ///
-        /// # Safety
-        #[doc = concat!("The features `", $features, "` must be available.")]
-        #[target_feature(enable = $features)]
-        pub(super) unsafe fn $q6k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
-            // SAFETY: register operations and the bounds-checked loads of the helpers.
-            unsafe {
-                let mut acc = 0.0f32;
-                for (xb, yb) in x.iter().zip(y) {
-                    let lanes = $q6_block(xb, yb);
-                    let sumi = vaddvq_s32(vaddq_s32(lanes[0], lanes[1]));
-                    acc = (sumi as f32 * f16_to_f32(xb.d)).mul_add(yb.d, acc);
-                }
-                acc
-            }
-        }
-    };
+/// A Q6_K block against its Q8_K block, exactly, in the 8 integer lanes of
+/// [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k) (lanes 0..4, 4..8): the
+/// scaled products from `$lanes` (`q6_k_scaled_lanes!` or `q6_k_scaled_lanes_dotprod!`) less
+/// the offsets ([`q6_k_offsets`]). Like every block macro here, an `unsafe` expression over
+/// `#[target_feature]` helpers: the calling kernel's features must cover them.
+macro_rules! q6_k_block {
+    ($lanes:ident, $xb:expr, $yb:expr) => {{
+        let (xb, yb): (&BlockQ6K, &BlockQ8K) = ($xb, $yb);
+        let s16 = widen_scales_q6_k(&xb.scales);
+        let (s0, s1) = (widen_i16(s16[0]), widen_i16(s16[1]));
+        let lanes = $lanes!(xb, yb, [s0[0], s0[1], s1[0], s1[1]]);
+        let off = q6_k_offsets(s16, &yb.bsums);
+        [vsubq_s32(lanes[0], off[0]), vsubq_s32(lanes[1], off[1])]
+    }};
 }
 
 /// The 6-bit levels of 32 Q6_K values `128n + 32k + l` (`l` in 0..32) from their low-nibble
@@ -543,14 +498,10 @@ unsafe fn q6_k_levels(ql: uint8x16_t, qh: uint8x16_t, k: usize) -> int8x16_t {
 /// the weights and activations of each 32-value quarter loaded de-interleaved by byte pairs
 /// ([`load32_pairs`]), so that a widening multiply of the two vectors' low halves, accumulated
 /// and added pairwise, gives lanes 0..4 (sub-block `8n + 2k`), of their high halves lanes 4..8.
-///
-/// # Safety
-/// NEON must be available.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn q6_k_scaled_lanes(xb: &BlockQ6K, yb: &BlockQ8K) -> [int32x4_t; 2] {
-    // SAFETY: register operations and the bounds-checked loads; NEON is the caller's contract.
-    unsafe {
+/// `$sc`: the 16 scales as i32, scale `i` in lane `i % 4` of vector `i / 4`.
+macro_rules! q6_k_scaled_lanes {
+    ($xb:expr, $yb:expr, $sc:expr) => {{
+        let (xb, yb, sc): (&BlockQ6K, &BlockQ8K, [int32x4_t; 4]) = ($xb, $yb, $sc);
         let mut lanes = [vdupq_n_s32(0); 2];
         for n in 0..2 {
             let qh = load32_pairs(&xb.qh, 32 * n);
@@ -569,25 +520,20 @@ unsafe fn q6_k_scaled_lanes(xb: &BlockQ6K, yb: &BlockQ8K) -> [int32x4_t; 2] {
                     vget_low_s8(a[1]),
                 );
                 let p_hi = vmlal_high_s8(vmull_high_s8(q0, a[0]), q1, a[1]);
-                let sc = &xb.scales[8 * n + 2 * k..8 * n + 2 * k + 2];
-                lanes[0] = vmlaq_n_s32(lanes[0], vpaddlq_s16(p_lo), i32::from(sc[0]));
-                lanes[1] = vmlaq_n_s32(lanes[1], vpaddlq_s16(p_hi), i32::from(sc[1]));
+                // scales 8n + 2k and 8n + 2k + 1: lanes 2k % 4, + 1 of sc[2n + k / 2]
+                let s = sc[2 * n + k / 2];
+                lanes[0] = mla_lane(lanes[0], vpaddlq_s16(p_lo), s, 2 * k % 4);
+                lanes[1] = mla_lane(lanes[1], vpaddlq_s16(p_hi), s, (2 * k + 1) % 4);
             }
         }
         lanes
-    }
+    }};
 }
 
-/// [`q6_k_scaled_lanes`] with `sdot`, whose lanes are the scalar kernel's 4-byte groups.
-///
-/// # Safety
-/// NEON and the dot-product extension must be available.
-#[inline]
-#[target_feature(enable = "neon,dotprod")]
-unsafe fn q6_k_scaled_lanes_dotprod(xb: &BlockQ6K, yb: &BlockQ8K) -> [int32x4_t; 2] {
-    // SAFETY: register operations and the bounds-checked loads; the features are the
-    // caller's contract.
-    unsafe {
+/// `q6_k_scaled_lanes!` with `sdot`, whose lanes are the scalar kernel's 4-byte groups.
+macro_rules! q6_k_scaled_lanes_dotprod {
+    ($xb:expr, $yb:expr, $sc:expr) => {{
+        let (xb, yb, sc): (&BlockQ6K, &BlockQ8K, [int32x4_t; 4]) = ($xb, $yb, $sc);
         let mut lanes = [vdupq_n_s32(0); 2];
         for n in 0..2 {
             let qh = [load16_u8(&xb.qh, 32 * n), load16_u8(&xb.qh, 32 * n + 16)];
@@ -603,21 +549,150 @@ unsafe fn q6_k_scaled_lanes_dotprod(xb: &BlockQ6K, yb: &BlockQ8K) -> [int32x4_t;
                 for h in 0..2 {
                     let q = q6_k_levels(ql[k % 2][h], qh[h], k);
                     let p = dot16_dotprod(q, load16_i8(&yb.qs, 128 * n + 32 * k + 16 * h));
-                    lanes[h] = vmlaq_n_s32(lanes[h], p, i32::from(xb.scales[8 * n + 2 * k + h]));
+                    let i = 8 * n + 2 * k + h;
+                    lanes[h] = mla_lane(lanes[h], p, sc[i / 4], i % 4);
                 }
             }
         }
         lanes
-    }
+    }};
+}
+
+/// Defines the Q4_K and Q6_K dots over one set of integer primitives, with its features: the
+/// per-block integer parts (`q4_k_block!`, `q6_k_block!` over `$dot32` and `$q6_lanes`,
+/// exact, so their order of summation is free) and, over them, the float steps of each scalar
+/// twin in its order.
+macro_rules! kquant_dots {
+    (
+        features: $features:literal,
+        dot32_nibbles: $dot32:path,
+        q6_scaled_lanes: $q6_lanes:ident,
+        q4k: $q4k:ident,
+        q4k_group4: $q4k_group4:ident,
+        q4k_tiled: $q4k_tiled:ident,
+        q6k: $q6k:ident,
+        q6k_tiled: $q6k_tiled:ident $(,)?
+    ) => {
+        /// Q4_K · Q8_K as [`scalar::vec_dot_q4_k_q8_k`](super::scalar::vec_dot_q4_k_q8_k)
+        /// computes it, bit for bit: per block `[acc, acc_min] = fma([sumi, imin],
+        /// [d_w·d_a, dmin_w·d_a], [acc, acc_min])` (the two fused chains side by side in one
+        /// vector), `acc - acc_min` at the end.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q4k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = vdup_n_f32(0.0);
+                for (xb, yb) in x.iter().zip(y) {
+                    let d = vmul_n_f32(f16_pair(xb.d, xb.dmin), yb.d);
+                    acc = vfma_f32(acc, vcvt_f32_s32(q4_k_sums!($dot32, xb, yb)), d);
+                }
+                vget_lane_f32::<0>(acc) - vget_lane_f32::<1>(acc)
+            }
+        }
+
+        /// Q4_K · Q8_K as
+        /// [`scalar::vec_dot_q4_k_q8_k_group4`](super::scalar::vec_dot_q4_k_q8_k_group4)
+        /// computes it, bit for bit: the two fused chains (side by side, as in the one-token
+        /// dot) step once per pair of sub-blocks.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q4k_group4(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = vdup_n_f32(0.0);
+                for (xb, yb) in x.iter().zip(y) {
+                    let d = vmul_n_f32(f16_pair(xb.d, xb.dmin), yb.d);
+                    let (v, mins) = q4_k_block!($dot32, xb, yb);
+                    let sums = vpaddq_s32(vpaddq_s32(v[0], v[1]), vpaddq_s32(v[2], v[3]));
+                    let (s, m) = (vcvtq_f32_s32(sums), vcvtq_f32_s32(mins));
+                    // [isum_j, imin_j] for j = 0, 1 and 2, 3
+                    let (p01, p23) = (vzip1q_f32(s, m), vzip2q_f32(s, m));
+                    acc = vfma_f32(acc, vget_low_f32(p01), d);
+                    acc = vfma_f32(acc, vget_high_f32(p01), d);
+                    acc = vfma_f32(acc, vget_low_f32(p23), d);
+                    acc = vfma_f32(acc, vget_high_f32(p23), d);
+                }
+                vget_lane_f32::<0>(acc) - vget_lane_f32::<1>(acc)
+            }
+        }
+
+        /// Q4_K · Q8_K as
+        /// [`scalar::vec_dot_q4_k_q8_k_tiled`](super::scalar::vec_dot_q4_k_q8_k_tiled)
+        /// computes it, bit for bit: per block `r = fma(-dmin_w, imin, sumi · d_w)`,
+        /// `acc = fma(r, d_a, acc)`.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q4k_tiled(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (xb, yb) in x.iter().zip(y) {
+                    let d = f16_pair(xb.d, xb.dmin);
+                    let s = vcvt_f32_s32(q4_k_sums!($dot32, xb, yb));
+                    let r = vget_lane_f32::<0>(s) * vget_lane_f32::<0>(d);
+                    let r = (-vget_lane_f32::<1>(d)).mul_add(vget_lane_f32::<1>(s), r);
+                    acc = r.mul_add(yb.d, acc);
+                }
+                acc
+            }
+        }
+
+        /// Q6_K · Q8_K as [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k)
+        /// computes it, bit for bit: each of the 8 integer lanes into its own f32 accumulator
+        /// with a fused multiply-add by `d_a · d_w`, reduced as `hsum_float_8` does.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q6k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = [vdupq_n_f32(0.0); 2];
+                for (xb, yb) in x.iter().zip(y) {
+                    let lanes = q6_k_block!($q6_lanes, xb, yb);
+                    let d = yb.d * f16_to_f32(xb.d);
+                    acc[0] = vfmaq_n_f32(acc[0], vcvtq_f32_s32(lanes[0]), d);
+                    acc[1] = vfmaq_n_f32(acc[1], vcvtq_f32_s32(lanes[1]), d);
+                }
+                // hsum_float_8: high half plus low half, lanes 0 + 2 and 1 + 3, then those
+                let r = vaddq_f32(acc[1], acc[0]);
+                vaddv_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r)))
+            }
+        }
+
+        /// Q6_K · Q8_K as
+        /// [`scalar::vec_dot_q6_k_q8_k_tiled`](super::scalar::vec_dot_q6_k_q8_k_tiled)
+        /// computes it, bit for bit: per block `acc = fma(sumi · d_w, d_a, acc)`.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q6k_tiled(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (xb, yb) in x.iter().zip(y) {
+                    let lanes = q6_k_block!($q6_lanes, xb, yb);
+                    let sumi = vaddvq_s32(vaddq_s32(lanes[0], lanes[1]));
+                    acc = (sumi as f32 * f16_to_f32(xb.d)).mul_add(yb.d, acc);
+                }
+                acc
+            }
+        }
+    };
 }
 
 kquant_dots!(
     features: "neon",
     dot32_nibbles: dot32_nibbles,
-    q4_block: q4_k_block,
-    q4_sums: q4_k_sums,
-    q6_block: q6_k_block,
-    q6_block_body: q6_k_scaled_lanes,
+    q6_scaled_lanes: q6_k_scaled_lanes,
     q4k: vec_dot_q4_k_q8_k,
     q4k_group4: vec_dot_q4_k_q8_k_group4,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled,
@@ -627,10 +702,7 @@ kquant_dots!(
 kquant_dots!(
     features: "neon,dotprod",
     dot32_nibbles: dot32_nibbles_dotprod,
-    q4_block: q4_k_block_dotprod,
-    q4_sums: q4_k_sums_dotprod,
-    q6_block: q6_k_block_dotprod,
-    q6_block_body: q6_k_scaled_lanes_dotprod,
+    q6_scaled_lanes: q6_k_scaled_lanes_dotprod,
     q4k: vec_dot_q4_k_q8_k_dotprod,
     q4k_group4: vec_dot_q4_k_q8_k_group4_dotprod,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled_dotprod,

@@ -590,7 +590,7 @@ impl Kernels {
 
     /// The row dot for the first `n` tokens of a batch of `nb`, as `(dot, n)`, where the path
     /// sums them differently from [`row_dot`] (the scalar path, following llama.cpp's x86
-    /// build): Q4_K matrices of a multiple of 8 rows, which that build repacks, take tokens
+    /// build, and the NEON paths, bit for bit): Q4_K matrices of a multiple of 8 rows, which that build repacks, take tokens
     /// `0..nb - nb % 4` four at a time; the other Q4_K, Q5_K and Q6_K matrices go through its
     /// tiled matmul on batches of [`TILED_MIN_BATCH`] tokens or more, all tokens.
     ///
