@@ -452,22 +452,6 @@ macro_rules! q4_k_sums {
     }};
 }
 
-/// A Q6_K block against its Q8_K block, exactly, in the 8 integer lanes of
-/// [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k) (lanes 0..4, 4..8): the
-/// scaled products from `$lanes` (`q6_k_scaled_lanes!` or `q6_k_scaled_lanes_dotprod!`) less
-/// the offsets ([`q6_k_offsets`]). Like every block macro here, an `unsafe` expression over
-/// `#[target_feature]` helpers: the calling kernel's features must cover them.
-macro_rules! q6_k_block {
-    ($lanes:ident, $xb:expr, $yb:expr) => {{
-        let (xb, yb): (&BlockQ6K, &BlockQ8K) = ($xb, $yb);
-        let s16 = widen_scales_q6_k(&xb.scales);
-        let (s0, s1) = (widen_i16(s16[0]), widen_i16(s16[1]));
-        let lanes = $lanes!(xb, yb, [s0[0], s0[1], s1[0], s1[1]]);
-        let off = q6_k_offsets(s16, &yb.bsums);
-        [vsubq_s32(lanes[0], off[0]), vsubq_s32(lanes[1], off[1])]
-    }};
-}
-
 /// The 6-bit levels of 32 Q6_K values `128n + 32k + l` (`l` in 0..32) from their low-nibble
 /// bytes `ql` and high-bit bytes `qh` (both loaded alike, so any byte order works): the two
 /// high bits of quarter `k` moved to bits 4..6 and selected into the nibble (`bsl`).
@@ -494,79 +478,135 @@ unsafe fn q6_k_levels(ql: uint8x16_t, qh: uint8x16_t, k: usize) -> int8x16_t {
     }
 }
 
-/// `Σ sc · q6 · q8` of a Q6_K block in the lanes of the scalar kernel, without dot product:
-/// the weights and activations of each 32-value quarter loaded de-interleaved by byte pairs
-/// ([`load32_pairs`]), so that a widening multiply of the two vectors' low halves, accumulated
-/// and added pairwise, gives lanes 0..4 (sub-block `8n + 2k`), of their high halves lanes 4..8.
-/// `$sc`: the 16 scales as i32, scale `i` in lane `i % 4` of vector `i / 4`.
-macro_rules! q6_k_scaled_lanes {
-    ($xb:expr, $yb:expr, $sc:expr) => {{
-        let (xb, yb, sc): (&BlockQ6K, &BlockQ8K, [int32x4_t; 4]) = ($xb, $yb, $sc);
-        let mut lanes = [vdupq_n_s32(0); 2];
-        for n in 0..2 {
-            let qh = load32_pairs(&xb.qh, 32 * n);
-            let ql = [
-                load32_pairs(&xb.ql, 64 * n),
-                load32_pairs(&xb.ql, 64 * n + 32),
-            ];
-            for k in 0..4 {
-                let a = load32_pairs_i8(&yb.qs, 128 * n + 32 * k);
-                let q0 = q6_k_levels(ql[k % 2][0], qh[0], k);
-                let q1 = q6_k_levels(ql[k % 2][1], qh[1], k);
-                // two products per i16 lane: at most 2 · 63 · 128
-                let p_lo = vmlal_s8(
-                    vmull_s8(vget_low_s8(q0), vget_low_s8(a[0])),
-                    vget_low_s8(q1),
-                    vget_low_s8(a[1]),
-                );
-                let p_hi = vmlal_high_s8(vmull_high_s8(q0, a[0]), q1, a[1]);
-                // scales 8n + 2k and 8n + 2k + 1: lanes 2k % 4, + 1 of sc[2n + k / 2]
-                let s = sc[2 * n + k / 2];
-                lanes[0] = mla_lane(lanes[0], vpaddlq_s16(p_lo), s, 2 * k % 4);
-                lanes[1] = mla_lane(lanes[1], vpaddlq_s16(p_hi), s, (2 * k + 1) % 4);
-            }
-        }
-        lanes
-    }};
+/// `Σ sc · q6 · q8` over quarter `K` (values `128n + 32K + l`) of a Q6_K block half, added
+/// into the 8 lanes of the scalar kernel, without dot product: `ql`, `qh` and the activations
+/// `a` loaded de-interleaved by byte pairs ([`load32_pairs`]), so that a widening multiply of
+/// the two vectors' low halves, accumulated and added pairwise, gives lanes 0..4 (sub-block
+/// `8n + 2K`, scale in lane `2K % 4` of `s`), of their high halves lanes 4..8 (`8n + 2K + 1`).
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn q6_k_quarter<const K: usize>(
+    lanes: [int32x4_t; 2],
+    ql: [uint8x16_t; 2],
+    qh: [uint8x16_t; 2],
+    a: [int8x16_t; 2],
+    s: int32x4_t,
+) -> [int32x4_t; 2] {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let q0 = q6_k_levels(ql[0], qh[0], K);
+        let q1 = q6_k_levels(ql[1], qh[1], K);
+        // two products per i16 lane: at most 2 · 63 · 128
+        let p_lo = vmlal_s8(
+            vmull_s8(vget_low_s8(q0), vget_low_s8(a[0])),
+            vget_low_s8(q1),
+            vget_low_s8(a[1]),
+        );
+        let p_hi = vmlal_high_s8(vmull_high_s8(q0, a[0]), q1, a[1]);
+        [
+            mla_lane(lanes[0], vpaddlq_s16(p_lo), s, 2 * K % 4),
+            mla_lane(lanes[1], vpaddlq_s16(p_hi), s, (2 * K + 1) % 4),
+        ]
+    }
 }
 
-/// `q6_k_scaled_lanes!` with `sdot`, whose lanes are the scalar kernel's 4-byte groups.
-macro_rules! q6_k_scaled_lanes_dotprod {
-    ($xb:expr, $yb:expr, $sc:expr) => {{
-        let (xb, yb, sc): (&BlockQ6K, &BlockQ8K, [int32x4_t; 4]) = ($xb, $yb, $sc);
+/// [`q6_k_quarter`] with `sdot`, whose lanes are the scalar kernel's 4-byte groups: `ql`, `qh`
+/// and `a` hold values `l` in 0..16 and 16..32 ([`load32_halves`]).
+///
+/// # Safety
+/// NEON and the dot-product extension must be available.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q6_k_quarter_dotprod<const K: usize>(
+    lanes: [int32x4_t; 2],
+    ql: [uint8x16_t; 2],
+    qh: [uint8x16_t; 2],
+    a: [int8x16_t; 2],
+    s: int32x4_t,
+) -> [int32x4_t; 2] {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe {
+        let p0 = dot16_dotprod(q6_k_levels(ql[0], qh[0], K), a[0]);
+        let p1 = dot16_dotprod(q6_k_levels(ql[1], qh[1], K), a[1]);
+        [
+            mla_lane(lanes[0], p0, s, 2 * K % 4),
+            mla_lane(lanes[1], p1, s, (2 * K + 1) % 4),
+        ]
+    }
+}
+
+/// 32 bytes from byte `at` as two vectors: bytes 0..16 and 16..32.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load32_halves<const N: usize>(a: &[u8; N], at: usize) -> [uint8x16_t; 2] {
+    // SAFETY: NEON is the caller's contract; the loads are bounds-checked.
+    unsafe { [load16_u8(a, at), load16_u8(a, at + 16)] }
+}
+
+/// [`load32_halves`] of 32 activation quants of a Q8_K block, from value `at`.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load32_halves_i8(a: &[i8; 256], at: usize) -> [int8x16_t; 2] {
+    // SAFETY: NEON is the caller's contract; the loads are bounds-checked.
+    unsafe { [load16_i8(a, at), load16_i8(a, at + 16)] }
+}
+
+/// Half `$n` (a literal: every index is a constant) of a Q6_K block added into `$lanes` by
+/// `$quarter` ([`q6_k_quarter`] or [`q6_k_quarter_dotprod`]) over the bytes `$load` and
+/// `$load_i8` give it; `$sc`: the 16 scales as i32, scale `i` in lane `i % 4` of `$sc[i / 4]`.
+macro_rules! q6_k_half {
+    ($quarter:ident, $load:ident, $load_i8:ident, $lanes:ident, $xb:ident, $yb:ident, $sc:ident, $n:literal) => {
+        // value 128n + 32k + l: low bits in `ql[64n + 32(k % 2) + l]` (nibble k / 2), high
+        // bits in `qh[32n + l]` (bits 2k..2k + 2)
+        let qh = $load(&$xb.qh, 32 * $n);
+        let ql = [$load(&$xb.ql, 64 * $n), $load(&$xb.ql, 64 * $n + 32)];
+        let a = |k: usize| $load_i8(&$yb.qs, 128 * $n + 32 * k);
+        $lanes = $quarter::<0>($lanes, ql[0], qh, a(0), $sc[2 * $n]);
+        $lanes = $quarter::<1>($lanes, ql[1], qh, a(1), $sc[2 * $n]);
+        $lanes = $quarter::<2>($lanes, ql[0], qh, a(2), $sc[2 * $n + 1]);
+        $lanes = $quarter::<3>($lanes, ql[1], qh, a(3), $sc[2 * $n + 1]);
+    };
+}
+
+/// A Q6_K block against its Q8_K block, exactly, in the 8 integer lanes of
+/// [`scalar::vec_dot_q6_k_q8_k`](super::scalar::vec_dot_q6_k_q8_k) (lanes 0..4, 4..8): the
+/// scaled products (`q6_k_half!` with `$quarter`, `$load`, `$load_i8`) less the offsets
+/// ([`q6_k_offsets`]). Like `q4_k_block!`, an `unsafe` expression over `#[target_feature]`
+/// helpers: the calling kernel's features must cover them.
+macro_rules! q6_k_block {
+    ($quarter:ident, $load:ident, $load_i8:ident, $xb:expr, $yb:expr) => {{
+        let (xb, yb): (&BlockQ6K, &BlockQ8K) = ($xb, $yb);
+        let s16 = widen_scales_q6_k(&xb.scales);
+        let (s0, s1) = (widen_i16(s16[0]), widen_i16(s16[1]));
+        let sc = [s0[0], s0[1], s1[0], s1[1]];
         let mut lanes = [vdupq_n_s32(0); 2];
-        for n in 0..2 {
-            let qh = [load16_u8(&xb.qh, 32 * n), load16_u8(&xb.qh, 32 * n + 16)];
-            let ql = [
-                [load16_u8(&xb.ql, 64 * n), load16_u8(&xb.ql, 64 * n + 16)],
-                [
-                    load16_u8(&xb.ql, 64 * n + 32),
-                    load16_u8(&xb.ql, 64 * n + 48),
-                ],
-            ];
-            // value 128n + 32k + 16h + l: sub-block 8n + 2k + h, lanes 4h..4h + 4
-            for k in 0..4 {
-                for h in 0..2 {
-                    let q = q6_k_levels(ql[k % 2][h], qh[h], k);
-                    let p = dot16_dotprod(q, load16_i8(&yb.qs, 128 * n + 32 * k + 16 * h));
-                    let i = 8 * n + 2 * k + h;
-                    lanes[h] = mla_lane(lanes[h], p, sc[i / 4], i % 4);
-                }
-            }
-        }
-        lanes
+        q6_k_half!($quarter, $load, $load_i8, lanes, xb, yb, sc, 0);
+        q6_k_half!($quarter, $load, $load_i8, lanes, xb, yb, sc, 1);
+        let off = q6_k_offsets(s16, &yb.bsums);
+        [vsubq_s32(lanes[0], off[0]), vsubq_s32(lanes[1], off[1])]
     }};
 }
 
 /// Defines the Q4_K and Q6_K dots over one set of integer primitives, with its features: the
-/// per-block integer parts (`q4_k_block!`, `q6_k_block!` over `$dot32` and `$q6_lanes`,
+/// per-block integer parts (`q4_k_block!`, `q6_k_block!` over `$dot32` and `$q6_quarter`,
 /// exact, so their order of summation is free) and, over them, the float steps of each scalar
 /// twin in its order.
 macro_rules! kquant_dots {
     (
         features: $features:literal,
         dot32_nibbles: $dot32:path,
-        q6_scaled_lanes: $q6_lanes:ident,
+        q6_quarter: $q6_quarter:ident,
+        load32: $load32:ident,
+        load32_i8: $load32_i8:ident,
         q4k: $q4k:ident,
         q4k_group4: $q4k_group4:ident,
         q4k_tiled: $q4k_tiled:ident,
@@ -656,7 +696,7 @@ macro_rules! kquant_dots {
             unsafe {
                 let mut acc = [vdupq_n_f32(0.0); 2];
                 for (xb, yb) in x.iter().zip(y) {
-                    let lanes = q6_k_block!($q6_lanes, xb, yb);
+                    let lanes = q6_k_block!($q6_quarter, $load32, $load32_i8, xb, yb);
                     let d = yb.d * f16_to_f32(xb.d);
                     acc[0] = vfmaq_n_f32(acc[0], vcvtq_f32_s32(lanes[0]), d);
                     acc[1] = vfmaq_n_f32(acc[1], vcvtq_f32_s32(lanes[1]), d);
@@ -679,7 +719,7 @@ macro_rules! kquant_dots {
             unsafe {
                 let mut acc = 0.0f32;
                 for (xb, yb) in x.iter().zip(y) {
-                    let lanes = q6_k_block!($q6_lanes, xb, yb);
+                    let lanes = q6_k_block!($q6_quarter, $load32, $load32_i8, xb, yb);
                     let sumi = vaddvq_s32(vaddq_s32(lanes[0], lanes[1]));
                     acc = (sumi as f32 * f16_to_f32(xb.d)).mul_add(yb.d, acc);
                 }
@@ -692,7 +732,9 @@ macro_rules! kquant_dots {
 kquant_dots!(
     features: "neon",
     dot32_nibbles: dot32_nibbles,
-    q6_scaled_lanes: q6_k_scaled_lanes,
+    q6_quarter: q6_k_quarter,
+    load32: load32_pairs,
+    load32_i8: load32_pairs_i8,
     q4k: vec_dot_q4_k_q8_k,
     q4k_group4: vec_dot_q4_k_q8_k_group4,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled,
@@ -702,7 +744,9 @@ kquant_dots!(
 kquant_dots!(
     features: "neon,dotprod",
     dot32_nibbles: dot32_nibbles_dotprod,
-    q6_scaled_lanes: q6_k_scaled_lanes_dotprod,
+    q6_quarter: q6_k_quarter_dotprod,
+    load32: load32_halves,
+    load32_i8: load32_halves_i8,
     q4k: vec_dot_q4_k_q8_k_dotprod,
     q4k_group4: vec_dot_q4_k_q8_k_group4_dotprod,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled_dotprod,
