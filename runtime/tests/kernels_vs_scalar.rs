@@ -4,8 +4,10 @@
 //!   18, 48, 49 and random ones). Int dots must agree within 1e-5 of Σ|terms| (their integer
 //!   sums are exact; only the order of float additions differs), float dots within 1e-4. The
 //!   NEON paths must equal the scalar kernels bit for bit wherever a llama-family Q4_0, Q4_1,
-//!   Q5_0 or Q8_0 forward pass uses them ([`neon_exact`]): those int dots, the f16 attention
-//!   dots in both orders, the softmax exponentials and SwiGLU;
+//!   Q5_0 or Q8_0 forward pass or a K-quant one (Gemma-3 Q4_K_M) uses them ([`neon_exact`]):
+//!   those int dots, the K-quant ones including the prompt-batch dots of
+//!   `Kernels::row_dot_batch`, the f16 attention dots in both orders, the softmax exponentials
+//!   and SwiGLU;
 //! - an independent naive dot of the dequantized rows in f64 (`quant::dequantize_row`), on fixed
 //!   edge rows (all nibbles 0 or 15, ±127 activations, extreme scales);
 //! - ggml's own `vec_dot` (the C code `ggml-sys-bleedingedge` vendors), on rows with an even
@@ -51,7 +53,8 @@ fn simd_kernels() -> Vec<Kernels> {
 }
 
 /// Whether `k` must equal the scalar kernels bit for bit in the kernels a SmolLM2 Q4_1 or
-/// Q8_0 forward pass uses (the int dots of `ty`, or the float kernels when `ty` is `None`): the
+/// Q8_0 or a Gemma-3 Q4_K_M forward pass uses (the int dots of `ty`, or the float kernels when
+/// `ty` is `None`): the
 /// NEON paths, which reproduce the scalar (llama.cpp's x86) order of every float operation
 /// there, so that greedy decoding on a board gives llama.cpp's tokens and logits.
 fn neon_exact(k: &Kernels, ty: Option<GgmlType>) -> bool {
@@ -59,7 +62,13 @@ fn neon_exact(k: &Kernels, ty: Option<GgmlType>) -> bool {
         && ty.is_none_or(|t| {
             matches!(
                 t,
-                GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0
+                GgmlType::Q4_0
+                    | GgmlType::Q4_1
+                    | GgmlType::Q5_0
+                    | GgmlType::Q8_0
+                    | GgmlType::Q4_K
+                    | GgmlType::Q5_K
+                    | GgmlType::Q6_K
             )
         })
 }
@@ -440,6 +449,42 @@ fn check_two_rows<W: Block, A: Block>(
     Ok(())
 }
 
+/// Every path's prompt-batch K-quant dots ([`Kernels::row_dot_batch`]: Q4_K four tokens at a
+/// time for matrices of a multiple of 8 rows, the tiled order for the other Q4_K and every
+/// Q5_K and Q6_K matrix on batches of 8 tokens or more) against the scalar path's: the same
+/// choice of dot and token count, and on the NEON paths the same bits.
+fn check_batch_vs_scalar<W: Block>(
+    ty: GgmlType,
+    rows: usize,
+    nb: usize,
+    w: &[W],
+    a: &[BlockQ8K],
+) -> Result<(), TestCaseError> {
+    let (wb, ab) = (quant::block_bytes(w), quant::block_bytes(a));
+    let (dot, n) = Kernels::scalar()
+        .row_dot_batch(ty, rows, nb)
+        .unwrap_or_else(|| panic!("scalar {ty}: no batch dot for {rows} rows, {nb} tokens"));
+    let want = dot(wb, ab);
+    prop_assert!(want.is_finite(), "{ty}: scalar batch result {want}");
+    for k in simd_kernels() {
+        let Some((dot, got_n)) = k.row_dot_batch(ty, rows, nb) else {
+            prop_assert!(!neon_exact(&k, Some(ty)), "{} {ty}: no batch dot", k.path());
+            continue;
+        };
+        prop_assert_eq!(got_n, n, "{} {}: tokens taken", k.path(), ty);
+        let got = dot(wb, ab);
+        if neon_exact(&k, Some(ty)) {
+            prop_assert!(
+                got.to_bits() == want.to_bits(),
+                "{} {ty} batch ({rows} rows, {nb} tokens) over {} blocks: got {got}, scalar {want}: not bit for bit",
+                k.path(),
+                w.len() * W::ELEMS / 32,
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Integer sums are exact, so only float rounding of at most ~50 per-block terms differs.
 const INT_REL: f64 = 1e-5;
 /// Float dots: f32 lanes against the scalar f64 sum.
@@ -512,6 +557,21 @@ proptest! {
     fn q6_k_q8_k_matches_scalar((w, a) in k_rows(block_q6_k())) {
         let t = abs_terms_dequantized(GgmlType::Q6_K, quant::block_bytes(&w), quant::block_bytes(&a));
         check_vs_scalar(GgmlType::Q6_K, &w, &a, t, INT_REL)?;
+    }
+
+    #[test]
+    fn kquant_batch_dots_match_scalar(
+        (w, a) in k_rows(block_q4_k()),
+        (v, b) in k_rows(block_q5_k()),
+        (u, c) in k_rows(block_q6_k()),
+    ) {
+        // Q4_K repacked (rows % 8 == 0; 4 and 7 tokens take the group-of-4 dot) and tiled
+        check_batch_vs_scalar(GgmlType::Q4_K, 8, 4, &w, &a)?;
+        check_batch_vs_scalar(GgmlType::Q4_K, 1536, 7, &w, &a)?;
+        check_batch_vs_scalar(GgmlType::Q4_K, 7, 8, &w, &a)?;
+        check_batch_vs_scalar(GgmlType::Q5_K, 8, 8, &v, &b)?;
+        check_batch_vs_scalar(GgmlType::Q6_K, 8, 8, &u, &c)?;
+        check_batch_vs_scalar(GgmlType::Q6_K, 262_144, 32, &u, &c)?;
     }
 
     #[test]

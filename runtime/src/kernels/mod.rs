@@ -277,8 +277,8 @@ pub struct Kernels {
     q4_kx2: Option<RowDot2>,
     q6_kx2: Option<RowDot2>,
     /// The K-quant row dots for the tokens of a prompt batch that llama.cpp's x86 build sums
-    /// in other orders than one token's: the scalar path's, which follows it
-    /// ([`Kernels::row_dot_batch`]).
+    /// in other orders than one token's: the scalar path's, which follows it, and the NEON
+    /// paths', which equal it bit for bit ([`Kernels::row_dot_batch`]).
     kquant_batch: Option<KquantBatchDots>,
     /// One-token Q4_0 dots that read the activation row in their own layout.
     q4_0_prepared: Option<PreparedDots>,
@@ -433,6 +433,12 @@ impl Kernels {
                 q4_1x2: Some(neon::row_dot2_q4_1),
                 q8_0x2: Some(neon::row_dot2_q8_0),
                 q5_0x2: Some(neon::row_dot2_q5_0),
+                kquant_batch: Some(KquantBatchDots {
+                    q4_k_group4: kquant_neon::row_dot_q4_k_group4,
+                    q4_k_tiled: kquant_neon::row_dot_q4_k_tiled,
+                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q6_k_tiled: kquant_neon::row_dot_q6_k_tiled,
+                }),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -450,6 +456,12 @@ impl Kernels {
                 q4_1x2: Some(neon::row_dot2_q4_1_dotprod),
                 q8_0x2: Some(neon::row_dot2_q8_0_dotprod),
                 q5_0x2: Some(neon::row_dot2_q5_0_dotprod),
+                kquant_batch: Some(KquantBatchDots {
+                    q4_k_group4: kquant_neon::row_dot_q4_k_group4_dotprod,
+                    q4_k_tiled: kquant_neon::row_dot_q4_k_tiled_dotprod,
+                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q6_k_tiled: kquant_neon::row_dot_q6_k_tiled_dotprod,
+                }),
                 ..Kernels::new(KernelPath::Neon)?
             },
             #[allow(unreachable_patterns)]
@@ -605,7 +617,7 @@ impl Kernels {
 
     /// The row dot for the first `n` tokens of a batch of `nb`, as `(dot, n)`, where the path
     /// sums them differently from [`row_dot`] (the scalar path, following llama.cpp's x86
-    /// build): Q4_K matrices of a multiple of 8 rows, which that build repacks, take tokens
+    /// build, and the NEON paths, bit for bit): Q4_K matrices of a multiple of 8 rows, which that build repacks, take tokens
     /// `0..nb - nb % 4` four at a time; the other Q4_K, Q5_K and Q6_K matrices go through its
     /// tiled matmul on batches of [`TILED_MIN_BATCH`] tokens or more, all tokens.
     ///

@@ -175,7 +175,7 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// NEON must be available.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
+pub(super) unsafe fn cvt_f16x4(h: uint16x4_t) -> float32x4_t {
     let r: float32x4_t;
     // SAFETY: `fcvtl` is a base ARMv8-A SIMD instruction; it reads and writes only the two
     // registers named.
