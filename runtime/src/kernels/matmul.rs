@@ -709,6 +709,20 @@ mod bench {
         let pool = ThreadPool::new(threads).unwrap();
         let mut act = vec![0u8; act_buffer_bytes(ty, cols, 1).unwrap()];
         let mut out = vec![0f32; rows];
+        // What one core reads of the same buffer with nothing else to do (the ceiling).
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            let words: u64 = data
+                .chunks_exact(64)
+                .map(|c| u64::from_le_bytes(c[..8].try_into().unwrap()) ^ u64::from(c[63]))
+                .fold(0, u64::wrapping_add);
+            let dt = t.elapsed().as_secs_f64();
+            std::hint::black_box(words);
+            eprintln!(
+                "read every cache line: {:.1} GB/s",
+                data.len() as f64 / dt / 1e9
+            );
+        }
         for _ in 0..3 {
             let t = std::time::Instant::now();
             for _ in 0..(20 * 262_144 / rows) {
