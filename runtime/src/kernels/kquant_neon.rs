@@ -232,14 +232,11 @@ unsafe fn load32_pairs<const N: usize>(a: &[u8; N], at: usize) -> [uint8x16_t; 2
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn load32_pairs_i8(a: &[i8; 256], at: usize) -> [int8x16_t; 2] {
-    let s: &[i8; 32] = a[at..at + 32]
-        .try_into()
-        .expect("32 quants inside the block");
-    // SAFETY: reads exactly the 32 bytes of `s`; `ld2` has no alignment requirement.
-    unsafe {
-        let v = vld2q_s16(s.as_ptr().cast::<i16>());
-        [vreinterpretq_s8_s16(v.0), vreinterpretq_s8_s16(v.1)]
-    }
+    // SAFETY: `i8` and `u8` have the same size and alignment, and every byte is a valid `u8`:
+    // the same 256 bytes, read only.
+    let bytes: &[u8; 256] = unsafe { &*a.as_ptr().cast::<[u8; 256]>() };
+    // SAFETY: NEON is the caller's contract.
+    unsafe { load32_pairs(bytes, at).map(|v| vreinterpretq_s8_u8(v)) }
 }
 
 /// Lane `j` (0..4) = `Σ m · (activation sum)` over Q4_K sub-blocks `2j` and `2j + 1`: the 16
