@@ -2,7 +2,8 @@
 //! [`KernelPath::Avx512`](super::KernelPath::Avx512): the AVX2 kernels with each block's
 //! `maddubs` + `madd` pair replaced by one `vpdpbusd` (unsigned × signed bytes summed in groups
 //! of 4 into i32 lanes, without saturation). The float dots and the quantizers are AVX2's;
-//! the path's Q4_0 dots are in [`avx512_zmm`](super::avx512_zmm).
+//! the path's one-token Q4_0 dots are in [`avx512_zmm`](super::avx512_zmm), its Q4_0
+//! fallback (batches the gemm does not take) is AVX2's.
 //!
 //! `vpdpbusd` runs on 256-bit registers (AVX512-VNNI + AVX512VL), written as inline assembly
 //! from when the workspace supported Rust 1.85 (the intrinsics are stable since 1.89). For

@@ -1,8 +1,9 @@
 //! 512-bit AVX-512 row dots for one-token products (decode), where the 256-bit kernels of
 //! [`avx512`](super::avx512) run out of instructions before memory runs out of bandwidth:
 //! four 32-value blocks per register. The weight blocks are gathered from their packed layout
-//! (Q4_0: 18 bytes each) with one word permute of two loads; the activation blocks' halves with
-//! one qword permute; the scales with one word permute and one conversion for four blocks.
+//! (Q4_0: 18 bytes each) with one word permute of two loads; the scales with one word permute
+//! and one conversion for four blocks. The activation row is rearranged into the same groups
+//! once per matrix product ([`prepare_q8_0`]), not once per pair of weight rows.
 //! A row's last `n % 4` blocks go through the same code with masked loads (bytes past the row
 //! read as zeros, which add nothing), so no read leaves the row.
 //!
@@ -15,11 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{row_dot2_entry, row_dot_entry};
 use crate::quant::blocks::{BlockQ4_0, BlockQ8_0};
-
-row_dot_entry!(row_dot_q4_0, vec_dot_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
-row_dot2_entry!(row_dot2_q4_0, vec_dot2_q4_0_q8_0, BlockQ4_0, BlockQ8_0);
 
 /// Bytes of one prepared activation group ([`ActQuad`] stored: the first halves' quants, the
 /// second halves', the 16 lane scales as f32 and the 16 lane offsets as i32).
@@ -288,71 +285,9 @@ unsafe fn q4_0_load_tail(x: &[BlockQ4_0]) -> (__m512i, __m512i) {
     }
 }
 
-/// Σ (q4 - 8) · q8 per block, times both scales, four blocks per step (twin:
+/// Σ (q4 - 8) · q8 per block, times both scales, four blocks per step, against a prepared
+/// activation row (`a` holds at least `x.len().div_ceil(4)` groups; twin:
 /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
-///
-/// # Safety
-/// The module's features must be available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let n = x.len().min(y.len());
-    let (x, y) = (&x[..n], &y[..n]);
-    let mut acc = _mm512_setzero_ps();
-    let (xq, xt) = x.as_chunks::<4>();
-    let (yq, yt) = y.as_chunks::<4>();
-    // SAFETY: the features are the caller's contract; the loads read the chunks' blocks.
-    unsafe {
-        for (xq, yq) in xq.iter().zip(yq) {
-            let (w0, w1) = q4_0_load(xq);
-            acc = q4_0_quad(w0, w1, &act_quad(yq), acc);
-        }
-        if !xt.is_empty() {
-            let (w0, w1) = q4_0_load_tail(xt);
-            acc = q4_0_quad(w0, w1, &act_quad_tail(yt), acc);
-        }
-    }
-    _mm512_reduce_add_ps(acc)
-}
-
-/// [`vec_dot_q4_0_q8_0`] of two rows with one activation row: each activation group loaded
-/// and prepared once.
-///
-/// # Safety
-/// The module's features must be available.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot2_q4_0_q8_0(
-    x0: &[BlockQ4_0],
-    x1: &[BlockQ4_0],
-    y: &[BlockQ8_0],
-) -> [f32; 2] {
-    let n = x0.len().min(x1.len()).min(y.len());
-    let (x0, x1, y) = (&x0[..n], &x1[..n], &y[..n]);
-    let (mut acc0, mut acc1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-    let (x0q, x0t) = x0.as_chunks::<4>();
-    let (x1q, x1t) = x1.as_chunks::<4>();
-    let (yq, yt) = y.as_chunks::<4>();
-    // SAFETY: as in `vec_dot_q4_0_q8_0`.
-    unsafe {
-        for ((x0q, x1q), yq) in x0q.iter().zip(x1q).zip(yq) {
-            let a = act_quad(yq);
-            let (w0, w1) = q4_0_load(x0q);
-            acc0 = q4_0_quad(w0, w1, &a, acc0);
-            let (w0, w1) = q4_0_load(x1q);
-            acc1 = q4_0_quad(w0, w1, &a, acc1);
-        }
-        if !yt.is_empty() {
-            let a = act_quad_tail(yt);
-            let (w0, w1) = q4_0_load_tail(x0t);
-            acc0 = q4_0_quad(w0, w1, &a, acc0);
-            let (w0, w1) = q4_0_load_tail(x1t);
-            acc1 = q4_0_quad(w0, w1, &a, acc1);
-        }
-    }
-    [_mm512_reduce_add_ps(acc0), _mm512_reduce_add_ps(acc1)]
-}
-
-/// [`vec_dot_q4_0_q8_0`] against a prepared activation row (`a` holds at least
-/// `x.len().div_ceil(4)` groups).
 ///
 /// # Safety
 /// The module's features must be available.

@@ -373,10 +373,11 @@ impl Kernels {
             #[cfg(target_arch = "x86_64")]
             KernelPath::Avx512 => Kernels {
                 path,
-                q4_0: avx512_zmm::row_dot_q4_0,
+                // One token reads a prepared row (`q4_0_prepared`); batches go to the gemm.
+                q4_0: avx2::row_dot_q4_0,
                 q4_1: avx512::row_dot_q4_1,
                 q8_0: avx512::row_dot_q8_0,
-                q4_0x2: Some(avx512_zmm::row_dot2_q4_0),
+                q4_0x2: Some(avx2::row_dot2_q4_0),
                 q4_1x2: Some(avx512::row_dot2_q4_1),
                 q8_0x2: Some(avx512::row_dot2_q8_0),
                 q5_0x2: Some(if std::arch::is_x86_feature_detected!("avx512vbmi") {
