@@ -444,6 +444,19 @@ fn check_two_rows<W: Block, A: Block>(
                 k.path(),
                 w0.len() * W::ELEMS / 32,
             );
+            // The matrix kernel over rows w0, w1, w0 (pairs, then an odd row alone).
+            let rows = [b0, b1, b0].concat();
+            let mut got = [f32::NAN; 3];
+            (p.rows)(&rows, b0.len(), &pa, &mut got);
+            let want = [want[0], want[1], want[0]];
+            prop_assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.to_bits() == w.to_bits()),
+                "{} {ty} prepared matrix rows over {} blocks: {got:?}, one by one {want:?}",
+                k.path(),
+                w0.len() * W::ELEMS / 32,
+            );
         }
     }
     Ok(())

@@ -105,7 +105,7 @@ pub fn act_buffer_bytes(ty: GgmlType, cols: usize, nb: usize) -> Result<usize, K
 /// a one-token row's prepared form ([`PreparedDots`]: at most twice the row, plus a group of
 /// padding and an alignment of 64).
 pub fn act_scratch_bytes(act_row_bytes: usize, nb: usize) -> usize {
-    nb * act_row_bytes + 2 * act_row_bytes + 320
+    nb * act_row_bytes + 2 * act_row_bytes + 512
 }
 
 /// Batches at least this long quantize their activation rows on the pool.
@@ -194,8 +194,7 @@ pub fn matmul_many(
         return Ok(());
     }
     let arb = quantize_rows(pool, kernels, ty0, cols, x, nb, act)?;
-    let (act, arb, prepared) =
-        prepare_act(kernels, projections.iter().map(|p| p.w.ty), act, arb, nb);
+    let (act, prepared) = prepare_act(kernels, projections.iter().map(|p| p.w.ty), act, arb, nb);
     let left = gemm_batches(pool, kernels, projections, act, arb, nb);
     let mut segs: [Option<Segment<'_>>; MAX_PROJECTIONS] = [None, None, None, None];
     let mut total = 0;
@@ -282,7 +281,7 @@ pub fn matmul_gated(
         return Ok(());
     }
     let arb = quantize_rows(pool, kernels, gate.ty, gate.cols, x, nb, act)?;
-    let (act, arb, prepared) = prepare_act(kernels, [gate.ty, up.ty].into_iter(), act, arb, nb);
+    let (act, prepared) = prepare_act(kernels, [gate.ty, up.ty].into_iter(), act, arb, nb);
     let g = Segment::new(kernels, gate, hg, nb, prepared)?;
     let u = Segment::new(kernels, up, hu, nb, prepared)?;
     let (g, u) = (&g, &u);
@@ -307,32 +306,41 @@ pub fn matmul_gated(
     Ok(())
 }
 
-/// The activation rows the row dots read: for one token whose weight matrices all have
-/// [`PreparedDots`] (one type), the prepared form of the quantized row, written after it in
-/// `act` (64-byte aligned) when `act` has the room, with those dots; else the quantized rows
-/// (`nb` of `arb` bytes) as they are. Returns the rows, their length and the dots.
+/// The prepared form of a one-token activation row ([`PreparedDots`]), for the matrices of
+/// one weight type.
+#[derive(Clone, Copy)]
+struct PreparedAct<'a> {
+    ty: GgmlType,
+    row: &'a [u8],
+    dots: PreparedDots,
+}
+
+/// For one token, when the path has [`PreparedDots`] for one of `types` (the first such type),
+/// writes the prepared form of the quantized row after it in `act` (64-byte aligned) if `act`
+/// has the room. Returns the quantized rows (`nb` of `arb` bytes) and the prepared row, which
+/// the matrices of its type read in their place (alone or in a combined dispatch alike, so the
+/// sums do not depend on what else is dispatched).
 fn prepare_act<'a>(
     kernels: &Kernels,
     mut types: impl Iterator<Item = GgmlType>,
     act: &'a mut [u8],
     arb: usize,
     nb: usize,
-) -> (&'a [u8], usize, Option<PreparedDots>) {
-    let ty = types.next();
-    let prepared = ty
-        .filter(|&ty| nb == 1 && types.all(|t| t == ty))
-        .and_then(|ty| kernels.prepared_dots(ty));
-    if let Some(p) = prepared {
-        let bytes = (p.bytes)(arb);
+) -> (&'a [u8], Option<PreparedAct<'a>>) {
+    let prepared = types
+        .find_map(|ty| kernels.prepared_dots(ty).map(|p| (ty, p)))
+        .filter(|_| nb == 1);
+    if let Some((ty, dots)) = prepared {
+        let bytes = (dots.bytes)(arb);
         let start = arb + act[arb..].as_ptr().align_offset(64);
         if start + bytes <= act.len() {
             let (quantized, rest) = act.split_at_mut(start);
-            let out = &mut rest[..bytes];
-            (p.prepare)(&quantized[..arb], out);
-            return (out, bytes, Some(p));
+            let row = &mut rest[..bytes];
+            (dots.prepare)(&quantized[..arb], row);
+            return (&quantized[..arb], Some(PreparedAct { ty, row, dots }));
         }
     }
-    (&act[..nb * arb], arb, None)
+    (&act[..nb * arb], None)
 }
 
 /// Runs the x86 tile gemm on the projections it covers when `nb > 1`, moving the others to
@@ -376,6 +384,9 @@ fn gemm_batches(
     projections.len()
 }
 
+/// [`PreparedDots::rows`].
+type PreparedRows = fn(&[u8], usize, &[u8], &mut [f32]);
+
 /// One matrix of a combined dispatch.
 struct Segment<'w> {
     w: WeightMatrix<'w>,
@@ -386,6 +397,9 @@ struct Segment<'w> {
     /// For the first tokens of the batch, where the path sums them differently
     /// ([`Kernels::row_dot_batch`]): the dot and how many tokens it takes.
     dot_batch: Option<(RowDot, usize)>,
+    /// The prepared activation row `dot` and `dot2` read in place of the quantized one, and
+    /// the kernel that runs a one-token product's rows on it.
+    prepared_row: Option<(&'w [u8], PreparedRows)>,
 }
 
 impl<'w> Segment<'w> {
@@ -394,13 +408,17 @@ impl<'w> Segment<'w> {
         w: &WeightMatrix<'w>,
         out: &mut [f32],
         nb: usize,
-        prepared: Option<PreparedDots>,
+        prepared: Option<PreparedAct<'w>>,
     ) -> Result<Segment<'w>, KernelError> {
         let rb = w.row_bytes();
         if rb == 0 || w.data.len() < w.rows * rb {
             return Err(KernelError::UnsupportedType(w.ty));
         }
+        let prepared = prepared.filter(|p| p.ty == w.ty);
+        let prepared_row = prepared.map(|p| (p.row, p.dots.rows));
+        let prepared = prepared.map(|p| p.dots);
         Ok(Segment {
+            prepared_row,
             w: *w,
             out: DisjointOut::new(out),
             rb,
@@ -420,6 +438,12 @@ impl<'w> Segment<'w> {
     /// No other thread may touch output rows `r0..r1` of this segment during the call.
     unsafe fn rows(&self, r0: usize, r1: usize, act: &[u8], arb: usize, nb: usize) {
         if nb == 1 {
+            let rb = self.rb;
+            if let Some((row, rows_dot)) = self.prepared_row {
+                // SAFETY: output rows `r0..r1` belong to this call alone (the caller's contract).
+                let out = unsafe { self.out.slice_mut(r0, r1 - r0) };
+                return rows_dot(&self.w.data[r0 * rb..r1 * rb], rb, row, out);
+            }
             // SAFETY: the caller's contract.
             return unsafe { self.rows_one_token(r0, r1, &act[..arb]) };
         }
@@ -686,7 +710,10 @@ mod bench {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(262_144);
-        let cols = 640usize;
+        let cols: usize = std::env::var("BENCH_COLS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(640);
         let rb = ty.row_bytes(cols as u64).unwrap() as usize;
         let mut data = vec![0u8; rows * rb];
         let src: Vec<f32> = (0..cols)
@@ -701,7 +728,7 @@ mod bench {
             rows,
             data: &data,
         };
-        let kern = Kernels::detect();
+        let kern = Kernels::from_env().unwrap();
         let threads: usize = std::env::var("BENCH_THREADS")
             .ok()
             .and_then(|s| s.parse().ok())

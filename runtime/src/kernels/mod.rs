@@ -310,6 +310,9 @@ pub struct PreparedDots {
     /// [`RowDot`] and [`RowDot2`] with the prepared row in place of the activation row.
     pub dot: RowDot,
     pub dot2: RowDot2,
+    /// A one-token product's rows `(weights, row bytes, prepared row, out)`: what the matrix
+    /// product calls [`dot2`](Self::dot2) for, with the loop over rows inside the kernel.
+    pub rows: fn(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]),
 }
 
 /// See [`Kernels::row_dot_batch`].
@@ -393,6 +396,7 @@ impl Kernels {
                     prepare: avx512_zmm::prepare_q8_0,
                     dot: avx512_zmm::row_dot_q4_0_prepared,
                     dot2: avx512_zmm::row_dot2_q4_0_prepared,
+                    rows: avx512_zmm::rows_q4_0_prepared,
                 }),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
                 f16: avx2::row_dot_f16,

@@ -380,3 +380,28 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod dispatch_bench {
+    use super::*;
+
+    /// Round trip of an empty job (dispatch, every worker runs it, join): the fixed cost each
+    /// matrix product of a decode step pays. A benchmark, not a test:
+    /// `cargo test --release -p edgellm-runtime --lib bench_dispatch -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_dispatch_round_trip() {
+        for threads in [2, 4] {
+            let pool = ThreadPool::new(threads).unwrap();
+            for _ in 0..3 {
+                let n = 200_000;
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    pool.run(&|_, _| {});
+                }
+                let dt = t.elapsed().as_secs_f64() / n as f64;
+                eprintln!("{threads} threads: {:.2} us per empty dispatch", dt * 1e6);
+            }
+        }
+    }
+}
