@@ -116,22 +116,6 @@ pub(super) fn row_dot_q4_0_prepared(w: &[u8], a: &[u8]) -> f32 {
     unsafe { vec_dot_q4_0_prepared(x, groups) }
 }
 
-/// [`row_dot_q4_0_prepared`] of two weight rows.
-pub(super) fn row_dot2_q4_0_prepared(w0: &[u8], w1: &[u8], a: &[u8]) -> [f32; 2] {
-    let (Ok(x0), Ok(x1), (groups, [])) = (
-        crate::quant::blocks::<BlockQ4_0>(w0),
-        crate::quant::blocks::<BlockQ4_0>(w1),
-        a.as_chunks::<OCTET_BYTES>(),
-    ) else {
-        return [f32::NAN; 2];
-    };
-    if x0.len() != x1.len() || groups.len() < x0.len().div_ceil(8) {
-        return [f32::NAN; 2];
-    }
-    // SAFETY: as in `row_dot_q4_0_prepared`.
-    unsafe { vec_dot2_q4_0_prepared(x0, x1, groups) }
-}
-
 /// Rows of a Q4_0 matrix (`w`, rows of `rb` bytes) against a prepared activation row `a` into
 /// `out` (one value per row), with the loop over rows inside the kernel: row `i` goes with row
 /// `half + i` ([`Segment::rows`](super::matmul) explains the two streams), an odd last row

@@ -10,7 +10,7 @@
 //! saved.
 
 use super::threadpool::{split_range, ThreadPool};
-use super::{KernelError, Kernels, PreparedDots, RowDot, RowDot2};
+use super::{KernelError, Kernels, PreparedDots, PreparedRows, RowDot, RowDot2};
 use crate::ggml_type::GgmlType;
 
 /// A row-major weight matrix borrowed from the map: `rows` rows of `cols` elements of `ty`.
@@ -384,9 +384,6 @@ fn gemm_batches(
     projections.len()
 }
 
-/// [`PreparedDots::rows`].
-type PreparedRows = fn(&[u8], usize, &[u8], &mut [f32]);
-
 /// One matrix of a combined dispatch.
 struct Segment<'w> {
     w: WeightMatrix<'w>,
@@ -397,8 +394,8 @@ struct Segment<'w> {
     /// For the first tokens of the batch, where the path sums them differently
     /// ([`Kernels::row_dot_batch`]): the dot and how many tokens it takes.
     dot_batch: Option<(RowDot, usize)>,
-    /// The prepared activation row `dot` and `dot2` read in place of the quantized one, and
-    /// the kernel that runs a one-token product's rows on it.
+    /// For one token, the prepared activation row and the kernel that runs the product's rows
+    /// on it in place of `dot` and `dot2`.
     prepared_row: Option<(&'w [u8], PreparedRows)>,
 }
 
@@ -414,16 +411,16 @@ impl<'w> Segment<'w> {
         if rb == 0 || w.data.len() < w.rows * rb {
             return Err(KernelError::UnsupportedType(w.ty));
         }
-        let prepared = prepared.filter(|p| p.ty == w.ty);
-        let prepared_row = prepared.map(|p| (p.row, p.dots.rows));
-        let prepared = prepared.map(|p| p.dots);
+        let prepared_row = prepared
+            .filter(|p| p.ty == w.ty)
+            .map(|p| (p.row, p.dots.rows));
         Ok(Segment {
             prepared_row,
             w: *w,
             out: DisjointOut::new(out),
             rb,
-            dot: prepared.map_or(kernels.row_dot(w.ty)?, |p| p.dot),
-            dot2: prepared.map_or(kernels.row_dot2(w.ty), |p| Some(p.dot2)),
+            dot: kernels.row_dot(w.ty)?,
+            dot2: kernels.row_dot2(w.ty),
             dot_batch: kernels.row_dot_batch(w.ty, w.rows, nb),
         })
     }

@@ -307,13 +307,16 @@ pub struct PreparedDots {
     pub bytes: fn(act_row_bytes: usize) -> usize,
     /// Writes the prepared form of an activation row (`out` is `bytes` long).
     pub prepare: fn(act: &[u8], out: &mut [u8]),
-    /// [`RowDot`] and [`RowDot2`] with the prepared row in place of the activation row.
+    /// [`RowDot`] with the prepared row in place of the activation row.
     pub dot: RowDot,
-    pub dot2: RowDot2,
-    /// A one-token product's rows `(weights, row bytes, prepared row, out)`: what the matrix
-    /// product calls [`dot2`](Self::dot2) for, with the loop over rows inside the kernel.
-    pub rows: fn(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]),
+    /// What a one-token matrix product runs on the prepared row: all its rows in one call.
+    pub rows: PreparedRows,
 }
+
+/// `(weights, row bytes, prepared row, out)`: every row of `weights` (rows of `row bytes`)
+/// against a prepared activation row, one value per row into `out`, with the loop over rows
+/// inside the kernel; equal, bit for bit, to [`PreparedDots::dot`] of each row.
+pub type PreparedRows = fn(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]);
 
 /// See [`Kernels::row_dot_batch`].
 #[derive(Clone, Copy)]
@@ -395,7 +398,6 @@ impl Kernels {
                     bytes: avx512_zmm::prepared_q8_0_bytes,
                     prepare: avx512_zmm::prepare_q8_0,
                     dot: avx512_zmm::row_dot_q4_0_prepared,
-                    dot2: avx512_zmm::row_dot2_q4_0_prepared,
                     rows: avx512_zmm::rows_q4_0_prepared,
                 }),
                 // The float dots are memory-bound at our row lengths: AVX2's serve.
