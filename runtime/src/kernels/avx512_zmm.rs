@@ -403,6 +403,25 @@ unsafe fn q4_0_load_tail(x: &[BlockQ4_0]) -> [__m512i; 3] {
     }
 }
 
+/// A row's last 1 to 7 blocks `xt` against their group `a`, added to `acc` (at most four
+/// take the half group).
+///
+/// # Safety
+/// The module's features must be available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn q4_0_tail(xt: &[BlockQ4_0], a: &ActOctet, acc: __m512) -> __m512 {
+    // SAFETY: the features are the caller's contract.
+    unsafe {
+        let w = q4_0_load_tail(xt);
+        if xt.len() <= 4 {
+            q4_0_octet::<true>(w, a, acc)
+        } else {
+            q4_0_octet::<false>(w, a, acc)
+        }
+    }
+}
+
 /// Σ (q4 - 8) · q8 per block, times both scales, eight blocks per step, against a prepared
 /// activation row (`a` holds at least `x.len().div_ceil(8)` groups; twin:
 /// [`scalar::vec_dot_q4_0_q8_0`](super::scalar::vec_dot_q4_0_q8_0)).
@@ -420,11 +439,7 @@ unsafe fn vec_dot_q4_0_prepared(x: &[BlockQ4_0], a: &[[u8; OCTET_BYTES]]) -> f32
             acc = q4_0_octet::<false>(q4_0_load(xo), &load_octet(g), acc);
         }
         if let (false, Some(g)) = (xt.is_empty(), a.get(xo.len())) {
-            acc = if xt.len() <= 4 {
-                q4_0_octet::<true>(q4_0_load_tail(xt), &load_octet(g), acc)
-            } else {
-                q4_0_octet::<false>(q4_0_load_tail(xt), &load_octet(g), acc)
-            };
+            acc = q4_0_tail(xt, &load_octet(g), acc);
         }
     }
     _mm512_reduce_add_ps(acc)
@@ -453,13 +468,8 @@ unsafe fn vec_dot2_q4_0_prepared(
         }
         if let (false, Some(g)) = (x0t.is_empty(), a.get(x0o.len())) {
             let q = load_octet(g);
-            if x0t.len() <= 4 {
-                acc0 = q4_0_octet::<true>(q4_0_load_tail(x0t), &q, acc0);
-                acc1 = q4_0_octet::<true>(q4_0_load_tail(x1t), &q, acc1);
-            } else {
-                acc0 = q4_0_octet::<false>(q4_0_load_tail(x0t), &q, acc0);
-                acc1 = q4_0_octet::<false>(q4_0_load_tail(x1t), &q, acc1);
-            }
+            acc0 = q4_0_tail(x0t, &q, acc0);
+            acc1 = q4_0_tail(x1t, &q, acc1);
         }
     }
     [_mm512_reduce_add_ps(acc0), _mm512_reduce_add_ps(acc1)]
