@@ -410,8 +410,9 @@ fn prepared(p: &PreparedDots, a: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Every path's two-row `ty` dot (where it has one) equals its one-row dot on each row, bit
-/// for bit; the one-row dots are checked against the scalar ones above.
+/// Every path's two-row `ty` dot and one-token matrix kernel (where it has them) equal its
+/// one-row dot on each row, bit for bit; the one-row dots are checked against the scalar ones
+/// above.
 fn check_two_rows<W: Block, A: Block>(
     ty: GgmlType,
     w0: &[W],
@@ -434,6 +435,22 @@ fn check_two_rows<W: Block, A: Block>(
             k.path(),
             w0.len() * W::ELEMS / 32,
         );
+        if let Some(rows_dot) = k.matrix_rows(ty) {
+            // Eleven rows: two of each of four streams, then a pair, then one alone.
+            let order = [0, 1, 1, 0, 0, 0, 1, 1, 1, 0, 1];
+            let rows: Vec<u8> = order.iter().flat_map(|&i| [b0, b1][i]).copied().collect();
+            let mut got = [f32::NAN; 11];
+            rows_dot(&rows, b0.len(), ab, &mut got);
+            let want = order.map(|i| want[i]);
+            prop_assert!(
+                got.iter()
+                    .zip(&want)
+                    .all(|(g, w)| g.to_bits() == w.to_bits()),
+                "{} {ty} matrix rows over {} blocks: {got:?}, one by one {want:?}",
+                k.path(),
+                w0.len() * W::ELEMS / 32,
+            );
+        }
         if let Some(p) = k.prepared_dots(ty) {
             let pa = prepared(&p, ab);
             let want = [(p.dot)(b0, &pa), (p.dot)(b1, &pa)];

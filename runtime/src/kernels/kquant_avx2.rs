@@ -43,6 +43,20 @@ row_dot2_entry!(
     BlockQ8_0
 );
 
+/// The two-row form of [`vec_dots_q5_0_q8_0_vnni`] for the row-pair table entries.
+///
+/// # Safety
+/// As [`vec_dots_q5_0_q8_0_vnni`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI: bool>(
+    x0: &[BlockQ5_0],
+    x1: &[BlockQ5_0],
+    y: &[BlockQ8_0],
+) -> [f32; 2] {
+    // SAFETY: the caller's contract.
+    unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI>([x0, x1], y) }
+}
+
 /// The sum of the eight f32 lanes.
 ///
 /// # Safety
@@ -270,27 +284,32 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
     }
 }
 
-/// [`vec_dot_q5_0_q8_0`] of two rows with one activation row, bit for bit, for the AVX-512
-/// path: each block's int sums by `vpdpbusd` (levels 0..=31 unsigned, then minus `16·Σa`,
-/// computed once for both rows), whose i32 lanes hold the same four-element groups as
-/// `maddubs` + `madd`; the scales and FMAs as in the one-row kernel.
+/// [`vec_dot_q5_0_q8_0`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
+/// the AVX-512 path: each block's int sums by `vpdpbusd` (levels 0..=31 unsigned, then minus
+/// `16·Σa`, computed once for all rows), whose i32 lanes hold the same four-element groups as
+/// `maddubs` + `madd`; the scale products and FMAs as in the one-row kernel.
+///
+/// Each row's FMAs form one chain (ggml's order: one accumulator, block after block), so one
+/// row's step waits for the last; four rows keep four chains in flight (20.8 GB/s of
+/// weights from L2 at one thread against 18.1 for two rows, SmolLM2's 576-wide rows).
 ///
 /// Per row and block: the 16 nibble bytes broadcast to both halves and shifted apart with one
 /// variable shift, the fifth bits spread by one shuffle and compare and merged with one
-/// `vpternlogd`, the accumulator started at `-16·Σa`, the three f16 scales converted together
-/// ([`q5_0_pair_scales`]).
+/// `vpternlogd`, the accumulator started at `-16·Σa`; per block, the rows' f16 scales and the
+/// activation's converted by two four-lane `vcvtph2ps` and multiplied once.
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available, and AVX512-VBMI
 /// when `VBMI` (one `vpmultishiftqb` then moves each fifth bit into place instead of a shuffle,
 /// an or and a compare).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI: bool>(
-    x0: &[BlockQ5_0],
-    x1: &[BlockQ5_0],
+pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
+    x: [&[BlockQ5_0]; N],
     y: &[BlockQ8_0],
-) -> [f32; 2] {
+) -> [f32; N] {
     use super::avx512::{dpbusd, multishift, or_and};
+    const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
     unsafe {
@@ -327,42 +346,84 @@ pub(super) unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI: bool>(
             };
             or_and(nibbles, fifth, sixteen)
         };
-        let lane1 = _mm256_set1_epi32(1);
-        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for ((b0, b1), yb) in x0.iter().zip(x1).zip(y) {
+        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
+        let mut acc = [_mm256_setzero_ps(); N];
+        let n = x.iter().fold(y.len(), |n, r| n.min(r.len()));
+        for (i, yb) in y[..n].iter().enumerate() {
+            let b: [&BlockQ5_0; N] = std::array::from_fn(|r| &x[r][i]);
             let a = load_q8(&yb.qs);
             let neg_off = _mm256_sub_epi32(zero, dpbusd(zero, sixteen, a));
-            let s0 = dpbusd(neg_off, levels(b0), a);
-            let s1 = dpbusd(neg_off, levels(b1), a);
-            let d = q5_0_pair_scales(b0, b1, yb);
-            let d0 = _mm256_broadcastss_ps(d);
-            let d1 = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d), lane1);
-            acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
-            acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(s1), acc1);
+            // [xd_0·yd, .., xd_{N-1}·yd]: each the one-row kernel's `xd·yd`
+            let xd = b
+                .iter()
+                .enumerate()
+                .fold(0u64, |h, (r, b)| h | u64::from(b.d.to_bits()) << (16 * r));
+            let d = _mm256_castps128_ps256(_mm_mul_ps(
+                _mm_cvtph_ps(_mm_cvtsi64_si128(xd as i64)),
+                _mm_cvtph_ps(_mm_set1_epi16(yb.d.to_bits() as i16)),
+            ));
+            for r in 0..N {
+                let dr = _mm256_permutevar8x32_ps(d, lane[r]);
+                let s = dpbusd(neg_off, levels(b[r]), a);
+                acc[r] = _mm256_fmadd_ps(dr, _mm256_cvtepi32_ps(s), acc[r]);
+            }
         }
-        [hsum_f32x8(acc0), hsum_f32x8(acc1)]
+        acc.map(|a| hsum_f32x8(a))
     }
 }
 
-/// `[xd0·yd, xd1·yd, yd·yd, 0]`: the three f16 scales of a two-row step assembled in an integer
-/// register and converted by one four-lane `vcvtph2ps`, each product the one-row kernel's
-/// `xd·yd`. Three broadcasts and eight-lane conversions take twice the vector operations, and
-/// this kernel is bound by those (it runs as fast from L2 as from DRAM): 16.4 -> 17.2 GB/s of
-/// weights at one thread.
-///
-/// # Safety
-/// F16C must be available.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0_pair_scales(b0: &BlockQ5_0, b1: &BlockQ5_0, yb: &BlockQ8_0) -> __m128 {
-    let h = u64::from(b0.d.to_bits())
-        | (u64::from(b1.d.to_bits()) << 16)
-        | (u64::from(yb.d.to_bits()) << 32);
-    // SAFETY: register-only intrinsics; F16C is the caller's contract.
+/// The rows of a Q5_0 matrix (`w`, rows of `rb` bytes) against one Q8_0 activation row `a`,
+/// one value per row into `out`, with the loop over rows inside the kernel: four rows at a
+/// time (row `i` with rows `q + i`, `2q + i` and `3q + i` of the `4q` first: four sequential
+/// streams through memory), then a pair and a last row. Each value equals
+/// [`vec_dot_q5_0_q8_0`] of its row bit for bit; NaN everywhere if the shapes do not fit.
+fn rows_q5_0<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    let bb = size_of::<BlockQ5_0>();
+    let fits = (|| {
+        let x = crate::quant::blocks::<BlockQ5_0>(w.get(..n * rb)?).ok()?;
+        let y = crate::quant::blocks::<BlockQ8_0>(a).ok()?;
+        (rb.is_multiple_of(bb) && rb > 0 && y.len() >= rb / bb).then_some((x, y))
+    })();
+    let Some((x, y)) = fits else {
+        out.fill(f32::NAN);
+        return;
+    };
+    let nb = rb / bb;
+    let row = |r: usize| &x[r * nb..(r + 1) * nb];
+    let y = &y[..nb];
+    let q = n / 4;
+    // SAFETY: only `Kernels::new` stores the entries below, for the `Avx512` path after its
+    // `is_supported` check (and the VBMI form only where the CPU has it).
     unsafe {
-        let f = _mm_cvtph_ps(_mm_cvtsi64_si128(h as i64));
-        _mm_mul_ps(f, _mm_permute_ps::<0b10_10_10_10>(f))
+        for i in 0..q {
+            let v = vec_dots_q5_0_q8_0_vnni::<4, VBMI>(
+                [row(i), row(q + i), row(2 * q + i), row(3 * q + i)],
+                y,
+            );
+            for (k, v) in v.into_iter().enumerate() {
+                out[k * q + i] = v;
+            }
+        }
+        let mut r = 4 * q;
+        if n - r >= 2 {
+            [out[r], out[r + 1]] = vec_dots_q5_0_q8_0_vnni::<2, VBMI>([row(r), row(r + 1)], y);
+            r += 2;
+        }
+        if r < n {
+            out[r] = vec_dot_q5_0_q8_0(row(r), y);
+        }
     }
+}
+
+/// [`rows_q5_0`] with the fifth bits placed by `vpmultishiftqb` (AVX512-VBMI).
+pub(super) fn rows_q5_0_vbmi(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_0::<true>(w, rb, a, out);
+}
+
+/// [`rows_q5_0`] with the fifth bits placed by a shuffle and a compare.
+pub(super) fn rows_q5_0_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_0::<false>(w, rb, a, out);
 }
 
 /// ggml's `vec_dot_q5_1_q8_1` with AVX2: levels 0..=31 times the activations with `maddubs`

@@ -10,7 +10,7 @@
 //! saved.
 
 use super::threadpool::{split_range, ThreadPool};
-use super::{KernelError, Kernels, PreparedDots, PreparedRows, RowDot, RowDot2};
+use super::{KernelError, Kernels, MatrixRows, PreparedDots, RowDot, RowDot2};
 use crate::ggml_type::GgmlType;
 
 /// A row-major weight matrix borrowed from the map: `rows` rows of `cols` elements of `ty`.
@@ -396,7 +396,10 @@ struct Segment<'w> {
     dot_batch: Option<(RowDot, usize)>,
     /// For one token, the prepared activation row and the kernel that runs the product's rows
     /// on it in place of `dot` and `dot2`.
-    prepared_row: Option<(&'w [u8], PreparedRows)>,
+    prepared_row: Option<(&'w [u8], MatrixRows)>,
+    /// For one token without a prepared row, the kernel that runs the product's rows on the
+    /// plain activation row in place of `dot` and `dot2`.
+    matrix_rows: Option<MatrixRows>,
 }
 
 impl<'w> Segment<'w> {
@@ -422,6 +425,7 @@ impl<'w> Segment<'w> {
             dot: kernels.row_dot(w.ty)?,
             dot2: kernels.row_dot2(w.ty),
             dot_batch: kernels.row_dot_batch(w.ty, w.rows, nb),
+            matrix_rows: kernels.matrix_rows(w.ty),
         })
     }
 
@@ -440,6 +444,11 @@ impl<'w> Segment<'w> {
                 // SAFETY: output rows `r0..r1` belong to this call alone (the caller's contract).
                 let out = unsafe { self.out.slice_mut(r0, r1 - r0) };
                 return rows_dot(&self.w.data[r0 * rb..r1 * rb], rb, row, out);
+            }
+            if let Some(rows_dot) = self.matrix_rows {
+                // SAFETY: as above.
+                let out = unsafe { self.out.slice_mut(r0, r1 - r0) };
+                return rows_dot(&self.w.data[r0 * rb..r1 * rb], rb, &act[..arb], out);
             }
             // SAFETY: the caller's contract.
             return unsafe { self.rows_one_token(r0, r1, &act[..arb]) };

@@ -282,6 +282,9 @@ pub struct Kernels {
     kquant_batch: Option<KquantBatchDots>,
     /// One-token Q4_0 dots that read the activation row in their own layout.
     q4_0_prepared: Option<PreparedDots>,
+    /// One-token Q5_0 matrix products: all rows in one call, several at a time, each equal
+    /// to `q5_0` bit for bit ([`Kernels::matrix_rows`]).
+    q5_0_rows: Option<MatrixRows>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -309,14 +312,15 @@ pub struct PreparedDots {
     pub prepare: fn(act: &[u8], out: &mut [u8]),
     /// [`RowDot`] with the prepared row in place of the activation row.
     pub dot: RowDot,
-    /// What a one-token matrix product runs on the prepared row: all its rows in one call.
-    pub rows: PreparedRows,
+    /// What a one-token matrix product runs on the prepared row: all its rows in one call,
+    /// each equal bit for bit to [`PreparedDots::dot`] of the row.
+    pub rows: MatrixRows,
 }
 
-/// `(weights, row bytes, prepared row, out)`: every row of `weights` (rows of `row bytes`)
-/// against a prepared activation row, one value per row into `out`, with the loop over rows
-/// inside the kernel; equal, bit for bit, to [`PreparedDots::dot`] of each row.
-pub type PreparedRows = fn(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]);
+/// `(weights, row bytes, activation row, out)`: every row of `weights` (rows of `row bytes`)
+/// against one activation row (in the layout the kernel reads), one value per row into `out`,
+/// with the loop over rows inside the kernel.
+pub type MatrixRows = fn(w: &[u8], row_bytes: usize, act: &[u8], out: &mut [f32]);
 
 /// See [`Kernels::row_dot_batch`].
 #[derive(Clone, Copy)]
@@ -373,6 +377,7 @@ impl Kernels {
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
                 kquant_batch: None,
                 q4_0_prepared: None,
+                q5_0_rows: None,
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -390,6 +395,11 @@ impl Kernels {
                     kquant_avx2::row_dot2_q5_0_vbmi
                 } else {
                     kquant_avx2::row_dot2_q5_0_vnni
+                }),
+                q5_0_rows: Some(if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    kquant_avx2::rows_q5_0_vbmi
+                } else {
+                    kquant_avx2::rows_q5_0_vnni
                 }),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
@@ -507,6 +517,7 @@ impl Kernels {
             q4_kx2: None,
             q6_kx2: None,
             q4_0_prepared: None,
+            q5_0_rows: None,
             kquant_batch: Some(KquantBatchDots {
                 q4_k_group4: row_dot_q4_k_group4_scalar,
                 q4_k_tiled: row_dot_q4_k_tiled_scalar,
@@ -645,6 +656,16 @@ impl Kernels {
             GgmlType::Q4_K => tiled(dots.q4_k_tiled),
             GgmlType::Q5_K => tiled(dots.q5_k_tiled),
             GgmlType::Q6_K => tiled(dots.q6_k_tiled),
+            _ => None,
+        }
+    }
+
+    /// The one-token matrix kernel for `weight` that reads the plain activation row, where the
+    /// path has one ([`MatrixRows`]): each row's value equals [`row_dot`](Kernels::row_dot)'s
+    /// bit for bit.
+    pub fn matrix_rows(&self, weight: GgmlType) -> Option<MatrixRows> {
+        match weight {
+            GgmlType::Q5_0 => self.q5_0_rows,
             _ => None,
         }
     }
