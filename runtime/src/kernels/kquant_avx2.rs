@@ -21,12 +21,14 @@ use std::arch::x86_64::*;
 
 use crate::quant::k_quants::{scale_min_k4, scales_mins_k4};
 use crate::quant::{
-    fp16_to_fp32, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    fp16_to_fp32, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    BlockQ8_1,
 };
 
 use super::{row_dot2_entry, row_dot_entry};
 
 row_dot_entry!(row_dot_q4_k, vec_dot_q4_k_q8_k, BlockQ4K, BlockQ8K);
+row_dot_entry!(row_dot_q5_k, vec_dot_q5_k_q8_k, BlockQ5K, BlockQ8K);
 row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
 row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
@@ -147,6 +149,76 @@ pub(super) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         let m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
         let m = _mm_add_ss(m, _mm_movehdup_ps(m));
         hsum_f32x8(acc) + _mm_cvtss_f32(m)
+    }
+}
+
+/// ggml's `vec_dot_q5_K_q8_K` with AVX2, bit for bit
+/// ([`scalar::vec_dot_q5_k_q8_k`](super::scalar::vec_dot_q5_k_q8_k) follows the same order):
+/// Q4_K's integer steps with each level's fifth bit (bit `2j` of `qh` for the low nibbles of
+/// `qs[32j..32j + 32]`, bit `2j + 1` for the high ones) added as 16 before `maddubs` (levels up
+/// to 31: at most 2 · 31 · 128 per pair), one FMA per block into eight lanes, and the minimums'
+/// part in one scalar FMA chain as that kernel keeps it.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays owned by the
+    // blocks; AVX2/FMA are the caller's contract.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let sixteen = _mm256_set1_epi8(16);
+        let mut acc = _mm256_setzero_ps();
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let mut scales = [0i16; 8];
+            let mut mins = [0i16; 8];
+            for j in 0..8 {
+                let (sc, m) = scale_min_k4(j, &xb.scales);
+                scales[j] = i16::from(sc);
+                mins[j] = i16::from(m);
+            }
+            // Σ_j m_j · (activation sum of sub-block j), exact.
+            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+            let q8s = _mm_hadd_epi16(
+                _mm256_castsi256_si128(bsums),
+                _mm256_extracti128_si256(bsums, 1),
+            );
+            let prod = _mm_madd_epi16(_mm_loadu_si128(mins.as_ptr().cast()), q8s);
+            let prod = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
+            let imin = _mm_cvtsi128_si32(_mm_add_epi32(prod, _mm_srli_epi64(prod, 32)));
+
+            let hbits = load32(&xb.qh);
+            let fifth = |bit: u8| {
+                let m = _mm256_set1_epi8(bit as i8);
+                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m), m), sixteen)
+            };
+            let mut sumi = _mm256_setzero_si256();
+            for j in 0..4 {
+                let q5bits = load32(chunk32(&xb.qs, j));
+                let q5l = _mm256_add_epi8(_mm256_and_si256(q5bits, m4), fifth(1 << (2 * j)));
+                let q5h = _mm256_add_epi8(
+                    _mm256_and_si256(_mm256_srli_epi16(q5bits, 4), m4),
+                    fifth(2 << (2 * j)),
+                );
+                let q8l = load32(chunk32(&yb.qs, 2 * j));
+                let q8h = load32(chunk32(&yb.qs, 2 * j + 1));
+                let p16l = _mm256_madd_epi16(
+                    _mm256_set1_epi16(scales[2 * j]),
+                    _mm256_maddubs_epi16(q5l, q8l),
+                );
+                let p16h = _mm256_madd_epi16(
+                    _mm256_set1_epi16(scales[2 * j + 1]),
+                    _mm256_maddubs_epi16(q5h, q8h),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+            }
+            let d = yb.d * fp16_to_fp32(xb.d);
+            let dmin = -yb.d * fp16_to_fp32(xb.dmin);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            summs = dmin.mul_add(imin as f32, summs);
+        }
+        hsum_f32x8(acc) + summs
     }
 }
 

@@ -1,6 +1,6 @@
 //! NEON row dots for the weight types of K-quant files beyond Q4_0/Q4_1/Q8_0, for
 //! [`Neon`](super::KernelPath::Neon) (widening multiplies) and
-//! [`NeonDotprod`](super::KernelPath::NeonDotprod) (`sdot`): Q4_K and Q6_K against Q8_K
+//! [`NeonDotprod`](super::KernelPath::NeonDotprod) (`sdot`): Q4_K, Q5_K and Q6_K against Q8_K
 //! activations, and the 32-block types llama-quantize falls back to when rows are not a
 //! multiple of 256 (Q5_0 against Q8_0, Q5_1 against Q8_1). The levels are unpacked to bytes
 //! (Q4_K 0..16, Q6_K 0..64, Q5_0 -16..16, Q5_1 0..32, all exact as signed bytes), dotted 16 at
@@ -29,7 +29,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use crate::quant::k_quants::scales_mins_k4;
-use crate::quant::{BlockQ4K, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_1};
+use crate::quant::{BlockQ4K, BlockQ5K, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_1};
 
 use super::neon::{cvt_f16x4, f16_to_f32};
 use super::row_dot_entry;
@@ -45,6 +45,25 @@ row_dot_entry!(
     row_dot_q4_k_tiled,
     vec_dot_q4_k_q8_k_tiled,
     BlockQ4K,
+    BlockQ8K
+);
+row_dot_entry!(row_dot_q5_k, vec_dot_q5_k_q8_k, BlockQ5K, BlockQ8K);
+row_dot_entry!(
+    row_dot_q5_k_tiled,
+    vec_dot_q5_k_q8_k_tiled,
+    BlockQ5K,
+    BlockQ8K
+);
+row_dot_entry!(
+    row_dot_q5_k_dotprod,
+    vec_dot_q5_k_q8_k_dotprod,
+    BlockQ5K,
+    BlockQ8K
+);
+row_dot_entry!(
+    row_dot_q5_k_tiled_dotprod,
+    vec_dot_q5_k_q8_k_tiled_dotprod,
+    BlockQ5K,
     BlockQ8K
 );
 row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
@@ -593,8 +612,83 @@ macro_rules! q6_k_block {
     }};
 }
 
-/// Defines the Q4_K and Q6_K dots over one set of integer primitives, with its features: the
-/// per-block integer parts (`q4_k_block!`, `q6_k_block!` over `$dot32` and `$q6_quarter`,
+/// `Σ q · a` over the 32 values of a K-quant sub-block into the 8 lanes of the x86 8-lane
+/// sums (lane `l` of lanes 0..4 sums values `4l..4l + 4`, of lanes 4..8 values `16 + 4l..`),
+/// without dot product: `q` (levels 0..32) and `a` loaded de-interleaved by byte pairs
+/// ([`load32_pairs`]), two products per i16 lane (at most 2 · 31 · 128), added pairwise.
+///
+/// # Safety
+/// NEON must be available.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn k_sub_lanes(q: [int8x16_t; 2], a: [int8x16_t; 2]) -> [int32x4_t; 2] {
+    // SAFETY: register-only operations; NEON is the caller's contract.
+    unsafe {
+        let p_lo = vmlal_s8(
+            vmull_s8(vget_low_s8(q[0]), vget_low_s8(a[0])),
+            vget_low_s8(q[1]),
+            vget_low_s8(a[1]),
+        );
+        let p_hi = vmlal_high_s8(vmull_high_s8(q[0], a[0]), q[1], a[1]);
+        [vpaddlq_s16(p_lo), vpaddlq_s16(p_hi)]
+    }
+}
+
+/// [`k_sub_lanes`] with `sdot`, over values 0..16 and 16..32 ([`load32_halves`]).
+///
+/// # Safety
+/// NEON and the dot-product extension must be available.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn k_sub_lanes_dotprod(q: [int8x16_t; 2], a: [int8x16_t; 2]) -> [int32x4_t; 2] {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe { [dot16_dotprod(q[0], a[0]), dot16_dotprod(q[1], a[1])] }
+}
+
+/// A Q5_K block against its Q8_K block, exactly, as `(lanes, imin)`: the 8 integer lanes of
+/// [`scalar::vec_dot_q5_k_q8_k`](super::scalar::vec_dot_q5_k_q8_k) (lanes 0..4, 4..8), each
+/// 32-value sub-block's lanes by `$sub` ([`k_sub_lanes`] or [`k_sub_lanes_dotprod`], over
+/// the bytes `$load` and `$load_i8` give it) times its scale, and `Σ_j m_j Σ q8`. Value `l`
+/// of sub-blocks `2j` and `2j + 1` is the low and high nibble of `qs[32j + l]`, plus 16 for
+/// bit `2j` and `2j + 1` of `qh[l]`; `qs`, `qh` and the activations are loaded alike, so any
+/// byte order works. Like `q4_k_block!`, an `unsafe` expression over `#[target_feature]`
+/// helpers: the calling kernel's features must cover them.
+macro_rules! q5_k_block {
+    ($sub:ident, $load:ident, $load_i8:ident, $xb:expr, $yb:expr) => {{
+        let (xb, yb): (&BlockQ5K, &BlockQ8K) = ($xb, $yb);
+        let (scales, mins) = scales_mins_k4(&xb.scales);
+        // scale i: lane i % 4 of sc[i / 4]
+        let sc = widen_i16(vreinterpretq_s16_u16(vmovl_u8(vcreate_u8(
+            u64::from_le_bytes(scales),
+        ))));
+        let qh = $load(&xb.qh, 0);
+        let (m4, bit4) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x10));
+        let fifth = |h: uint8x16_t, bit: u8| vandq_u8(vtstq_u8(h, vdupq_n_u8(bit)), bit4);
+        let mut lanes = [vdupq_n_s32(0); 2];
+        for j in 0..4 {
+            let qs = $load(&xb.qs, 32 * j);
+            let lo = [0, 1].map(|h| {
+                vreinterpretq_s8_u8(vorrq_u8(vandq_u8(qs[h], m4), fifth(qh[h], 1 << (2 * j))))
+            });
+            let hi = [0, 1].map(|h| {
+                vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(qs[h], 4), fifth(qh[h], 2 << (2 * j))))
+            });
+            for (sub, (q, at)) in [(lo, 64 * j), (hi, 64 * j + 32)].into_iter().enumerate() {
+                let p = $sub(q, $load_i8(&yb.qs, at));
+                let (v, lane) = (sc[j / 2], (2 * j + sub) % 4);
+                lanes = [
+                    mla_lane(lanes[0], p[0], v, lane),
+                    mla_lane(lanes[1], p[1], v, lane),
+                ];
+            }
+        }
+        (lanes, vaddvq_s32(q4_k_mins_pairs(mins, &yb.bsums)))
+    }};
+}
+
+/// Defines the Q4_K, Q5_K and Q6_K dots over one set of integer primitives, with its features:
+/// the per-block integer parts (`q4_k_block!`, `q5_k_block!`, `q6_k_block!` over `$dot32`,
+/// `$k_sub` and `$q6_quarter`,
 /// exact, so their order of summation is free) and, over them, the float steps of each scalar
 /// twin in its order.
 macro_rules! kquant_dots {
@@ -602,14 +696,67 @@ macro_rules! kquant_dots {
         features: $features:literal,
         dot32_nibbles: $dot32:path,
         q6_quarter: $q6_quarter:ident,
+        k_sub: $k_sub:ident,
         load32: $load32:ident,
         load32_i8: $load32_i8:ident,
         q4k: $q4k:ident,
         q4k_group4: $q4k_group4:ident,
         q4k_tiled: $q4k_tiled:ident,
+        q5k: $q5k:ident,
+        q5k_tiled: $q5k_tiled:ident,
         q6k: $q6k:ident,
         q6k_tiled: $q6k_tiled:ident $(,)?
     ) => {
+        /// Q5_K · Q8_K as [`scalar::vec_dot_q5_k_q8_k`](super::scalar::vec_dot_q5_k_q8_k)
+        /// computes it, bit for bit: each of the 8 integer lanes into its own f32 accumulator
+        /// with a fused multiply-add by `d_a · d_w`, the minimums' part into one fused chain
+        /// by `-d_a · dmin_w`, reduced as `hsum_float_8` does, plus that chain.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q5k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = [vdupq_n_f32(0.0); 2];
+                let mut summs = 0.0f32;
+                for (xb, yb) in x.iter().zip(y) {
+                    let (lanes, imin) = q5_k_block!($k_sub, $load32, $load32_i8, xb, yb);
+                    let d = yb.d * f16_to_f32(xb.d);
+                    acc[0] = vfmaq_n_f32(acc[0], vcvtq_f32_s32(lanes[0]), d);
+                    acc[1] = vfmaq_n_f32(acc[1], vcvtq_f32_s32(lanes[1]), d);
+                    let dmin = -yb.d * f16_to_f32(xb.dmin);
+                    summs = dmin.mul_add(imin as f32, summs);
+                }
+                // hsum_float_8: high half plus low half, lanes 0 + 2 and 1 + 3, then those
+                let r = vaddq_f32(acc[1], acc[0]);
+                vaddv_f32(vadd_f32(vget_low_f32(r), vget_high_f32(r))) + summs
+            }
+        }
+
+        /// Q5_K · Q8_K as
+        /// [`scalar::vec_dot_q5_k_q8_k_tiled`](super::scalar::vec_dot_q5_k_q8_k_tiled)
+        /// computes it, bit for bit: per block `r = fma(-dmin_w, imin, sumi · d_w)`,
+        /// `acc = fma(r, d_a, acc)`.
+        ///
+        /// # Safety
+        #[doc = concat!("The features `", $features, "` must be available.")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q5k_tiled(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+            // SAFETY: register operations and the bounds-checked loads of the helpers.
+            unsafe {
+                let mut acc = 0.0f32;
+                for (xb, yb) in x.iter().zip(y) {
+                    let (lanes, imin) = q5_k_block!($k_sub, $load32, $load32_i8, xb, yb);
+                    let sumi = vaddvq_s32(vaddq_s32(lanes[0], lanes[1]));
+                    let r = sumi as f32 * f16_to_f32(xb.d);
+                    let r = (-f16_to_f32(xb.dmin)).mul_add(imin as f32, r);
+                    acc = r.mul_add(yb.d, acc);
+                }
+                acc
+            }
+        }
+
         /// Q4_K · Q8_K as [`scalar::vec_dot_q4_k_q8_k`](super::scalar::vec_dot_q4_k_q8_k)
         /// computes it, bit for bit: per block `[acc, acc_min] = fma([sumi, imin],
         /// [d_w·d_a, dmin_w·d_a], [acc, acc_min])` (the two fused chains side by side in one
@@ -730,11 +877,14 @@ kquant_dots!(
     features: "neon",
     dot32_nibbles: dot32_nibbles,
     q6_quarter: q6_k_quarter,
+    k_sub: k_sub_lanes,
     load32: load32_pairs,
     load32_i8: load32_pairs_i8,
     q4k: vec_dot_q4_k_q8_k,
     q4k_group4: vec_dot_q4_k_q8_k_group4,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled,
+    q5k: vec_dot_q5_k_q8_k,
+    q5k_tiled: vec_dot_q5_k_q8_k_tiled,
     q6k: vec_dot_q6_k_q8_k,
     q6k_tiled: vec_dot_q6_k_q8_k_tiled,
 );
@@ -742,11 +892,14 @@ kquant_dots!(
     features: "neon,dotprod",
     dot32_nibbles: dot32_nibbles_dotprod,
     q6_quarter: q6_k_quarter_dotprod,
+    k_sub: k_sub_lanes_dotprod,
     load32: load32_halves,
     load32_i8: load32_halves_i8,
     q4k: vec_dot_q4_k_q8_k_dotprod,
     q4k_group4: vec_dot_q4_k_q8_k_group4_dotprod,
     q4k_tiled: vec_dot_q4_k_q8_k_tiled_dotprod,
+    q5k: vec_dot_q5_k_q8_k_dotprod,
+    q5k_tiled: vec_dot_q5_k_q8_k_tiled_dotprod,
     q6k: vec_dot_q6_k_q8_k_dotprod,
     q6k_tiled: vec_dot_q6_k_q8_k_tiled_dotprod,
 );

@@ -367,6 +367,7 @@ impl Kernels {
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
+                q5_k: kquant_avx2::row_dot_q5_k,
                 q6_k: kquant_avx2::row_dot_q6_k,
                 q5_0: kquant_avx2::row_dot_q5_0,
                 q5_1: kquant_avx2::row_dot_q5_1,
@@ -421,6 +422,7 @@ impl Kernels {
                 quantize_q8_0: avx2::quantize_row_q8_0_entry,
                 quantize_q8_1: avx2::quantize_row_q8_1_entry,
                 q4_k: kquant_avx2::row_dot_q4_k,
+                q5_k: kquant_avx2::row_dot_q5_k,
                 q6_k: kquant_avx2::row_dot_q6_k,
                 q5_0: kquant_avx2::row_dot_q5_0,
                 q5_1: kquant_avx2::row_dot_q5_1,
@@ -443,6 +445,7 @@ impl Kernels {
                 quantize_q8_0: neon::quantize_row_q8_0_entry,
                 quantize_q8_1: neon::quantize_row_q8_1_entry,
                 q4_k: kquant_neon::row_dot_q4_k,
+                q5_k: kquant_neon::row_dot_q5_k,
                 q6_k: kquant_neon::row_dot_q6_k,
                 q5_0: neon::row_dot_q5_0,
                 q5_1: kquant_neon::row_dot_q5_1,
@@ -453,7 +456,7 @@ impl Kernels {
                 kquant_batch: Some(KquantBatchDots {
                     q4_k_group4: kquant_neon::row_dot_q4_k_group4,
                     q4_k_tiled: kquant_neon::row_dot_q4_k_tiled,
-                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q5_k_tiled: kquant_neon::row_dot_q5_k_tiled,
                     q6_k_tiled: kquant_neon::row_dot_q6_k_tiled,
                 }),
                 // no SIMD kernels yet: the scalar ones
@@ -466,6 +469,7 @@ impl Kernels {
                 q4_1: neon::row_dot_q4_1_dotprod,
                 q8_0: neon::row_dot_q8_0_dotprod,
                 q4_k: kquant_neon::row_dot_q4_k_dotprod,
+                q5_k: kquant_neon::row_dot_q5_k_dotprod,
                 q6_k: kquant_neon::row_dot_q6_k_dotprod,
                 q5_0: neon::row_dot_q5_0_dotprod,
                 q5_1: kquant_neon::row_dot_q5_1_dotprod,
@@ -476,7 +480,7 @@ impl Kernels {
                 kquant_batch: Some(KquantBatchDots {
                     q4_k_group4: kquant_neon::row_dot_q4_k_group4_dotprod,
                     q4_k_tiled: kquant_neon::row_dot_q4_k_tiled_dotprod,
-                    q5_k_tiled: row_dot_q5_k_tiled_scalar,
+                    q5_k_tiled: kquant_neon::row_dot_q5_k_tiled_dotprod,
                     q6_k_tiled: kquant_neon::row_dot_q6_k_tiled_dotprod,
                 }),
                 ..Kernels::new(KernelPath::Neon)?

@@ -204,15 +204,12 @@ fn q4_k_block_sums(xb: &BlockQ4K, yb: &BlockQ8K) -> (i32, i32) {
     })
 }
 
-/// [`k4_block_sums`] of a Q5_K block: each level's fifth bit from `qh`.
+/// [`k4_block_sums`] of a Q5_K block: each level's fifth bit from `qh` ([`q5_k_level`]).
 #[inline(always)]
 fn q5_k_block_sums(xb: &BlockQ5K, yb: &BlockQ8K) -> (i32, i32) {
     let (scales, mins) = scales_mins_k4(&xb.scales);
     k4_block_sums(&scales, &mins, yb, |l, j, high| {
-        let q = xb.qs[32 * j + l];
-        let bit = 1u8 << (2 * j + usize::from(high));
-        let h = if xb.qh[l] & bit != 0 { 16 } else { 0 };
-        i32::from(if high { q >> 4 } else { q & 0xF }) + h
+        q5_k_level(xb, 64 * j + 32 * usize::from(high) + l)
     })
 }
 
@@ -306,16 +303,50 @@ with_fma! {
     }
 }
 
-/// As [`vec_dot_q4_k_q8_k`], with each level's fifth bit from `qh`.
-pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    let mut sumf = 0.0f32;
-    for (xb, yb) in x.iter().zip(y) {
-        let (sumi, imin) = q5_k_block_sums(xb, yb);
-        let d = yb.d * xb.d.to_f32();
-        let dmin = yb.d * xb.dmin.to_f32();
-        sumf += d * sumi as f32 - dmin * imin as f32;
+/// Value `i` (0..256) of a Q5_K block: the low or high nibble of `qs` plus 16 for its fifth bit
+/// in `qh` (values `64j..64j + 32` are the low nibbles of `qs[32j..32j + 32]` with bit `2j` of
+/// `qh[0..32]`, values `64j + 32..64j + 64` the high nibbles with bit `2j + 1`).
+#[inline(always)]
+pub(crate) fn q5_k_level(xb: &BlockQ5K, i: usize) -> i32 {
+    let (j, high, l) = (i / 64, (i / 32) % 2 == 1, i % 32);
+    let q = xb.qs[32 * j + l];
+    let bit = 1u8 << (2 * j + usize::from(high));
+    let h = if xb.qh[l] & bit != 0 { 16 } else { 0 };
+    i32::from(if high { q >> 4 } else { q & 0xF }) + h
+}
+
+with_fma! {
+    /// Q5_K in the order of llama.cpp's x86 build for one token (`ggml_vec_dot_q5_K_q8_K`,
+    /// AVX2: that build repacks no Q5_K matrix): 8 integer lanes per block, lane `l` holding
+    /// every 32-value sub-block's elements `4l..4l + 4` times the sub-block's scale, each lane
+    /// scaled by `d_a · d_w` into its own f32 accumulator with a fused multiply-add; the
+    /// minimums' part `Σ_j m_j Σ q8` (from the activation `bsums`) into one more f32 chain,
+    /// `fma(-d_a · dmin_w, ·, chain)`; at the end the lanes reduced as `hsum_float_8` does, plus
+    /// that chain.
+    pub fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+        let mut acc = [0.0f32; 8];
+        let mut summs = 0.0f32;
+        for (xb, yb) in x.iter().zip(y) {
+            let (scales, mins) = scales_mins_k4(&xb.scales);
+            let mut lanes = [0i32; 8];
+            for (l, lane) in lanes.iter_mut().enumerate() {
+                for (sb, sc) in scales.iter().enumerate() {
+                    let base = 32 * sb + 4 * l;
+                    let dot: i32 = (base..base + 4)
+                        .map(|i| q5_k_level(xb, i) * i32::from(yb.qs[i]))
+                        .sum();
+                    *lane += sc * dot;
+                }
+            }
+            let d = yb.d * xb.d.to_f32();
+            for (a, lane) in acc.iter_mut().zip(lanes) {
+                *a = d.mul_add(lane as f32, *a);
+            }
+            let dmin = -yb.d * xb.dmin.to_f32();
+            summs = dmin.mul_add(mins_dot_bsums(&mins, &yb.bsums) as f32, summs);
+        }
+        Lanes8(acc).sum() + summs
     }
-    sumf
 }
 
 /// The 256 unsigned 6-bit levels (0..64) of a Q6_K block, in value order.
