@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 use crate::quant::k_quants::{scale_min_k4, scales_mins_k4};
 use crate::quant::{
-    fp16_to_fp32, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
+    fp16_to_fp32, Block, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
     BlockQ8_1,
 };
 
@@ -356,6 +356,53 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
     }
 }
 
+/// The 32 five-bit levels (0..=31) of a Q5_0 / Q5_1 block as unsigned bytes, for the AVX-512
+/// path: the 16 nibble bytes broadcast to both halves and shifted apart with one variable
+/// shift, the fifth bits spread by one shuffle and compare and merged with one `vpternlogd`.
+///
+/// # Safety
+/// AVX2, AVX512F and AVX512VL must be available, and AVX512-VBMI when `VBMI` (one
+/// `vpmultishiftqb` then moves each fifth bit into place instead of a shuffle, an or and a
+/// compare).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_levels_vnni<const VBMI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    use super::avx512::{multishift, or_and};
+    // SAFETY: the load reads the 16 bytes of `qs`; the features are the caller's contract.
+    unsafe {
+        // the low half keeps the low nibbles, the high half takes the high ones
+        let nibble_shift = _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0);
+        let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr().cast()));
+        let nibbles = _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), _mm256_set1_epi8(0x0F));
+        let qh = _mm256_set1_epi32(i32::from_le_bytes(qh));
+        let fifth = if VBMI {
+            // byte j takes the 8 bits of `qh | qh << 32` from bit j - 4 (mod 64): its bit 4
+            // is bit j of `qh`
+            let bit_to_4 = _mm256_set_epi64x(
+                0x1b1a_1918_1716_1514,
+                0x1312_1110_0f0e_0d0c,
+                0x0b0a_0908_0706_0504,
+                0x0302_0100_3f3e_3d3c,
+            );
+            multishift(bit_to_4, qh)
+        } else {
+            let byte_of_bit = _mm256_set_epi64x(
+                0x0303_0303_0303_0303,
+                0x0202_0202_0202_0202,
+                0x0101_0101_0101_0101,
+                0,
+            );
+            let spread = _mm256_shuffle_epi8(qh, byte_of_bit);
+            let own_bit_clear = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+            _mm256_cmpeq_epi8(
+                _mm256_or_si256(spread, own_bit_clear),
+                _mm256_set1_epi64x(-1),
+            )
+        };
+        or_and(nibbles, fifth, _mm256_set1_epi8(16))
+    }
+}
+
 /// [`vec_dot_q5_0_q8_0`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
 /// the AVX-512 path: each block's int sums by `vpdpbusd` (levels 0..=31 unsigned, then minus
 /// `16·Σa`, computed once for all rows), whose i32 lanes hold the same four-element groups as
@@ -365,10 +412,9 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
 /// row's step waits for the last; four rows keep four chains in flight (20.8 GB/s of
 /// weights from L2 at one thread against 18.1 for two rows, SmolLM2's 576-wide rows).
 ///
-/// Per row and block: the 16 nibble bytes broadcast to both halves and shifted apart with one
-/// variable shift, the fifth bits spread by one shuffle and compare and merged with one
-/// `vpternlogd`, the accumulator started at `-16·Σa`; per block, the rows' f16 scales and the
-/// activation's converted by two four-lane `vcvtph2ps` and multiplied once.
+/// Per row and block: the levels ([`q5_levels_vnni`]), one `vpdpbusd` started at `-16·Σa`; per
+/// block, the rows' f16 scales and the activation's converted by two four-lane `vcvtph2ps` and
+/// multiplied once.
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available, and AVX512-VBMI
@@ -380,44 +426,13 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
     x: [&[BlockQ5_0]; N],
     y: &[BlockQ8_0],
 ) -> [f32; N] {
-    use super::avx512::{dpbusd, multishift, or_and};
+    use super::avx512::dpbusd;
     const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
     unsafe {
         let sixteen = _mm256_set1_epi8(16);
-        let low4 = _mm256_set1_epi8(0x0F);
         let zero = _mm256_setzero_si256();
-        // the low half keeps the low nibbles, the high half takes the high ones
-        let nibble_shift = _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0);
-        let byte_of_bit = _mm256_set_epi64x(
-            0x0303_0303_0303_0303,
-            0x0202_0202_0202_0202,
-            0x0101_0101_0101_0101,
-            0,
-        );
-        let own_bit_clear = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
-        let ones = _mm256_set1_epi64x(-1);
-        // with VBMI, byte j takes the 8 bits of `qh | qh << 32` from bit j - 4 (mod 64): its
-        // bit 4 is bit j of `qh`
-        let bit_to_4 = _mm256_set_epi64x(
-            0x1b1a_1918_1716_1514,
-            0x1312_1110_0f0e_0d0c,
-            0x0b0a_0908_0706_0504,
-            0x0302_0100_3f3e_3d3c,
-        );
-        let levels = |b: &BlockQ5_0| {
-            let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(b.qs.as_ptr().cast()));
-            let nibbles = _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), low4);
-            let qh = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
-            let fifth = if VBMI {
-                multishift(bit_to_4, qh)
-            } else {
-                let spread = _mm256_shuffle_epi8(qh, byte_of_bit);
-                _mm256_cmpeq_epi8(_mm256_or_si256(spread, own_bit_clear), ones)
-            };
-            or_and(nibbles, fifth, sixteen)
-        };
         let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
         let mut acc = [_mm256_setzero_ps(); N];
         let n = x.iter().fold(y.len(), |n, r| n.min(r.len()));
@@ -436,7 +451,7 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
             ));
             for r in 0..N {
                 let dr = _mm256_permutevar8x32_ps(d, lane[r]);
-                let s = dpbusd(neg_off, levels(b[r]), a);
+                let s = dpbusd(neg_off, q5_levels_vnni::<VBMI>(&b[r].qs, b[r].qh), a);
                 acc[r] = _mm256_fmadd_ps(dr, _mm256_cvtepi32_ps(s), acc[r]);
             }
         }
@@ -444,17 +459,25 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
     }
 }
 
-/// The rows of a Q5_0 matrix (`w`, rows of `rb` bytes) against one Q8_0 activation row `a`,
-/// one value per row into `out`, with the loop over rows inside the kernel: four rows at a
-/// time (row `i` with rows `q + i`, `2q + i` and `3q + i` of the `4q` first: four sequential
-/// streams through memory), then a pair and a last row. Each value equals
-/// [`vec_dot_q5_0_q8_0`] of its row bit for bit; NaN everywhere if the shapes do not fit.
-fn rows_q5_0<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+/// The rows of a matrix (`w`, rows of `rb` bytes of `W` blocks) against one activation row
+/// `a` of `A` blocks, one value per row into `out`, with the loop over rows inside the kernel:
+/// `four` rows at a time (row `i` with rows `q + i`, `2q + i` and `3q + i` of the `4q` first:
+/// four sequential streams through memory), then `two` and a last row by `one`. NaN everywhere
+/// if the shapes do not fit.
+fn rows_by_four<W: Block, A: Block>(
+    w: &[u8],
+    rb: usize,
+    a: &[u8],
+    out: &mut [f32],
+    four: impl Fn([&[W]; 4], &[A]) -> [f32; 4],
+    two: impl Fn([&[W]; 2], &[A]) -> [f32; 2],
+    one: impl Fn(&[W], &[A]) -> f32,
+) {
     let n = out.len();
-    let bb = size_of::<BlockQ5_0>();
+    let bb = size_of::<W>();
     let fits = (|| {
-        let x = crate::quant::blocks::<BlockQ5_0>(w.get(..n * rb)?).ok()?;
-        let y = crate::quant::blocks::<BlockQ8_0>(a).ok()?;
+        let x = crate::quant::blocks::<W>(w.get(..n * rb)?).ok()?;
+        let y = crate::quant::blocks::<A>(a).ok()?;
         (rb.is_multiple_of(bb) && rb > 0 && y.len() >= rb / bb).then_some((x, y))
     })();
     let Some((x, y)) = fits else {
@@ -465,27 +488,61 @@ fn rows_q5_0<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     let row = |r: usize| &x[r * nb..(r + 1) * nb];
     let y = &y[..nb];
     let q = n / 4;
-    // SAFETY: only `Kernels::new` stores the entries below, for the `Avx512` path after its
-    // `is_supported` check (and the VBMI form only where the CPU has it).
-    unsafe {
-        for i in 0..q {
-            let v = vec_dots_q5_0_q8_0_vnni::<4, VBMI>(
-                [row(i), row(q + i), row(2 * q + i), row(3 * q + i)],
-                y,
-            );
-            for (k, v) in v.into_iter().enumerate() {
-                out[k * q + i] = v;
-            }
-        }
-        let mut r = 4 * q;
-        if n - r >= 2 {
-            [out[r], out[r + 1]] = vec_dots_q5_0_q8_0_vnni::<2, VBMI>([row(r), row(r + 1)], y);
-            r += 2;
-        }
-        if r < n {
-            out[r] = vec_dot_q5_0_q8_0(row(r), y);
+    for i in 0..q {
+        let v = four([row(i), row(q + i), row(2 * q + i), row(3 * q + i)], y);
+        for (k, v) in v.into_iter().enumerate() {
+            out[k * q + i] = v;
         }
     }
+    let mut r = 4 * q;
+    if n - r >= 2 {
+        [out[r], out[r + 1]] = two([row(r), row(r + 1)], y);
+        r += 2;
+    }
+    if r < n {
+        out[r] = one(row(r), y);
+    }
+}
+
+/// The rows of a Q5_0 matrix against one Q8_0 activation row ([`rows_by_four`]), each equal
+/// to [`vec_dot_q5_0_q8_0`] of its row bit for bit.
+fn rows_q5_0<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    // SAFETY (each call): only `Kernels::new` stores the entries below, for the `Avx512` path
+    // after its `is_supported` check (and the VBMI form only where the CPU has it).
+    rows_by_four::<BlockQ5_0, BlockQ8_0>(
+        w,
+        rb,
+        a,
+        out,
+        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<4, VBMI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI>(x, y) },
+        |x, y| unsafe { vec_dot_q5_0_q8_0(x, y) },
+    );
+}
+
+/// The rows of a Q5_1 matrix against one Q8_1 activation row ([`rows_by_four`]), each equal
+/// to [`vec_dot_q5_1_q8_1`] of its row bit for bit.
+fn rows_q5_1<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    // SAFETY (each call): as in `rows_q5_0`.
+    rows_by_four::<BlockQ5_1, BlockQ8_1>(
+        w,
+        rb,
+        a,
+        out,
+        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<4, VBMI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<2, VBMI>(x, y) },
+        |x, y| unsafe { vec_dot_q5_1_q8_1(x, y) },
+    );
+}
+
+/// [`rows_q5_1`] with the fifth bits placed by `vpmultishiftqb` (AVX512-VBMI).
+pub(super) fn rows_q5_1_vbmi(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_1::<true>(w, rb, a, out);
+}
+
+/// [`rows_q5_1`] with the fifth bits placed by a shuffle and a compare.
+pub(super) fn rows_q5_1_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_1::<false>(w, rb, a, out);
 }
 
 /// [`rows_q5_0`] with the fifth bits placed by `vpmultishiftqb` (AVX512-VBMI).
@@ -529,6 +586,58 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
             acc_m = _mm_add_ps(acc_m, p);
         }
         hsum_f32x8(acc) + _mm_cvtss_f32(_mm_movehdup_ps(acc_m))
+    }
+}
+
+/// [`vec_dot_q5_1_q8_1`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
+/// the AVX-512 path (as [`vec_dots_q5_0_q8_0_vnni`]): per row and block the levels
+/// ([`q5_levels_vnni`]) dotted by one `vpdpbusd` (the lanes of `maddubs` + `madd`), one
+/// conversion and one FMA by `xd·yd`, and `xm·ys` added into the row's lane of one 4-lane sum;
+/// per block the rows' `d` and `m` and the activation's `d` and `s` converted by four 4-lane
+/// `vcvtph2ps`.
+///
+/// # Safety
+/// As [`vec_dots_q5_0_q8_0_vnni`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI: bool>(
+    x: [&[BlockQ5_1]; N],
+    y: &[BlockQ8_1],
+) -> [f32; N] {
+    use super::avx512::dpbusd;
+    const { assert!(N == 2 || N == 4) };
+    // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
+    // caller's contract.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
+        let mut acc = [_mm256_setzero_ps(); N];
+        // lane r collects row r's Σ m·s
+        let mut acc_m = _mm_setzero_ps();
+        let n = x.iter().fold(y.len(), |n, r| n.min(r.len()));
+        let f16s = |h: [half::f16; N]| {
+            let bits = h
+                .iter()
+                .enumerate()
+                .fold(0u64, |b, (r, h)| b | u64::from(h.to_bits()) << (16 * r));
+            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+        };
+        let splat = |h: half::f16| _mm_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16));
+        for (i, yb) in y[..n].iter().enumerate() {
+            let b: [&BlockQ5_1; N] = std::array::from_fn(|r| &x[r][i]);
+            let a = load_q8(&yb.qs);
+            // [xd_r·yd] and [xm_r·ys]: each the one-row kernel's product
+            let d = _mm256_castps128_ps256(_mm_mul_ps(f16s(b.map(|b| b.d)), splat(yb.d)));
+            acc_m = _mm_add_ps(acc_m, _mm_mul_ps(f16s(b.map(|b| b.m)), splat(yb.s)));
+            for r in 0..N {
+                let s = dpbusd(zero, q5_levels_vnni::<VBMI>(&b[r].qs, b[r].qh), a);
+                let dr = _mm256_permutevar8x32_ps(d, lane[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dr, acc[r]);
+            }
+        }
+        let mut m = [0.0f32; 4];
+        _mm_storeu_ps(m.as_mut_ptr(), acc_m);
+        std::array::from_fn(|r| hsum_f32x8(acc[r]) + m[r])
     }
 }
 

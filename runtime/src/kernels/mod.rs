@@ -282,9 +282,10 @@ pub struct Kernels {
     kquant_batch: Option<KquantBatchDots>,
     /// One-token Q4_0 dots that read the activation row in their own layout.
     q4_0_prepared: Option<PreparedDots>,
-    /// One-token Q5_0 matrix products: all rows in one call, several at a time, each equal
-    /// to `q5_0` bit for bit ([`Kernels::matrix_rows`]).
+    /// One-token Q5_0 and Q5_1 matrix products: all rows in one call, several at a time, each
+    /// equal to `q5_0` / `q5_1` bit for bit ([`Kernels::matrix_rows`]).
     q5_0_rows: Option<MatrixRows>,
+    q5_1_rows: Option<MatrixRows>,
     /// The KV cache's multi-row dots (attention).
     f16_rows: RowsDot<f16>,
     f32_rows: RowsDot<f32>,
@@ -379,6 +380,7 @@ impl Kernels {
                 kquant_batch: None,
                 q4_0_prepared: None,
                 q5_0_rows: None,
+                q5_1_rows: None,
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
@@ -401,6 +403,11 @@ impl Kernels {
                     kquant_avx2::rows_q5_0_vbmi
                 } else {
                     kquant_avx2::rows_q5_0_vnni
+                }),
+                q5_1_rows: Some(if std::arch::is_x86_feature_detected!("avx512vbmi") {
+                    kquant_avx2::rows_q5_1_vbmi
+                } else {
+                    kquant_avx2::rows_q5_1_vnni
                 }),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k_vnni),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k_vnni),
@@ -522,6 +529,7 @@ impl Kernels {
             q6_kx2: None,
             q4_0_prepared: None,
             q5_0_rows: None,
+            q5_1_rows: None,
             kquant_batch: Some(KquantBatchDots {
                 q4_k_group4: row_dot_q4_k_group4_scalar,
                 q4_k_tiled: row_dot_q4_k_tiled_scalar,
@@ -670,6 +678,7 @@ impl Kernels {
     pub fn matrix_rows(&self, weight: GgmlType) -> Option<MatrixRows> {
         match weight {
             GgmlType::Q5_0 => self.q5_0_rows,
+            GgmlType::Q5_1 => self.q5_1_rows,
             _ => None,
         }
     }
