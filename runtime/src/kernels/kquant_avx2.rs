@@ -592,9 +592,9 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
 /// [`vec_dot_q5_1_q8_1`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
 /// the AVX-512 path (as [`vec_dots_q5_0_q8_0_vnni`]): per row and block the levels
 /// ([`q5_levels_vnni`]) dotted by one `vpdpbusd` (the lanes of `maddubs` + `madd`), one
-/// conversion and one FMA by `xd·yd`, and `xm·ys` added into the row's lane of one 4-lane sum;
-/// per block the rows' `d` and `m` and the activation's `d` and `s` converted by four 4-lane
-/// `vcvtph2ps`.
+/// conversion and one FMA by `xd·yd`, and `xm·ys` added into the row's lane of one 8-lane sum;
+/// per block the rows' `d` and `m` (one 4-byte insert per row) and the activation's `d` and
+/// `s` converted by two 8-lane `vcvtph2ps` and multiplied once.
 ///
 /// # Safety
 /// As [`vec_dots_q5_0_q8_0_vnni`].
@@ -606,38 +606,41 @@ unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI: bool>(
 ) -> [f32; N] {
     use super::avx512::dpbusd;
     const { assert!(N == 2 || N == 4) };
-    // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
-    // caller's contract.
+    // SAFETY: register intrinsics, loads of arrays owned by the blocks and unaligned reads of
+    // the first four bytes of each block (its `d` and `m`, the activation's `d` and `s`); the
+    // features are the caller's contract.
     unsafe {
         let zero = _mm256_setzero_si256();
-        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
+        // row r's `xd·yd` sits in lane 2r of the products, its `xm·ys` in lane 2r + 1
+        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(2 * r as i32));
         let mut acc = [_mm256_setzero_ps(); N];
-        // lane r collects row r's Σ m·s
-        let mut acc_m = _mm_setzero_ps();
+        // lane 2r + 1 collects row r's Σ m·s
+        let mut acc_m = _mm256_setzero_ps();
         let n = x.iter().fold(y.len(), |n, r| n.min(r.len()));
-        let f16s = |h: [half::f16; N]| {
-            let bits = h
-                .iter()
-                .enumerate()
-                .fold(0u64, |b, (r, h)| b | u64::from(h.to_bits()) << (16 * r));
-            _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
-        };
-        let splat = |h: half::f16| _mm_cvtph_ps(_mm_set1_epi16(h.to_bits() as i16));
+        // the first four bytes of a block: its f16 `d` then `m` (or `s`)
+        let head = |b: *const u8| std::ptr::read_unaligned(b.cast::<i32>());
         for (i, yb) in y[..n].iter().enumerate() {
             let b: [&BlockQ5_1; N] = std::array::from_fn(|r| &x[r][i]);
             let a = load_q8(&yb.qs);
-            // [xd_r·yd] and [xm_r·ys]: each the one-row kernel's product
-            let d = _mm256_castps128_ps256(_mm_mul_ps(f16s(b.map(|b| b.d)), splat(yb.d)));
-            acc_m = _mm_add_ps(acc_m, _mm_mul_ps(f16s(b.map(|b| b.m)), splat(yb.s)));
+            let mut dm = _mm_cvtsi32_si128(head((b[0] as *const BlockQ5_1).cast()));
+            dm = _mm_insert_epi32::<1>(dm, head((b[1] as *const BlockQ5_1).cast()));
+            if N == 4 {
+                dm = _mm_insert_epi32::<2>(dm, head((b[2] as *const BlockQ5_1).cast()));
+                dm = _mm_insert_epi32::<3>(dm, head((b[3] as *const BlockQ5_1).cast()));
+            }
+            let ys = _mm256_cvtph_ps(_mm_set1_epi32(head((yb as *const BlockQ8_1).cast())));
+            // [xd_r·yd, xm_r·ys] pairs: each the one-row kernel's product
+            let p = _mm256_mul_ps(_mm256_cvtph_ps(dm), ys);
+            acc_m = _mm256_add_ps(acc_m, p);
             for r in 0..N {
                 let s = dpbusd(zero, q5_levels_vnni::<VBMI>(&b[r].qs, b[r].qh), a);
-                let dr = _mm256_permutevar8x32_ps(d, lane[r]);
+                let dr = _mm256_permutevar8x32_ps(p, lane[r]);
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dr, acc[r]);
             }
         }
-        let mut m = [0.0f32; 4];
-        _mm_storeu_ps(m.as_mut_ptr(), acc_m);
-        std::array::from_fn(|r| hsum_f32x8(acc[r]) + m[r])
+        let mut m = [0.0f32; 8];
+        _mm256_storeu_ps(m.as_mut_ptr(), acc_m);
+        std::array::from_fn(|r| hsum_f32x8(acc[r]) + m[2 * r + 1])
     }
 }
 

@@ -701,7 +701,7 @@ mod bench {
     /// figure to hold against the memory's read bandwidth: is a kernel bound by memory or by
     /// its instructions? A benchmark, not a test:
     /// `cargo test --release -p edgellm-runtime --lib bench_matvec -- --ignored --nocapture`,
-    /// with `BENCH_TYPE` (q8_0 (default), q5_0, q4_0), `BENCH_ROWS` (default 262144 rows of 640:
+    /// with `BENCH_TYPE` (q8_0 (default), q5_0, q5_1, q4_0), `BENCH_ROWS` (default 262144 rows of 640:
     /// Gemma-3-270M's output matrix, larger than any cache; 2048 fits in L2) and
     /// `BENCH_THREADS` (default 1).
     #[test]
@@ -710,6 +710,7 @@ mod bench {
         let ty = match std::env::var("BENCH_TYPE").as_deref() {
             Ok("q4_0") => GgmlType::Q4_0,
             Ok("q5_0") => GgmlType::Q5_0,
+            Ok("q5_1") => GgmlType::Q5_1,
             _ => GgmlType::Q8_0,
         };
         let rows: usize = std::env::var("BENCH_ROWS")
