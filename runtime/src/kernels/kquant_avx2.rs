@@ -1,14 +1,17 @@
 //! AVX2 row dots for the weight types of K-quant files beyond Q4_0/Q4_1/Q8_0, for the
-//! [`Avx2`](super::KernelPath::Avx2) and [`Avx512`](super::KernelPath::Avx512) paths: Q4_K and
-//! Q6_K against Q8_K activations, and the 32-block types llama-quantize falls back to when rows
-//! are not a multiple of 256 (Q5_0 against Q8_0, Q5_1 against Q8_1; SmolLM2's Q4_K_M file is
-//! mostly Q5_0). Same shape as ggml's AVX2 kernels: unsigned levels times signed activations
-//! with `maddubs` (exact: at most 2 · 63 · 127 per pair), the sub-block scales applied with
-//! `madd`, and the minimum (Q4_K) or the offset 32 (Q6_K) taken from the activation `bsums` in
-//! the integers. One int-to-float conversion and one FMA per (super-)block; they differ from
-//! [`scalar`](super::scalar) only in the order of float additions. The two-row Q4_K and Q6_K
+//! [`Avx2`](super::KernelPath::Avx2) and [`Avx512`](super::KernelPath::Avx512) paths: Q4_K, Q5_K
+//! and Q6_K against Q8_K activations, and the 32-block types llama-quantize falls back to when
+//! rows are not a multiple of 256 (Q5_0 against Q8_0, Q5_1 against Q8_1; SmolLM2's Q4_K_M file
+//! is mostly Q5_0, its Q5_K_M file mostly Q5_1). Same shape as ggml's AVX2 kernels: unsigned
+//! levels times signed activations with `maddubs` (exact: at most 2 · 63 · 127 per pair), the
+//! sub-block scales applied with `madd`, and the minimum (Q4_K, Q5_K) or the offset 32 (Q6_K)
+//! taken from the activation `bsums` in the integers. One int-to-float conversion and one FMA
+//! per (super-)block; they differ from [`scalar`](super::scalar) only in the order of float
+//! additions (Q5_K's not at all: both follow ggml's AVX2 kernel). The two-row Q4_K and Q6_K
 //! dots (decode's matrix-vector products) equal their one-row dots bit for bit, with `vpdpwssd`
-//! in place of `madd` + `add` on the AVX-512 path.
+//! in place of `madd` + `add` on the AVX-512 path, as do that path's Q5_0 and Q5_1 matrix
+//! kernels, which run four rows at a time (each row's float sum is one ordered chain of FMAs,
+//! so four rows keep four chains in flight).
 //!
 //! Every `unsafe fn` here requires AVX2, FMA and F16C; the safe entries are `pub(super)` and only
 //! stored in a [`Kernels`](super::Kernels) table built after the CPU check.
