@@ -97,53 +97,83 @@ fn chunk32<T, const N: usize>(a: &[T; N], k: usize) -> &[T; 32] {
         .expect("chunk inside the block")
 }
 
+/// A Q4_K or Q5_K block's integers against its Q8_K block, as ggml's AVX2 kernels form them:
+/// `sumi` (8 lanes: each 32-value sub-block's `maddubs` by its levels and `madd` by its scale,
+/// summed) and `Σ m_j · bsum_j` in 4 lanes (`madd` of the mins with the 16 `bsums` paired into
+/// 8 sub-block sums). `qh`: Q5_K's fifth bits (bit `2j` of `qh` for the low nibbles of
+/// `qs[32j..32j + 32]`, bit `2j + 1` for the high ones), added as 16 to the levels (at most
+/// 31: 2 · 31 · 128 per `maddubs` pair).
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k4_block_ints(
+    packed_scales: &[u8; 12],
+    qs: &[u8; 128],
+    qh: Option<&[u8; 32]>,
+    yb: &BlockQ8K,
+) -> (__m256i, __m128i) {
+    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays; AVX2 is
+    // the caller's contract.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let mut scales = [0i16; 8];
+        let mut mins = [0i16; 8];
+        for j in 0..8 {
+            let (sc, m) = scale_min_k4(j, packed_scales);
+            scales[j] = i16::from(sc);
+            mins[j] = i16::from(m);
+        }
+        let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
+        let q8s = _mm_hadd_epi16(
+            _mm256_castsi256_si128(bsums),
+            _mm256_extracti128_si256(bsums, 1),
+        );
+        let prod = _mm_madd_epi16(_mm_loadu_si128(mins.as_ptr().cast()), q8s);
+        // the fifth bits of value group `bit` as 16, or nothing
+        let fifth = |bit: u8| match qh {
+            Some(qh) => {
+                let m = _mm256_set1_epi8(bit as i8);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(load32(qh), m), m);
+                _mm256_and_si256(set, _mm256_set1_epi8(16))
+            }
+            None => _mm256_setzero_si256(),
+        };
+        let mut sumi = _mm256_setzero_si256();
+        for j in 0..4 {
+            let bits = load32(chunk32(qs, j));
+            let ql = _mm256_add_epi8(_mm256_and_si256(bits, m4), fifth(1 << (2 * j)));
+            let qh = _mm256_add_epi8(
+                _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4),
+                fifth(2 << (2 * j)),
+            );
+            let p16l = _mm256_madd_epi16(
+                _mm256_set1_epi16(scales[2 * j]),
+                _mm256_maddubs_epi16(ql, load32(chunk32(&yb.qs, 2 * j))),
+            );
+            let p16h = _mm256_madd_epi16(
+                _mm256_set1_epi16(scales[2 * j + 1]),
+                _mm256_maddubs_epi16(qh, load32(chunk32(&yb.qs, 2 * j + 1))),
+            );
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+        }
+        (sumi, prod)
+    }
+}
+
 /// ggml's `vec_dot_q4_K_q8_K` with AVX2.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays owned by the
-    // blocks; AVX2/FMA are the caller's contract.
+    // SAFETY: register intrinsics; AVX2/FMA are the caller's contract.
     unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut acc_m = _mm_setzero_ps();
         for (xb, yb) in x.iter().zip(y) {
-            let mut scales = [0i16; 8];
-            let mut mins = [0i16; 8];
-            for j in 0..8 {
-                let (sc, m) = scale_min_k4(j, &xb.scales);
-                scales[j] = i16::from(sc);
-                mins[j] = i16::from(m);
-            }
-            // Σ_j m_j · (activation sum of sub-block j): the 16 bsums paired into 8 sub-block
-            // sums, times the mins.
-            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
-            let q8s = _mm_hadd_epi16(
-                _mm256_castsi256_si128(bsums),
-                _mm256_extracti128_si256(bsums, 1),
-            );
-            let mins_v = _mm_loadu_si128(mins.as_ptr().cast());
-            let prod = _mm_madd_epi16(mins_v, q8s);
-
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q4bits = load32(chunk32(&xb.qs, j));
-                let q4l = _mm256_and_si256(q4bits, m4);
-                let q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
-                let q8l = load32(chunk32(&yb.qs, 2 * j));
-                let q8h = load32(chunk32(&yb.qs, 2 * j + 1));
-                let p16l = _mm256_madd_epi16(
-                    _mm256_set1_epi16(scales[2 * j]),
-                    _mm256_maddubs_epi16(q4l, q8l),
-                );
-                let p16h = _mm256_madd_epi16(
-                    _mm256_set1_epi16(scales[2 * j + 1]),
-                    _mm256_maddubs_epi16(q4h, q8h),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-            }
+            let (sumi, prod) = k4_block_ints(&xb.scales, &xb.qs, None, yb);
             let d = yb.d * fp16_to_fp32(xb.d);
             let dmin = -yb.d * fp16_to_fp32(xb.dmin);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
@@ -157,65 +187,21 @@ pub(super) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
 
 /// ggml's `vec_dot_q5_K_q8_K` with AVX2, bit for bit
 /// ([`scalar::vec_dot_q5_k_q8_k`](super::scalar::vec_dot_q5_k_q8_k) follows the same order):
-/// Q4_K's integer steps with each level's fifth bit (bit `2j` of `qh` for the low nibbles of
-/// `qs[32j..32j + 32]`, bit `2j + 1` for the high ones) added as 16 before `maddubs` (levels up
-/// to 31: at most 2 · 31 · 128 per pair), one FMA per block into eight lanes, and the minimums'
-/// part in one scalar FMA chain as that kernel keeps it.
+/// Q4_K's integers with the fifth bits ([`k4_block_ints`]), one FMA per block into eight lanes,
+/// and the minimums' part in one scalar FMA chain as that kernel keeps it.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    // SAFETY: register intrinsics and loads through `load32`/`loadu` of whole arrays owned by the
-    // blocks; AVX2/FMA are the caller's contract.
+    // SAFETY: register intrinsics; AVX2/FMA are the caller's contract.
     unsafe {
-        let m4 = _mm256_set1_epi8(0x0F);
-        let sixteen = _mm256_set1_epi8(16);
         let mut acc = _mm256_setzero_ps();
         let mut summs = 0.0f32;
         for (xb, yb) in x.iter().zip(y) {
-            let mut scales = [0i16; 8];
-            let mut mins = [0i16; 8];
-            for j in 0..8 {
-                let (sc, m) = scale_min_k4(j, &xb.scales);
-                scales[j] = i16::from(sc);
-                mins[j] = i16::from(m);
-            }
-            // Σ_j m_j · (activation sum of sub-block j), exact.
-            let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
-            let q8s = _mm_hadd_epi16(
-                _mm256_castsi256_si128(bsums),
-                _mm256_extracti128_si256(bsums, 1),
-            );
-            let prod = _mm_madd_epi16(_mm_loadu_si128(mins.as_ptr().cast()), q8s);
+            let (sumi, prod) = k4_block_ints(&xb.scales, &xb.qs, Some(&xb.qh), yb);
             let prod = _mm_add_epi32(prod, _mm_unpackhi_epi64(prod, prod));
             let imin = _mm_cvtsi128_si32(_mm_add_epi32(prod, _mm_srli_epi64(prod, 32)));
-
-            let hbits = load32(&xb.qh);
-            let fifth = |bit: u8| {
-                let m = _mm256_set1_epi8(bit as i8);
-                _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, m), m), sixteen)
-            };
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..4 {
-                let q5bits = load32(chunk32(&xb.qs, j));
-                let q5l = _mm256_add_epi8(_mm256_and_si256(q5bits, m4), fifth(1 << (2 * j)));
-                let q5h = _mm256_add_epi8(
-                    _mm256_and_si256(_mm256_srli_epi16(q5bits, 4), m4),
-                    fifth(2 << (2 * j)),
-                );
-                let q8l = load32(chunk32(&yb.qs, 2 * j));
-                let q8h = load32(chunk32(&yb.qs, 2 * j + 1));
-                let p16l = _mm256_madd_epi16(
-                    _mm256_set1_epi16(scales[2 * j]),
-                    _mm256_maddubs_epi16(q5l, q8l),
-                );
-                let p16h = _mm256_madd_epi16(
-                    _mm256_set1_epi16(scales[2 * j + 1]),
-                    _mm256_maddubs_epi16(q5h, q8h),
-                );
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
-            }
             let d = yb.d * fp16_to_fp32(xb.d);
             let dmin = -yb.d * fp16_to_fp32(xb.dmin);
             acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
