@@ -22,7 +22,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::k_quants::{scale_min_k4, scales_mins_k4};
+use crate::quant::k_quants::scales_mins_k4;
 use crate::quant::{
     fp16_to_fp32, Block, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0,
     BlockQ8_1,
@@ -118,13 +118,8 @@ unsafe fn k4_block_ints(
     // the caller's contract.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
-        let mut scales = [0i16; 8];
-        let mut mins = [0i16; 8];
-        for j in 0..8 {
-            let (sc, m) = scale_min_k4(j, packed_scales);
-            scales[j] = i16::from(sc);
-            mins[j] = i16::from(m);
-        }
+        let (scales, mins) = scales_mins_k4(packed_scales);
+        let (scales, mins) = (scales.map(i16::from), mins.map(i16::from));
         let bsums = _mm256_loadu_si256(yb.bsums.as_ptr().cast());
         let q8s = _mm_hadd_epi16(
             _mm256_castsi256_si128(bsums),
