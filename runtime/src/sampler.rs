@@ -292,6 +292,10 @@ impl Sampler {
             self.n_vocab,
             "Sampler::sample: logits length must equal n_vocab"
         );
+        // Greedy without penalties needs no candidate list: one scan of the logits.
+        if self.config.temperature == 0.0 && !self.config.penalties_active() {
+            return crate::ops::argmax(logits) as u32;
+        }
         self.candidates.clear();
         self.candidates
             .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {

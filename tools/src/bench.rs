@@ -51,16 +51,6 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 pub fn main(mut args: Args) -> Result<()> {
     if args.reps == 0 || args.n_prompt == 0 || args.n_gen == 0 {
         bail!("-p, -n and -r must be at least 1");
@@ -111,7 +101,7 @@ pub fn main(mut args: Args) -> Result<()> {
         let t = Instant::now();
         for _ in 0..args.n_gen {
             model.forward(&mut state, std::slice::from_ref(&tok), LogitsWanted::Last)?;
-            tok = argmax(state.logits());
+            tok = edgellm_runtime::ops::argmax(state.logits()) as u32;
         }
         tg.push(args.n_gen as f64 / t.elapsed().as_secs_f64());
         allocs += allocations() - a0;
