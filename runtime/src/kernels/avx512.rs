@@ -102,6 +102,53 @@ pub(super) unsafe fn dpwssd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     acc
 }
 
+/// `acc + x · *d` in every lane (`vfmadd231ps` with the scale broadcast from memory, so the
+/// broadcast takes the load unit, not a shuffle).
+///
+/// # Safety
+/// AVX512F and AVX512VL must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn fmadd_broadcast(acc: __m256, x: __m256, d: &f32) -> __m256 {
+    let mut acc = acc;
+    // SAFETY: reads the four bytes of `*d`, valid by the reference; the EVEX `vfmadd231ps`
+    // with a `{1to8}` operand exists on every CPU with AVX512F and AVX512VL (the caller's
+    // contract).
+    unsafe {
+        asm!(
+            "vfmadd231ps {acc}, {x}, dword ptr [{d}]{{1to8}}",
+            acc = inout(ymm_reg) acc,
+            x = in(ymm_reg) x,
+            d = in(reg) d,
+            options(pure, readonly, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// Each byte of `x` times the 8×8 bit matrix in the same quadword of `m`, over GF(2)
+/// (`vgf2p8affineqb` with no constant): bit `i` of a result byte is the parity of `x & m.byte[7 - i]`.
+///
+/// # Safety
+/// GFNI and AVX must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gf2p8affine(x: __m256i, m: __m256i) -> __m256i {
+    let r: __m256i;
+    // SAFETY: the VEX `vgf2p8affineqb` on ymm registers exists on every CPU with GFNI and AVX
+    // (the caller's contract); it reads and writes only the three registers named.
+    unsafe {
+        asm!(
+            "vgf2p8affineqb {r}, {x}, {m}, 0",
+            r = lateout(ymm_reg) r,
+            x = in(ymm_reg) x,
+            m = in(ymm_reg) m,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    r
+}
+
 /// Byte `j` of each qword of the result: the 8 bits of the same qword of `data` starting at bit
 /// `ctrl[j] & 63`, wrapping around (`vpmultishiftqb`).
 ///

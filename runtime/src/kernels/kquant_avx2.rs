@@ -42,7 +42,7 @@ row_dot2_entry!(
     BlockQ8_0
 );
 row_dot2_entry!(
-    row_dot2_q5_0_vbmi,
+    row_dot2_q5_0_vbmi_gfni,
     vec_dot2_q5_0_q8_0_vnni::<true>,
     BlockQ5_0,
     BlockQ8_0
@@ -53,13 +53,13 @@ row_dot2_entry!(
 /// # Safety
 /// As [`vec_dots_q5_0_q8_0_vnni`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI: bool>(
+unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI_GFNI: bool>(
     x0: &[BlockQ5_0],
     x1: &[BlockQ5_0],
     y: &[BlockQ8_0],
 ) -> [f32; 2] {
     // SAFETY: the caller's contract.
-    unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI>([x0, x1], y) }
+    unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI_GFNI>([x0, x1], y) }
 }
 
 /// The sum of the eight f32 lanes.
@@ -342,24 +342,38 @@ pub(super) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
 
 /// The 32 five-bit levels (0..=31) of a Q5_0 / Q5_1 block as unsigned bytes, for the AVX-512
 /// path: the 16 nibble bytes broadcast to both halves and shifted apart with one variable
-/// shift, the fifth bits spread by one shuffle and compare and merged with one `vpternlogd`.
+/// shift and a mask, the fifth bits spread by one shuffle and compare and merged with one
+/// `vpternlogd`.
 ///
 /// # Safety
-/// AVX2, AVX512F and AVX512VL must be available, and AVX512-VBMI when `VBMI` (one
-/// `vpmultishiftqb` then moves each fifth bit into place instead of a shuffle, an or and a
-/// compare).
+/// AVX2, AVX512F and AVX512VL must be available, and AVX512-VBMI and GFNI when `VBMI_GFNI`:
+/// then one `vgf2p8affineqb` (a bit matrix per quadword: keep the low nibble in the low half,
+/// move the high one down in the high half) separates the nibbles, and one `vpmultishiftqb`
+/// moves each fifth bit into place instead of a shuffle, an or and a compare. (Every CPU with
+/// AVX512-VNNI and VBMI so far has GFNI too: Ice Lake and later, Zen 4 and later.)
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_levels_vnni<const VBMI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+unsafe fn q5_levels_vnni<const VBMI_GFNI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
     use super::avx512::{multishift, or_and};
     // SAFETY: the load reads the 16 bytes of `qs`; the features are the caller's contract.
     unsafe {
         // the low half keeps the low nibbles, the high half takes the high ones
-        let nibble_shift = _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0);
         let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(qs.as_ptr().cast()));
-        let nibbles = _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), _mm256_set1_epi8(0x0F));
+        let nibbles = if VBMI_GFNI {
+            // low half: bits 0..4 of each byte; high half: bits 4..8 moved down
+            let pick = _mm256_set_epi64x(
+                0x1020_4080_0000_0000,
+                0x1020_4080_0000_0000,
+                0x0102_0408_0000_0000,
+                0x0102_0408_0000_0000,
+            );
+            super::avx512::gf2p8affine(v, pick)
+        } else {
+            let nibble_shift = _mm256_set_epi32(4, 4, 4, 4, 0, 0, 0, 0);
+            _mm256_and_si256(_mm256_srlv_epi32(v, nibble_shift), _mm256_set1_epi8(0x0F))
+        };
         let qh = _mm256_set1_epi32(i32::from_le_bytes(qh));
-        let fifth = if VBMI {
+        let fifth = if VBMI_GFNI {
             // byte j takes the 8 bits of `qh | qh << 32` from bit j - 4 (mod 64): its bit 4
             // is bit j of `qh`
             let bit_to_4 = _mm256_set_epi64x(
@@ -402,26 +416,25 @@ unsafe fn q5_levels_vnni<const VBMI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> __m256
 ///
 /// # Safety
 /// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available, and AVX512-VBMI
-/// when `VBMI` (one `vpmultishiftqb` then moves each fifth bit into place instead of a shuffle,
-/// an or and a compare).
+/// and GFNI when `VBMI_GFNI` (the cheaper level unpacking of [`q5_levels_vnni`]).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
+pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI_GFNI: bool>(
     x: [&[BlockQ5_0]; N],
     y: &[BlockQ8_0],
 ) -> [f32; N] {
-    use super::avx512::dpbusd;
+    use super::avx512::{dpbusd, fmadd_broadcast};
     const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
     unsafe {
         let sixteen = _mm256_set1_epi8(16);
         let zero = _mm256_setzero_si256();
-        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(r as i32));
         let mut acc = [_mm256_setzero_ps(); N];
         let n = x.iter().fold(y.len(), |n, r| n.min(r.len()));
         for (i, yb) in y[..n].iter().enumerate() {
-            let b: [&BlockQ5_0; N] = std::array::from_fn(|r| &x[r][i]);
+            // SAFETY: `i < n`, the shortest row's length.
+            let b: [&BlockQ5_0; N] = std::array::from_fn(|r| unsafe { x[r].get_unchecked(i) });
             let a = load_q8(&yb.qs);
             let neg_off = _mm256_sub_epi32(zero, dpbusd(zero, sixteen, a));
             // [xd_0·yd, .., xd_{N-1}·yd]: each the one-row kernel's `xd·yd`
@@ -429,14 +442,17 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI: bool>(
                 .iter()
                 .enumerate()
                 .fold(0u64, |h, (r, b)| h | u64::from(b.d.to_bits()) << (16 * r));
-            let d = _mm256_castps128_ps256(_mm_mul_ps(
-                _mm_cvtph_ps(_mm_cvtsi64_si128(xd as i64)),
-                _mm_cvtph_ps(_mm_set1_epi16(yb.d.to_bits() as i16)),
-            ));
+            let mut d = [0f32; 4];
+            _mm_storeu_ps(
+                d.as_mut_ptr(),
+                _mm_mul_ps(
+                    _mm_cvtph_ps(_mm_cvtsi64_si128(xd as i64)),
+                    _mm_cvtph_ps(_mm_set1_epi16(yb.d.to_bits() as i16)),
+                ),
+            );
             for r in 0..N {
-                let dr = _mm256_permutevar8x32_ps(d, lane[r]);
-                let s = dpbusd(neg_off, q5_levels_vnni::<VBMI>(&b[r].qs, b[r].qh), a);
-                acc[r] = _mm256_fmadd_ps(dr, _mm256_cvtepi32_ps(s), acc[r]);
+                let s = dpbusd(neg_off, q5_levels_vnni::<VBMI_GFNI>(&b[r].qs, b[r].qh), a);
+                acc[r] = fmadd_broadcast(acc[r], _mm256_cvtepi32_ps(s), &d[r]);
             }
         }
         acc.map(|a| hsum_f32x8(a))
@@ -490,37 +506,38 @@ fn rows_by_four<W: Block, A: Block>(
 
 /// The rows of a Q5_0 matrix against one Q8_0 activation row ([`rows_by_four`]), each equal
 /// to [`vec_dot_q5_0_q8_0`] of its row bit for bit.
-fn rows_q5_0<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+fn rows_q5_0<const VBMI_GFNI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     // SAFETY (each call): only `Kernels::new` stores the entries below, for the `Avx512` path
-    // after its `is_supported` check (and the VBMI form only where the CPU has it).
+    // after its `is_supported` check (and the VBMI/GFNI form only where the CPU has both).
     rows_by_four::<BlockQ5_0, BlockQ8_0>(
         w,
         rb,
         a,
         out,
-        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<4, VBMI>(x, y) },
-        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<4, VBMI_GFNI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI_GFNI>(x, y) },
         |x, y| unsafe { vec_dot_q5_0_q8_0(x, y) },
     );
 }
 
 /// The rows of a Q5_1 matrix against one Q8_1 activation row ([`rows_by_four`]), each equal
 /// to [`vec_dot_q5_1_q8_1`] of its row bit for bit.
-fn rows_q5_1<const VBMI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+fn rows_q5_1<const VBMI_GFNI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     // SAFETY (each call): as in `rows_q5_0`.
     rows_by_four::<BlockQ5_1, BlockQ8_1>(
         w,
         rb,
         a,
         out,
-        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<4, VBMI>(x, y) },
-        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<2, VBMI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<4, VBMI_GFNI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<2, VBMI_GFNI>(x, y) },
         |x, y| unsafe { vec_dot_q5_1_q8_1(x, y) },
     );
 }
 
-/// [`rows_q5_1`] with the fifth bits placed by `vpmultishiftqb` (AVX512-VBMI).
-pub(super) fn rows_q5_1_vbmi(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+/// [`rows_q5_1`] with the nibbles split by `vgf2p8affineqb` (GFNI) and the fifth bits placed
+/// by `vpmultishiftqb` (AVX512-VBMI).
+pub(super) fn rows_q5_1_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     rows_q5_1::<true>(w, rb, a, out);
 }
 
@@ -529,8 +546,9 @@ pub(super) fn rows_q5_1_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     rows_q5_1::<false>(w, rb, a, out);
 }
 
-/// [`rows_q5_0`] with the fifth bits placed by `vpmultishiftqb` (AVX512-VBMI).
-pub(super) fn rows_q5_0_vbmi(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+/// [`rows_q5_0`] with the nibbles split by `vgf2p8affineqb` (GFNI) and the fifth bits placed
+/// by `vpmultishiftqb` (AVX512-VBMI).
+pub(super) fn rows_q5_0_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     rows_q5_0::<true>(w, rb, a, out);
 }
 
@@ -584,19 +602,17 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
 /// As [`vec_dots_q5_0_q8_0_vnni`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI: bool>(
+unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI_GFNI: bool>(
     x: [&[BlockQ5_1]; N],
     y: &[BlockQ8_1],
 ) -> [f32; N] {
-    use super::avx512::dpbusd;
+    use super::avx512::{dpbusd, fmadd_broadcast};
     const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics, loads of arrays owned by the blocks and unaligned reads of
     // the first four bytes of each block (its `d` and `m`, the activation's `d` and `s`); the
     // features are the caller's contract.
     unsafe {
         let zero = _mm256_setzero_si256();
-        // row r's `xd·yd` sits in lane 2r of the products, its `xm·ys` in lane 2r + 1
-        let lane: [__m256i; N] = std::array::from_fn(|r| _mm256_set1_epi32(2 * r as i32));
         let mut acc = [_mm256_setzero_ps(); N];
         // lane 2r + 1 collects row r's Σ m·s
         let mut acc_m = _mm256_setzero_ps();
@@ -604,7 +620,8 @@ unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI: bool>(
         // the first four bytes of a block: its f16 `d` then `m` (or `s`)
         let head = |b: *const u8| std::ptr::read_unaligned(b.cast::<i32>());
         for (i, yb) in y[..n].iter().enumerate() {
-            let b: [&BlockQ5_1; N] = std::array::from_fn(|r| &x[r][i]);
+            // SAFETY: `i < n`, the shortest row's length.
+            let b: [&BlockQ5_1; N] = std::array::from_fn(|r| unsafe { x[r].get_unchecked(i) });
             let a = load_q8(&yb.qs);
             let mut dm = _mm_cvtsi32_si128(head((b[0] as *const BlockQ5_1).cast()));
             dm = _mm_insert_epi32::<1>(dm, head((b[1] as *const BlockQ5_1).cast()));
@@ -616,10 +633,12 @@ unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI: bool>(
             // [xd_r·yd, xm_r·ys] pairs: each the one-row kernel's product
             let p = _mm256_mul_ps(_mm256_cvtph_ps(dm), ys);
             acc_m = _mm256_add_ps(acc_m, p);
+            // row r's `xd·yd` is `pd[2r]` (its `xm·ys` is `pd[2r + 1]`)
+            let mut pd = [0f32; 8];
+            _mm256_storeu_ps(pd.as_mut_ptr(), p);
             for r in 0..N {
-                let s = dpbusd(zero, q5_levels_vnni::<VBMI>(&b[r].qs, b[r].qh), a);
-                let dr = _mm256_permutevar8x32_ps(p, lane[r]);
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), dr, acc[r]);
+                let s = dpbusd(zero, q5_levels_vnni::<VBMI_GFNI>(&b[r].qs, b[r].qh), a);
+                acc[r] = fmadd_broadcast(acc[r], _mm256_cvtepi32_ps(s), &pd[2 * r]);
             }
         }
         let mut m = [0.0f32; 8];
@@ -926,14 +945,15 @@ mod tests {
     use super::*;
     use half::f16;
 
-    /// The VBMI form of the two-row Q5_0 dot equals the shuffle form bit for bit (the kernel
+    /// The VBMI/GFNI form of the two-row Q5_0 dot equals the shuffle form bit for bit (the kernel
     /// table holds only the one this CPU prefers, so the property test sees only that one).
     #[test]
-    fn q5_0_two_row_vbmi_equals_shuffle_form() {
+    fn q5_0_two_row_vbmi_gfni_equals_shuffle_form() {
         let supported = std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("gfni")
             && super::super::KernelPath::Avx512.is_supported();
         if !supported {
-            eprintln!("skipped: this CPU lacks the AVX-512 path or VBMI");
+            eprintln!("skipped: this CPU lacks the AVX-512 path, VBMI or GFNI");
             return;
         }
         let mut seed = 0x9e37_79b9_u32;

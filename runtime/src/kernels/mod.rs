@@ -168,6 +168,8 @@ pub fn cpu_features() -> Vec<&'static str> {
             "avx512bw",
             "avx512vl",
             "avx512vnni",
+            "avx512vbmi",
+            "gfni",
             "avx512bf16",
             "avxvnni"
         );
@@ -350,10 +352,11 @@ impl Kernels {
         // Every entry below enables at most the features `is_supported` just confirmed: this
         // match is the only place the ISA modules' entries are reachable from.
         let scalar = Kernels::scalar();
-        // The AVX-512 path's Q5_0/Q5_1 dots place the fifth bits with one VBMI instruction
-        // where the CPU has it.
+        // The AVX-512 path's Q5_0/Q5_1 dots split the nibbles with one GFNI instruction and
+        // place the fifth bits with one VBMI instruction where the CPU has both.
         #[cfg(target_arch = "x86_64")]
-        let vbmi = std::arch::is_x86_feature_detected!("avx512vbmi");
+        let vbmi_gfni = std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("gfni");
         let k = match path {
             KernelPath::Scalar => scalar,
             #[cfg(target_arch = "x86_64")]
@@ -398,18 +401,18 @@ impl Kernels {
                 q4_0x2: Some(avx2::row_dot2_q4_0),
                 q4_1x2: Some(avx512::row_dot2_q4_1),
                 q8_0x2: Some(avx512::row_dot2_q8_0),
-                q5_0x2: Some(if vbmi {
-                    kquant_avx2::row_dot2_q5_0_vbmi
+                q5_0x2: Some(if vbmi_gfni {
+                    kquant_avx2::row_dot2_q5_0_vbmi_gfni
                 } else {
                     kquant_avx2::row_dot2_q5_0_vnni
                 }),
-                q5_0_rows: Some(if vbmi {
-                    kquant_avx2::rows_q5_0_vbmi
+                q5_0_rows: Some(if vbmi_gfni {
+                    kquant_avx2::rows_q5_0_vbmi_gfni
                 } else {
                     kquant_avx2::rows_q5_0_vnni
                 }),
-                q5_1_rows: Some(if vbmi {
-                    kquant_avx2::rows_q5_1_vbmi
+                q5_1_rows: Some(if vbmi_gfni {
+                    kquant_avx2::rows_q5_1_vbmi_gfni
                 } else {
                     kquant_avx2::rows_q5_1_vnni
                 }),
