@@ -701,7 +701,8 @@ mod bench {
     /// figure to hold against the memory's read bandwidth: is a kernel bound by memory or by
     /// its instructions? A benchmark, not a test:
     /// `cargo test --release -p edgellm-runtime --lib bench_matvec -- --ignored --nocapture`,
-    /// with `BENCH_TYPE` (q8_0 (default), q5_0, q5_1, q4_0), `BENCH_ROWS` (default 262144 rows of 640:
+    /// with `BENCH_TYPE` (q8_0 (default), q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k; `BENCH_COLS`
+    /// must then be a multiple of 256), `BENCH_ROWS` (default 262144 rows of 640:
     /// Gemma-3-270M's output matrix, larger than any cache; 2048 fits in L2) and
     /// `BENCH_THREADS` (default 1).
     #[test]
@@ -711,6 +712,10 @@ mod bench {
             Ok("q4_0") => GgmlType::Q4_0,
             Ok("q5_0") => GgmlType::Q5_0,
             Ok("q5_1") => GgmlType::Q5_1,
+            Ok("q4_1") => GgmlType::Q4_1,
+            Ok("q4_k") => GgmlType::Q4_K,
+            Ok("q5_k") => GgmlType::Q5_K,
+            Ok("q6_k") => GgmlType::Q6_K,
             _ => GgmlType::Q8_0,
         };
         let rows: usize = std::env::var("BENCH_ROWS")
