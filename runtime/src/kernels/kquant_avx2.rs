@@ -9,9 +9,10 @@
 //! per (super-)block; they differ from [`scalar`](super::scalar) only in the order of float
 //! additions (Q5_K's not at all: both follow ggml's AVX2 kernel). The two-row Q4_K and Q6_K
 //! dots (decode's matrix-vector products) equal their one-row dots bit for bit, with `vpdpwssd`
-//! in place of `madd` + `add` on the AVX-512 path, as do that path's Q5_0 and Q5_1 matrix
-//! kernels, which run four rows at a time (each row's float sum is one ordered chain of FMAs,
-//! so four rows keep four chains in flight).
+//! in place of `madd` + `add` on the AVX-512 path, as do the Q5_0 and Q5_1 matrix kernels of
+//! both paths, which run four rows at a time (each row's float sum is one ordered chain of
+//! FMAs, so four rows keep four chains in flight): `maddubs` + `madd` on AVX2, `vpdpbusd`
+//! (and GFNI/VBMI level unpacking where present) on AVX-512.
 //!
 //! Every `unsafe fn` here requires AVX2, FMA and F16C; the safe entries are `pub(super)` and only
 //! stored in a [`Kernels`](super::Kernels) table built after the CPU check.
@@ -36,30 +37,36 @@ row_dot_entry!(row_dot_q6_k, vec_dot_q6_k_q8_k, BlockQ6K, BlockQ8K);
 row_dot_entry!(row_dot_q5_0, vec_dot_q5_0_q8_0, BlockQ5_0, BlockQ8_0);
 row_dot_entry!(row_dot_q5_1, vec_dot_q5_1_q8_1, BlockQ5_1, BlockQ8_1);
 row_dot2_entry!(
+    row_dot2_q5_0_avx2,
+    vec_dot2_q5_0_q8_0::<Q5_AVX2>,
+    BlockQ5_0,
+    BlockQ8_0
+);
+row_dot2_entry!(
     row_dot2_q5_0_vnni,
-    vec_dot2_q5_0_q8_0_vnni::<false>,
+    vec_dot2_q5_0_q8_0::<Q5_VNNI>,
     BlockQ5_0,
     BlockQ8_0
 );
 row_dot2_entry!(
     row_dot2_q5_0_vbmi_gfni,
-    vec_dot2_q5_0_q8_0_vnni::<true>,
+    vec_dot2_q5_0_q8_0::<Q5_VBMI_GFNI>,
     BlockQ5_0,
     BlockQ8_0
 );
 
-/// The two-row form of [`vec_dots_q5_0_q8_0_vnni`] for the row-pair table entries.
+/// The two-row form of [`vec_dots_q5_0_q8_0`] for the row-pair table entries.
 ///
 /// # Safety
-/// As [`vec_dots_q5_0_q8_0_vnni`].
+/// As [`vec_dots_q5_0_q8_0`].
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dot2_q5_0_q8_0_vnni<const VBMI_GFNI: bool>(
+unsafe fn vec_dot2_q5_0_q8_0<const ISA: u8>(
     x0: &[BlockQ5_0],
     x1: &[BlockQ5_0],
     y: &[BlockQ8_0],
 ) -> [f32; 2] {
     // SAFETY: the caller's contract.
-    unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI_GFNI>([x0, x1], y) }
+    unsafe { vec_dots_q5_0_q8_0::<2, ISA>([x0, x1], y) }
 }
 
 /// The sum of the eight f32 lanes.
@@ -401,29 +408,92 @@ unsafe fn q5_levels_vnni<const VBMI_GFNI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> _
     }
 }
 
-/// [`vec_dot_q5_0_q8_0`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
-/// the AVX-512 path: each block's int sums by `vpdpbusd` (levels 0..=31 unsigned, then minus
-/// `16·Σa`, computed once for all rows), whose i32 lanes hold the same four-element groups as
-/// `maddubs` + `madd`; the scale products and FMAs as in the one-row kernel.
-///
-/// Each row's FMAs form one chain (ggml's order: one accumulator, block after block), so one
-/// row's step waits for the last; four rows keep four chains in flight (20.8 GB/s of
-/// weights from L2 at one thread against 18.1 for two rows, SmolLM2's 576-wide rows).
-///
-/// Per row and block: the levels ([`q5_levels_vnni`]), one `vpdpbusd` started at `-16·Σa`; per
-/// block, the rows' f16 scales and the activation's converted by two four-lane `vcvtph2ps` and
-/// multiplied once.
+/// The instructions of the multi-row Q5_0/Q5_1 kernels (their `ISA` parameter): AVX2 alone
+/// (`maddubs` + `madd` for the int dots, each row's scale broadcast from a register).
+pub(super) const Q5_AVX2: u8 = 0;
+/// AVX-512 with VNNI (and F, VL): one `vpdpbusd` per int dot, the scales multiplied in by FMAs
+/// with a broadcast memory operand.
+pub(super) const Q5_VNNI: u8 = 1;
+/// [`Q5_VNNI`] plus AVX512-VBMI and GFNI: the cheaper level unpacking of [`q5_levels_vnni`].
+pub(super) const Q5_VBMI_GFNI: u8 = 2;
+
+/// A Q5 block's 32 levels (0..=31) as unsigned bytes with the instructions of `ISA`.
 ///
 /// # Safety
-/// AVX2, FMA, F16C, AVX512F, AVX512-VNNI and AVX512VL must be available, and AVX512-VBMI
-/// and GFNI when `VBMI_GFNI` (the cheaper level unpacking of [`q5_levels_vnni`]).
+/// The features of `ISA` must be available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI_GFNI: bool>(
+unsafe fn q5_levels_isa<const ISA: u8>(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    // SAFETY: the features are the caller's contract.
+    unsafe {
+        match ISA {
+            Q5_AVX2 => q5_levels(qs, qh),
+            Q5_VNNI => q5_levels_vnni::<false>(qs, qh),
+            _ => q5_levels_vnni::<true>(qs, qh),
+        }
+    }
+}
+
+/// `acc + Σ u·s` over each group of four bytes per i32 lane (`u` unsigned at most 31, `s`
+/// signed): `maddubs` + `madd` (no saturation: 2 · 31 · 128 < 2^15) on AVX2, `vpdpbusd` with
+/// VNNI; the same integers.
+///
+/// # Safety
+/// The features of `ISA` must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_u8_i8<const ISA: u8>(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+    // SAFETY: register-only operations; the features are the caller's contract.
+    unsafe {
+        if ISA == Q5_AVX2 {
+            let pairs = _mm256_maddubs_epi16(u, s);
+            _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        } else {
+            super::avx512::dpbusd(acc, u, s)
+        }
+    }
+}
+
+/// `acc + x · *d` in every lane (one rounding, as `_mm256_fmadd_ps`).
+///
+/// # Safety
+/// The features of `ISA` must be available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fmadd_scale<const ISA: u8>(acc: __m256, x: __m256, d: &f32) -> __m256 {
+    // SAFETY: register-only operations and the read of `*d`; the features are the caller's
+    // contract.
+    unsafe {
+        if ISA == Q5_AVX2 {
+            _mm256_fmadd_ps(x, _mm256_set1_ps(*d), acc)
+        } else {
+            super::avx512::fmadd_broadcast(acc, x, d)
+        }
+    }
+}
+
+/// [`vec_dot_q5_0_q8_0`] of `N` rows (2 or 4) with one activation row, each bit for bit: each
+/// block's int sums from the levels 0..=31 unsigned ([`dot_u8_i8`]) started at `-16·Σa`
+/// (computed once for all rows), the same i32 per lane as the one-row kernel's sign trick on
+/// levels minus 16 (its four-element groups, exact while the activations avoid -128); the
+/// scale products and FMAs as in the one-row kernel.
+///
+/// Each row's FMAs form one chain (ggml's order: one accumulator, block after block), so one
+/// row's step waits for the last; four rows keep four chains in flight (AVX-512: 20.8 GB/s of
+/// weights from L2 at one thread against 18.1 for two rows, SmolLM2's 576-wide rows).
+///
+/// Per block, the rows' f16 scales and the activation's are converted by two four-lane
+/// `vcvtph2ps` and multiplied once.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be available, and the features of `ISA`: AVX512F, AVX512-VNNI and
+/// AVX512VL from [`Q5_VNNI`], AVX512-VBMI and GFNI too for [`Q5_VBMI_GFNI`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn vec_dots_q5_0_q8_0<const N: usize, const ISA: u8>(
     x: [&[BlockQ5_0]; N],
     y: &[BlockQ8_0],
 ) -> [f32; N] {
-    use super::avx512::{dpbusd, fmadd_broadcast};
     const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics and loads of arrays owned by the blocks; the features are the
     // caller's contract.
@@ -436,7 +506,7 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI_GFNI: bo
             // SAFETY: `i < n`, the shortest row's length.
             let b: [&BlockQ5_0; N] = std::array::from_fn(|r| unsafe { x[r].get_unchecked(i) });
             let a = load_q8(&yb.qs);
-            let neg_off = _mm256_sub_epi32(zero, dpbusd(zero, sixteen, a));
+            let neg_off = _mm256_sub_epi32(zero, dot_u8_i8::<ISA>(zero, sixteen, a));
             // [xd_0·yd, .., xd_{N-1}·yd]: each the one-row kernel's `xd·yd`
             let xd = b
                 .iter()
@@ -451,8 +521,8 @@ pub(super) unsafe fn vec_dots_q5_0_q8_0_vnni<const N: usize, const VBMI_GFNI: bo
                 ),
             );
             for r in 0..N {
-                let s = dpbusd(neg_off, q5_levels_vnni::<VBMI_GFNI>(&b[r].qs, b[r].qh), a);
-                acc[r] = fmadd_broadcast(acc[r], _mm256_cvtepi32_ps(s), &d[r]);
+                let s = dot_u8_i8::<ISA>(neg_off, q5_levels_isa::<ISA>(&b[r].qs, b[r].qh), a);
+                acc[r] = fmadd_scale::<ISA>(acc[r], _mm256_cvtepi32_ps(s), &d[r]);
             }
         }
         acc.map(|a| hsum_f32x8(a))
@@ -506,55 +576,63 @@ fn rows_by_four<W: Block, A: Block>(
 
 /// The rows of a Q5_0 matrix against one Q8_0 activation row ([`rows_by_four`]), each equal
 /// to [`vec_dot_q5_0_q8_0`] of its row bit for bit.
-fn rows_q5_0<const VBMI_GFNI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
-    // SAFETY (each call): only `Kernels::new` stores the entries below, for the `Avx512` path
-    // after its `is_supported` check (and the VBMI/GFNI form only where the CPU has both).
+fn rows_q5_0<const ISA: u8>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    // SAFETY (each call): only `Kernels::new` stores the entries below, for the path whose
+    // `is_supported` check covers `ISA` (and the VBMI/GFNI form only where the CPU has both).
     rows_by_four::<BlockQ5_0, BlockQ8_0>(
         w,
         rb,
         a,
         out,
-        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<4, VBMI_GFNI>(x, y) },
-        |x, y| unsafe { vec_dots_q5_0_q8_0_vnni::<2, VBMI_GFNI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_0_q8_0::<4, ISA>(x, y) },
+        |x, y| unsafe { vec_dots_q5_0_q8_0::<2, ISA>(x, y) },
         |x, y| unsafe { vec_dot_q5_0_q8_0(x, y) },
     );
 }
 
 /// The rows of a Q5_1 matrix against one Q8_1 activation row ([`rows_by_four`]), each equal
 /// to [`vec_dot_q5_1_q8_1`] of its row bit for bit.
-fn rows_q5_1<const VBMI_GFNI: bool>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+fn rows_q5_1<const ISA: u8>(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
     // SAFETY (each call): as in `rows_q5_0`.
     rows_by_four::<BlockQ5_1, BlockQ8_1>(
         w,
         rb,
         a,
         out,
-        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<4, VBMI_GFNI>(x, y) },
-        |x, y| unsafe { vec_dots_q5_1_q8_1_vnni::<2, VBMI_GFNI>(x, y) },
+        |x, y| unsafe { vec_dots_q5_1_q8_1::<4, ISA>(x, y) },
+        |x, y| unsafe { vec_dots_q5_1_q8_1::<2, ISA>(x, y) },
         |x, y| unsafe { vec_dot_q5_1_q8_1(x, y) },
     );
 }
 
-/// [`rows_q5_1`] with the nibbles split by `vgf2p8affineqb` (GFNI) and the fifth bits placed
-/// by `vpmultishiftqb` (AVX512-VBMI).
-pub(super) fn rows_q5_1_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
-    rows_q5_1::<true>(w, rb, a, out);
+/// [`rows_q5_0`] with AVX2 alone.
+pub(super) fn rows_q5_0_avx2(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_0::<Q5_AVX2>(w, rb, a, out);
 }
 
-/// [`rows_q5_1`] with the fifth bits placed by a shuffle and a compare.
-pub(super) fn rows_q5_1_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
-    rows_q5_1::<false>(w, rb, a, out);
-}
-
-/// [`rows_q5_0`] with the nibbles split by `vgf2p8affineqb` (GFNI) and the fifth bits placed
-/// by `vpmultishiftqb` (AVX512-VBMI).
-pub(super) fn rows_q5_0_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
-    rows_q5_0::<true>(w, rb, a, out);
-}
-
-/// [`rows_q5_0`] with the fifth bits placed by a shuffle and a compare.
+/// [`rows_q5_0`] with AVX-512 VNNI.
 pub(super) fn rows_q5_0_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
-    rows_q5_0::<false>(w, rb, a, out);
+    rows_q5_0::<Q5_VNNI>(w, rb, a, out);
+}
+
+/// [`rows_q5_0`] with AVX-512 VNNI, VBMI and GFNI.
+pub(super) fn rows_q5_0_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_0::<Q5_VBMI_GFNI>(w, rb, a, out);
+}
+
+/// [`rows_q5_1`] with AVX2 alone.
+pub(super) fn rows_q5_1_avx2(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_1::<Q5_AVX2>(w, rb, a, out);
+}
+
+/// [`rows_q5_1`] with AVX-512 VNNI.
+pub(super) fn rows_q5_1_vnni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_1::<Q5_VNNI>(w, rb, a, out);
+}
+
+/// [`rows_q5_1`] with AVX-512 VNNI, VBMI and GFNI.
+pub(super) fn rows_q5_1_vbmi_gfni(w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    rows_q5_1::<Q5_VBMI_GFNI>(w, rb, a, out);
 }
 
 /// ggml's `vec_dot_q5_1_q8_1` with AVX2: levels 0..=31 times the activations with `maddubs`
@@ -591,22 +669,21 @@ pub(super) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
     }
 }
 
-/// [`vec_dot_q5_1_q8_1`] of `N` rows (2 or 4) with one activation row, each bit for bit, for
-/// the AVX-512 path (as [`vec_dots_q5_0_q8_0_vnni`]): per row and block the levels
-/// ([`q5_levels_vnni`]) dotted by one `vpdpbusd` (the lanes of `maddubs` + `madd`), one
+/// [`vec_dot_q5_1_q8_1`] of `N` rows (2 or 4) with one activation row, each bit for bit (as
+/// [`vec_dots_q5_0_q8_0`]): per row and block the levels ([`q5_levels_isa`]) dotted by
+/// [`dot_u8_i8`] (the lanes of the one-row kernel's `maddubs` + `madd`), one
 /// conversion and one FMA by `xd·yd`, and `xm·ys` added into the row's lane of one 8-lane sum;
 /// per block the rows' `d` and `m` (one 4-byte insert per row) and the activation's `d` and
 /// `s` converted by two 8-lane `vcvtph2ps` and multiplied once.
 ///
 /// # Safety
-/// As [`vec_dots_q5_0_q8_0_vnni`].
+/// As [`vec_dots_q5_0_q8_0`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI_GFNI: bool>(
+unsafe fn vec_dots_q5_1_q8_1<const N: usize, const ISA: u8>(
     x: [&[BlockQ5_1]; N],
     y: &[BlockQ8_1],
 ) -> [f32; N] {
-    use super::avx512::{dpbusd, fmadd_broadcast};
     const { assert!(N == 2 || N == 4) };
     // SAFETY: register intrinsics, loads of arrays owned by the blocks and unaligned reads of
     // the first four bytes of each block (its `d` and `m`, the activation's `d` and `s`); the
@@ -637,8 +714,8 @@ unsafe fn vec_dots_q5_1_q8_1_vnni<const N: usize, const VBMI_GFNI: bool>(
             let mut pd = [0f32; 8];
             _mm256_storeu_ps(pd.as_mut_ptr(), p);
             for r in 0..N {
-                let s = dpbusd(zero, q5_levels_vnni::<VBMI_GFNI>(&b[r].qs, b[r].qh), a);
-                acc[r] = fmadd_broadcast(acc[r], _mm256_cvtepi32_ps(s), &pd[2 * r]);
+                let s = dot_u8_i8::<ISA>(zero, q5_levels_isa::<ISA>(&b[r].qs, b[r].qh), a);
+                acc[r] = fmadd_scale::<ISA>(acc[r], _mm256_cvtepi32_ps(s), &pd[2 * r]);
             }
         }
         let mut m = [0.0f32; 8];
@@ -983,8 +1060,8 @@ mod tests {
             // SAFETY: the features were checked above.
             let (a, b) = unsafe {
                 (
-                    vec_dot2_q5_0_q8_0_vnni::<true>(&x0, &x1, &y),
-                    vec_dot2_q5_0_q8_0_vnni::<false>(&x0, &x1, &y),
+                    vec_dot2_q5_0_q8_0::<Q5_VBMI_GFNI>(&x0, &x1, &y),
+                    vec_dot2_q5_0_q8_0::<Q5_VNNI>(&x0, &x1, &y),
                 )
             };
             assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits), "{n} blocks");

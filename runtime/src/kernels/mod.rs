@@ -384,10 +384,11 @@ impl Kernels {
                 q8_0x2: Some(avx2::row_dot2_q8_0),
                 q4_kx2: Some(kquant_avx2::row_dot2_q4_k),
                 q6_kx2: Some(kquant_avx2::row_dot2_q6_k),
+                q5_0x2: Some(kquant_avx2::row_dot2_q5_0_avx2),
                 kquant_batch: None,
                 q4_0_prepared: None,
-                q5_0_rows: None,
-                q5_1_rows: None,
+                q5_0_rows: Some(kquant_avx2::rows_q5_0_avx2),
+                q5_1_rows: Some(kquant_avx2::rows_q5_1_avx2),
                 // no SIMD kernels yet: the scalar ones
                 ..scalar
             },
