@@ -530,11 +530,16 @@ fn store<T: KvElem>(
     k: &[f32],
     v: &[f32],
 ) {
-    for (d, s) in kc[at..at + k.len()].iter_mut().zip(k) {
-        *d = T::from_f32(*s);
-    }
-    for (c, s) in v.iter().enumerate() {
-        vc[v_at + c * slots] = T::from_f32(*s);
+    T::from_f32s(k, &mut kc[at..at + k.len()]);
+    // V is stored transposed: convert through a stack tile, then scatter by column.
+    const TILE: usize = 64;
+    let mut tile = [T::from_f32(0.0); TILE];
+    for (ci, chunk) in v.chunks(TILE).enumerate() {
+        let t = &mut tile[..chunk.len()];
+        T::from_f32s(chunk, t);
+        for (j, &e) in t.iter().enumerate() {
+            vc[v_at + (ci * TILE + j) * slots] = e;
+        }
     }
 }
 

@@ -279,6 +279,8 @@ pub trait KvElem: crate::quant::Block + Send + Sync {
     fn to_f32(self) -> f32;
     /// Rounds every value to this type and back (what storing it in the cache would keep).
     fn round_f32s(x: &mut [f32]);
+    /// `dst[i] = from_f32(src[i])` over the shorter of the two, converting many at once.
+    fn from_f32s(src: &[f32], dst: &mut [Self]);
     /// The kernel table's multi-row dot over rows of this type.
     fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self>;
 }
@@ -304,6 +306,12 @@ impl KvElem for f16 {
             t.convert_to_f32_slice(c);
         }
     }
+    fn from_f32s(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        // F16C / FP16 where present, the same rounding as `from_f32`.
+        dst[..n].convert_from_f32_slice(&src[..n]);
+    }
     fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
         k.rows_dot_f16()
     }
@@ -320,6 +328,10 @@ impl KvElem for f32 {
         self
     }
     fn round_f32s(_: &mut [f32]) {}
+    fn from_f32s(src: &[f32], dst: &mut [Self]) {
+        let n = src.len().min(dst.len());
+        dst[..n].copy_from_slice(&src[..n]);
+    }
     fn rows_dot(k: &crate::kernels::Kernels) -> crate::kernels::RowsDot<Self> {
         k.rows_dot_f32()
     }
