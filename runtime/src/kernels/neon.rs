@@ -357,7 +357,8 @@ unsafe fn q5_0_values(qs: &[u8; 16], qh: [u8; 4]) -> (int8x16_t, int8x16_t) {
     // SAFETY: register-only operations and the load in `nibbles`; NEON is the caller's contract.
     unsafe {
         let (lo, hi) = nibbles(qs);
-        let h = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(qh)));
+        // inverted, so that one `cmtst` marks the lanes whose bit is clear
+        let h = vreinterpretq_u8_u32(vdupq_n_u32(!u32::from_le_bytes(qh)));
         // lanes 0..8 take byte 0 (2), lanes 8..16 byte 1 (3); each lane then tests bit lane % 8
         let spread_lo = vreinterpretq_u8_u64(vcombine_u64(
             vcreate_u64(0),
@@ -367,7 +368,7 @@ unsafe fn q5_0_values(qs: &[u8; 16], qh: [u8; 4]) -> (int8x16_t, int8x16_t) {
         let lane_bit = vreinterpretq_u8_u64(vdupq_n_u64(0x8040_2010_0804_0201));
         let sixteen = vdupq_n_u8(16);
         let clear =
-            |spread: uint8x16_t| vbicq_u8(sixteen, vtstq_u8(vqtbl1q_u8(h, spread), lane_bit));
+            |spread: uint8x16_t| vandq_u8(sixteen, vtstq_u8(vqtbl1q_u8(h, spread), lane_bit));
         (
             vreinterpretq_s8_u8(vsubq_u8(lo, clear(spread_lo))),
             vreinterpretq_s8_u8(vsubq_u8(hi, clear(spread_hi))),
