@@ -78,7 +78,15 @@ fn decode_steps_allocate_nothing() {
         .tokenizer
         .encode("Once upon a time, there was a little robot who", true, true)
         .unwrap();
-    check_decode(&model, state, &prompt);
+    // With penalties: the sampler scores the whole vocabulary.
+    let penalties = SamplerConfig {
+        repeat_penalty: 1.1,
+        frequency_penalty: 0.2,
+        presence_penalty: 0.1,
+        seed: 42,
+        ..SamplerConfig::default()
+    };
+    check_decode(&model, state, &prompt, penalties);
 }
 
 /// Gemma-3 with a 2048 context: its local layers hold 1151 positions, so decoding after a
@@ -95,23 +103,27 @@ fn gemma3_decode_steps_across_a_cache_slide_allocate_nothing() {
     assert_eq!(state.kv_cache().shape().local_slots, 1151);
     let text = std::fs::read_to_string(common::GPL3).expect("GPL-3 text (Debian base-files)");
     let tokens = model.tokenizer.encode(&text, true, false).unwrap();
-    let state = check_decode(&model, state, &tokens[..1140]);
+    // The default chain: top-k preselects its candidates (`Sampler::sample`).
+    let default_chain = SamplerConfig {
+        seed: 42,
+        ..SamplerConfig::default()
+    };
+    let state = check_decode(&model, state, &tokens[..1140], default_chain);
     assert_eq!(state.kv_cache().slot_base(0), 1151 - 575, "one slide");
 }
 
-/// Generates 66 tokens after `prompt` and checks the 64 decode steps after the first two
+/// Generates 66 tokens after `prompt` with `sampler` and checks the 64 decode steps after the first two
 /// allocate nothing; returns the state.
-fn check_decode(model: &edgellm_models::Model, mut state: State, prompt: &[u32]) -> State {
+fn check_decode(
+    model: &edgellm_models::Model,
+    mut state: State,
+    prompt: &[u32],
+    sampler: SamplerConfig,
+) -> State {
     let mut gen = Generator::new(model).unwrap();
     let params = GenerateParams {
         max_tokens: 66,
-        sampler: SamplerConfig {
-            repeat_penalty: 1.1,
-            frequency_penalty: 0.2,
-            presence_penalty: 0.1,
-            seed: 42,
-            ..SamplerConfig::default()
-        },
+        sampler,
         stop: vec!["never appears in this story 12345".to_string()],
         ignore_eos: true,
         context_shift: None,

@@ -230,20 +230,10 @@ const GELU_TILE: usize = 64;
 /// and only a block that beats the best so far is searched for its position (a serial scan
 /// of 262144 logits was ~1% of a Gemma-3 token).
 pub fn argmax(x: &[f32]) -> usize {
-    const LANES: usize = 16;
     let (mut best_v, mut best_i) = (f32::NEG_INFINITY, 0);
     let mut blocks = x.chunks_exact(ARGMAX_BLOCK);
     for (b, block) in (&mut blocks).enumerate() {
-        let mut m = [f32::NEG_INFINITY; LANES];
-        for part in block.chunks_exact(LANES) {
-            for j in 0..LANES {
-                // Written so it is a max instruction: a NaN in `part` never wins.
-                m[j] = if part[j] > m[j] { part[j] } else { m[j] };
-            }
-        }
-        let block_max = m
-            .iter()
-            .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+        let block_max = max_ignoring_nan(block);
         if block_max > best_v {
             best_v = block_max;
             // The first value equal to the block's maximum is the lowest index of the best.
@@ -261,6 +251,25 @@ pub fn argmax(x: &[f32]) -> usize {
 
 /// Values per block of [`argmax`].
 const ARGMAX_BLOCK: usize = 64;
+
+/// The largest value of `x`, NaN counting as -inf (-inf for an empty slice). Sixteen running
+/// maxima the compiler keeps in vector registers, then one reduction.
+pub fn max_ignoring_nan(x: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut m = [f32::NEG_INFINITY; LANES];
+    let mut parts = x.chunks_exact(LANES);
+    for part in &mut parts {
+        for j in 0..LANES {
+            // Written so it is a max instruction: a NaN in `part` never wins.
+            m[j] = if part[j] > m[j] { part[j] } else { m[j] };
+        }
+    }
+    let tail = parts
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
+    m.iter().fold(tail, |a, &v| if v > a { v } else { a })
+}
 
 /// Logit soft-capping: `x = cap · tanh(x / cap)`, in ggml's order (scale by `1/cap`, tanh,
 /// scale by `cap`).
