@@ -14,6 +14,9 @@
 //! 2. if `temperature == 0`: greedy, the argmax of the penalized logits (ties: lowest id, as
 //!    llama.cpp). Otherwise:
 //! 3. **top-k**: keep the `top_k` largest logits (partial selection, not a sort of the vocab).
+//!    It runs first in fact, on a preselection: only tokens at or above the `top_k`-th largest
+//!    of the maxima of 64-logit blocks, plus the penalty window's tokens, are scored at all,
+//!    whenever that provably keeps the best `top_k` (`Sampler::top_k_prefilter`).
 //! 4. **top-p**: keep the smallest prefix, by descending probability at temperature 1, whose
 //!    probability sum reaches `top_p` (at least one token).
 //! 5. **min-p**: keep tokens whose probability is at least `min_p` times the largest one.
@@ -192,6 +195,8 @@ pub struct Sampler {
     ring_len: usize,
     ring_head: usize,
     rng: Xoshiro256StarStar,
+    /// Whether [`Sampler::top_k_prefilter`] may run (tests turn it off to compare).
+    prefilter: bool,
 }
 
 impl Sampler {
@@ -212,6 +217,7 @@ impl Sampler {
             ring_len: 0,
             ring_head: 0,
             rng,
+            prefilter: true,
             config,
         })
     }
@@ -297,17 +303,12 @@ impl Sampler {
             return crate::ops::argmax(logits) as u32;
         }
         self.candidates.clear();
-        // Stage 3 first, on the raw logits, when nothing before it changes them: only the
-        // logits that can be among the best `top_k` become candidates.
-        let prefiltered = self.config.temperature != 0.0
-            && !self.config.penalties_active()
+        // Stage 3 first when it can go first: only the logits that can be among the best
+        // `top_k` become candidates (penalized as stage 1 would).
+        let prefiltered = self.prefilter
+            && self.config.temperature != 0.0
             && self.config.top_k > 0
-            && top_k_prefilter(
-                logits,
-                self.config.top_k,
-                &mut self.probs,
-                &mut self.candidates,
-            );
+            && self.top_k_prefilter(logits);
         if !prefiltered {
             self.candidates.clear();
             self.candidates
@@ -315,11 +316,10 @@ impl Sampler {
                     id: i as u32,
                     logit: if l.is_nan() { f32::NEG_INFINITY } else { l },
                 }));
-        }
-
-        // Stage 1: penalties. Candidates are still indexed by id here.
-        if self.config.penalties_active() {
-            apply_penalties(&mut self.candidates, &self.counts, &self.config);
+            // Stage 1: penalties. Candidates are indexed by id here.
+            if self.config.penalties_active() {
+                apply_penalties(&mut self.candidates, &self.counts, &self.config);
+            }
         }
 
         // Stage 2: greedy.
@@ -366,16 +366,21 @@ impl Sampler {
 /// Stage 1, on candidates indexed by id. Only tokens in the window are touched.
 fn apply_penalties(candidates: &mut [Candidate], counts: &[u32], cfg: &SamplerConfig) {
     for (c, &count) in candidates.iter_mut().zip(counts) {
-        if count == 0 {
-            continue;
-        }
-        if c.logit <= 0.0 {
-            c.logit *= cfg.repeat_penalty;
-        } else {
-            c.logit /= cfg.repeat_penalty;
-        }
-        c.logit -= count as f32 * cfg.frequency_penalty + cfg.presence_penalty;
+        c.logit = penalized(c.logit, count, cfg);
     }
+}
+
+/// A logit after stage 1, for a token seen `count` times in the window (unchanged at 0).
+fn penalized(logit: f32, count: u32, cfg: &SamplerConfig) -> f32 {
+    if count == 0 {
+        return logit;
+    }
+    let l = if logit <= 0.0 {
+        logit * cfg.repeat_penalty
+    } else {
+        logit / cfg.repeat_penalty
+    };
+    l - (count as f32 * cfg.frequency_penalty + cfg.presence_penalty)
 }
 
 /// First index of the largest logit, i.e. the lowest id among ties (candidates in id order).
@@ -389,53 +394,91 @@ fn argmax(candidates: &[Candidate]) -> u32 {
     candidates[best].id
 }
 
-/// Values per block of [`top_k_prefilter`].
+/// Values per block of [`Sampler::top_k_prefilter`].
 const PREFILTER_BLOCK: usize = 64;
 
-/// Stage 3's preselection over a whole vocabulary: puts into `out` (cleared) every logit at or
-/// above the `k`-th largest of the maxima of blocks of [`PREFILTER_BLOCK`] logits (computed in
-/// `scratch`, which must hold one value per block). At least `k` logits reach that threshold
-/// (the maxima of `k` blocks), so every one of the best `k` does: `top_k` of `out` is `top_k`
-/// of the whole vocabulary, from a few times `k` candidates instead of all of them (a
-/// 262144-token vocabulary took a fifth of a Gemma-3 token to sample). NaN logits never pass
-/// (they count as -inf, below the threshold). Returns false, with `out` unspecified, when the
-/// preselection does not apply: fewer blocks than `k`, or a threshold of -inf.
-fn top_k_prefilter(
-    logits: &[f32],
-    k: usize,
-    scratch: &mut [f32],
-    out: &mut Vec<Candidate>,
-) -> bool {
-    use crate::ops::max_ignoring_nan;
-    let n_blocks = logits.len().div_ceil(PREFILTER_BLOCK);
-    if k == 0 || k > n_blocks || scratch.len() < n_blocks {
-        return false;
-    }
-    let maxima = &mut scratch[..n_blocks];
-    for (m, block) in maxima.iter_mut().zip(logits.chunks(PREFILTER_BLOCK)) {
-        *m = max_ignoring_nan(block);
-    }
-    // The maxima hold no NaN, so the total order is the numeric one (with -0 below +0, which
-    // can only lower the threshold).
-    let (_, &mut threshold, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    if threshold == f32::NEG_INFINITY {
-        return false;
-    }
-    // Within `out`'s capacity (the vocabulary): no allocation.
-    out.clear();
-    for (b, block) in logits.chunks(PREFILTER_BLOCK).enumerate() {
-        if max_ignoring_nan(block) >= threshold {
-            for (j, &l) in block.iter().enumerate() {
-                if l >= threshold {
-                    out.push(Candidate {
-                        id: (b * PREFILTER_BLOCK + j) as u32,
-                        logit: l,
-                    });
+impl Sampler {
+    /// Stage 3's preselection over the whole vocabulary (with stage 1 applied to what it
+    /// keeps): fills `candidates` with every token whose raw logit is at or above `t`, the
+    /// `top_k`-th largest of the maxima of blocks of [`PREFILTER_BLOCK`] logits (computed in
+    /// `probs`, free until the softmax), plus every token of the penalty window, all
+    /// penalized. The preselection is exact when at least `top_k` of the kept logits are at
+    /// or above `t` after the penalties (always so without penalties: the `top_k` block
+    /// maxima): then every token of the best `top_k` is kept (a token outside the window
+    /// keeps its raw logit, so it reached `t` only if kept), and `top_k` of the candidates is
+    /// `top_k` of the whole vocabulary, from a few times `top_k` candidates instead of all of
+    /// them (a 262144-token vocabulary took a fifth of a Gemma-3 token to sample). NaN
+    /// logits count as -inf, below `t`.
+    ///
+    /// Returns false, leaving `candidates` to be rebuilt, when it does not apply: fewer
+    /// blocks than `top_k`, a threshold of -inf, or penalties that leave too few logits at
+    /// the threshold.
+    fn top_k_prefilter(&mut self, logits: &[f32]) -> bool {
+        use crate::ops::max_ignoring_nan;
+        let k = self.config.top_k;
+        let n_blocks = logits.len().div_ceil(PREFILTER_BLOCK);
+        if k == 0 || k > n_blocks || self.probs.len() < n_blocks {
+            return false;
+        }
+        let maxima = &mut self.probs[..n_blocks];
+        for (m, block) in maxima.iter_mut().zip(logits.chunks(PREFILTER_BLOCK)) {
+            *m = max_ignoring_nan(block);
+        }
+        // The maxima hold no NaN, so the total order is the numeric one (with -0 below +0,
+        // which can only lower the threshold).
+        let (_, &mut t, _) = maxima.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        if t == f32::NEG_INFINITY {
+            return false;
+        }
+        // Pushes stay within the capacity (the vocabulary): no allocation.
+        let out = &mut self.candidates;
+        out.clear();
+        for (b, block) in logits.chunks(PREFILTER_BLOCK).enumerate() {
+            if max_ignoring_nan(block) >= t {
+                for (j, &l) in block.iter().enumerate() {
+                    if l >= t {
+                        out.push(Candidate {
+                            id: (b * PREFILTER_BLOCK + j) as u32,
+                            logit: l,
+                        });
+                    }
                 }
             }
         }
+        if !self.config.penalties_active() {
+            return true;
+        }
+        for c in out.iter_mut() {
+            c.logit = penalized(c.logit, self.counts[c.id as usize], &self.config);
+        }
+        // The window's tokens below the threshold, once each (sorted by id, repeats dropped).
+        let kept = out.len();
+        for &id in &self.ring[..self.ring_len] {
+            let raw = logits[id as usize];
+            // below the threshold, or NaN (as -inf)
+            let below = match raw.partial_cmp(&t) {
+                Some(Ordering::Less) => Some(raw),
+                None => Some(f32::NEG_INFINITY),
+                _ => None,
+            };
+            if let Some(raw) = below {
+                out.push(Candidate {
+                    id,
+                    logit: penalized(raw, self.counts[id as usize], &self.config),
+                });
+            }
+        }
+        out[kept..].sort_unstable_by_key(|c| c.id);
+        let mut end = kept;
+        for i in kept..out.len() {
+            if end == kept || out[end - 1].id != out[i].id {
+                out[end] = out[i];
+                end += 1;
+            }
+        }
+        out.truncate(end);
+        out.iter().filter(|c| c.logit >= t).count() >= k
     }
-    true
 }
 
 /// Stage 3: keeps the `k` best candidates, sorted. Returns whether the set is now sorted.
@@ -763,10 +806,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The top-k preselection changes nothing: a sampler that takes it and one that does
-        /// not (penalties switched on without a token in their window, so the whole vocabulary
-        /// becomes candidates) keep the same candidates in the same order, with the same
-        /// probabilities, and draw the same tokens.
+        /// The top-k preselection changes nothing: a sampler that takes it and one that
+        /// scores the whole vocabulary keep the same candidates in the same order, with the
+        /// same probabilities, and draw the same tokens, with and without penalties (of
+        /// either sign) over a window of accepted tokens.
         #[test]
         fn top_k_prefilter_draws_what_the_whole_vocabulary_draws(
             logits in proptest::collection::vec(
@@ -783,8 +826,10 @@ mod tests {
             min_p in 0.0f32..0.3,
             temperature in 0.1f32..3.0,
             seed in proptest::num::u64::ANY,
+            penalties in proptest::option::of((0.5f32..2.0, -2.0f32..=2.0, -2.0f32..=2.0, 1usize..40)),
+            history in proptest::collection::vec(proptest::num::u32::ANY, 0..60),
         ) {
-            let cfg = SamplerConfig {
+            let mut cfg = SamplerConfig {
                 temperature,
                 top_k,
                 top_p,
@@ -792,15 +837,28 @@ mod tests {
                 seed,
                 ..SamplerConfig::default()
             };
-            let whole = SamplerConfig {
-                frequency_penalty: 0.5,
-                repeat_last_n: 8,
-                ..cfg.clone()
-            };
-            let mut fast = Sampler::new(cfg, logits.len()).unwrap();
-            let mut slow = Sampler::new(whole, logits.len()).unwrap();
+            if let Some((repeat, frequency, presence, window)) = penalties {
+                cfg.repeat_penalty = repeat;
+                cfg.frequency_penalty = frequency;
+                cfg.presence_penalty = presence;
+                cfg.repeat_last_n = window;
+            }
+            let mut fast = Sampler::new(cfg.clone(), logits.len()).unwrap();
+            let mut slow = Sampler::new(cfg, logits.len()).unwrap();
+            slow.prefilter = false;
+            for &t in &history {
+                // Mostly the best tokens, which the penalties then push down (or up).
+                let t = if t % 2 == 0 {
+                    crate::ops::argmax(&logits) as u32 + t % 7
+                } else {
+                    t % logits.len() as u32
+                };
+                fast.accept(t);
+                slow.accept(t);
+            }
             for _ in 0..3 {
-                proptest::prop_assert_eq!(fast.sample(&logits), slow.sample(&logits));
+                let (a, b) = (fast.sample(&logits), slow.sample(&logits));
+                proptest::prop_assert_eq!(a, b);
                 let n = fast.candidates.len();
                 proptest::prop_assert_eq!(n, slow.candidates.len());
                 for i in 0..n {
@@ -809,8 +867,37 @@ mod tests {
                     proptest::prop_assert_eq!(a.logit.to_bits(), b.logit.to_bits());
                     proptest::prop_assert_eq!(fast.probs[i].to_bits(), slow.probs[i].to_bits());
                 }
+                fast.accept(a);
+                slow.accept(b);
             }
         }
+    }
+
+    /// A token far below the preselection's threshold that negative penalties lift to the top
+    /// is still a candidate (the window's tokens always are).
+    #[test]
+    fn top_k_prefilter_keeps_window_tokens_that_penalties_lift() {
+        let mut logits = test_logits(4096, 5);
+        logits[5] = -10.0;
+        let cfg = SamplerConfig {
+            top_k: 3,
+            repeat_penalty: 0.5,
+            frequency_penalty: -2.0,
+            presence_penalty: -2.0,
+            repeat_last_n: 16,
+            ..SamplerConfig::default()
+        };
+        let mut fast = Sampler::new(cfg.clone(), logits.len()).unwrap();
+        let mut slow = Sampler::new(cfg, logits.len()).unwrap();
+        slow.prefilter = false;
+        for _ in 0..10 {
+            fast.accept(5);
+            slow.accept(5);
+        }
+        // -10 · 0.5 + 10 · 2 + 2 = 17: far above every other logit.
+        let (a, b) = (fast.sample(&logits), slow.sample(&logits));
+        assert_eq!((a, b), (5, 5));
+        assert_eq!(fast.candidates.len(), slow.candidates.len());
     }
 
     #[test]
