@@ -410,12 +410,12 @@ unsafe fn q5_levels_vnni<const VBMI_GFNI: bool>(qs: &[u8; 16], qh: [u8; 4]) -> _
 
 /// The instructions of the multi-row Q5_0/Q5_1 kernels (their `ISA` parameter): AVX2 alone
 /// (`maddubs` + `madd` for the int dots, each row's scale broadcast from a register).
-pub(super) const Q5_AVX2: u8 = 0;
+const Q5_AVX2: u8 = 0;
 /// AVX-512 with VNNI (and F, VL): one `vpdpbusd` per int dot, the scales multiplied in by FMAs
 /// with a broadcast memory operand.
-pub(super) const Q5_VNNI: u8 = 1;
+const Q5_VNNI: u8 = 1;
 /// [`Q5_VNNI`] plus AVX512-VBMI and GFNI: the cheaper level unpacking of [`q5_levels_vnni`].
-pub(super) const Q5_VBMI_GFNI: u8 = 2;
+const Q5_VBMI_GFNI: u8 = 2;
 
 /// A Q5 block's 32 levels (0..=31) as unsigned bytes with the instructions of `ISA`.
 ///
