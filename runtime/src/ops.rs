@@ -110,29 +110,12 @@ pub fn rope_apply(style: RopeStyle, n_dims: usize, x: &mut [f32], cos_sin: &[(f3
 /// their f64 sum by the kernel table's [`SoftMaxExp`](crate::kernels::SoftMaxExp), then one
 /// multiply by the sum's inverse.
 pub fn softmax(x: &mut [f32], exp_sum: crate::kernels::SoftMaxExp) {
-    let max = max_f32(x);
+    let max = max_ignoring_nan(x);
     let sum = exp_sum(x, max);
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
     }
-}
-
-/// The largest value (-∞ for none), in 8 independent lanes so the compiler vectorizes it (a
-/// maximum is exact in any order; NaNs are not expected: scores come from finite caches).
-fn max_f32(x: &[f32]) -> f32 {
-    let mut lanes = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (m, v) in lanes.iter_mut().zip(c) {
-            *m = if *v > *m { *v } else { *m };
-        }
-    }
-    for (m, v) in lanes.iter_mut().zip(rest) {
-        *m = if *v > *m { *v } else { *m };
-    }
-    lanes.into_iter().fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// SiLU: `x / (1 + e^-x)`.
@@ -164,13 +147,22 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
 /// of Gemma's prompt time). The table is built on first use; [`prepare_gelu`] builds it ahead.
 #[inline]
 pub fn gelu_tanh_f16(x: f32) -> f32 {
-    if x <= -10.0 {
-        0.0
-    } else if x >= 10.0 {
-        x
-    } else {
+    gelu_clamped(x).unwrap_or_else(|| {
         let h = f16::from_f32(x).to_bits();
         f16::from_bits(gelu_f16_table()[usize::from(h)]).to_f32()
+    })
+}
+
+/// ggml's GELU outside the table's range: 0 at or below -10, `x` at or above 10; `None`
+/// between them (NaN included), where the table answers.
+#[inline]
+fn gelu_clamped(x: f32) -> Option<f32> {
+    if x <= -10.0 {
+        Some(0.0)
+    } else if x >= 10.0 {
+        Some(x)
+    } else {
+        None
     }
 }
 
@@ -208,15 +200,7 @@ pub fn geglu(gate: &mut [f32], up: &[f32]) {
         }
         h.convert_to_f32_slice(y);
         for ((g, &u), &y) in g.iter_mut().zip(u).zip(y.iter()) {
-            let x = *g;
-            let gelu = if x <= -10.0 {
-                0.0
-            } else if x >= 10.0 {
-                x
-            } else {
-                y
-            };
-            *g = gelu * u;
+            *g = gelu_clamped(*g).unwrap_or(y) * u;
         }
     }
 }

@@ -302,7 +302,6 @@ impl Sampler {
         if self.config.temperature == 0.0 && !self.config.penalties_active() {
             return crate::ops::argmax(logits) as u32;
         }
-        self.candidates.clear();
         // Stage 3 first when it can go first: only the logits that can be among the best
         // `top_k` become candidates (penalized as stage 1 would).
         let prefiltered = self.prefilter
